@@ -1,0 +1,83 @@
+# Every target sets itself up from nothing: venv, pinned deps, build. See README.md.
+#   make test       build + nvcc-compile kernels/*.cu (when nvcc exists) + pytest
+#   make bench      build + the benchmark suite on the best device present (python -m sslfast.bench)
+#   make gpu-check  on a GPU machine: CUDA build, suite on CUDA, compute-sanitizer, benchmarks
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip --disable-pip-version-check
+NVCC   ?= $(shell command -v nvcc 2>/dev/null)
+
+TORCH_PIN   := torch==2.13.0
+TRITON_PIN  := triton==3.9.0
+TOOLS_PINS  := numpy==2.4.6 pytest==9.2.0 pytest-benchmark==5.3.1 tqdm==4.70.1 matplotlib==3.11.2 \
+               ninja==1.13.2 setuptools==84.2.1 wheel
+
+SOURCES := setup.py $(wildcard csrc/*.cpp csrc/*.h csrc/cpu/*.cpp csrc/cpu/*.h csrc/cuda/*.cpp kernels/*.cu kernels/*.cuh)
+BUILT   := $(VENV)/.built
+DEPS    := $(VENV)/.deps
+CU_SRCS := $(wildcard kernels/*.cu)
+
+.PHONY: all venv deps build test test-quick bench bench-quick nvcc-check gpu-check clean
+
+all: test
+
+# --system-site-packages: a machine that already has torch (the GPU image: CUDA torch, triton,
+# no internet) keeps it; elsewhere the pinned CPU wheel is installed (a bare `torch` would pull
+# GBs of CUDA wheels).
+$(PY):
+	$(PYTHON) -m venv --system-site-packages $(VENV)
+
+$(DEPS): $(PY) Makefile
+	@$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q $(TORCH_PIN)
+	@$(PY) -c "import triton" 2>/dev/null || $(PIP) install -q $(TRITON_PIN) || echo "triton unavailable: Triton backend disabled"
+	@$(PY) -c "import numpy, pytest, pytest_benchmark, tqdm, matplotlib, ninja, setuptools, wheel" 2>/dev/null \
+		|| $(PIP) install -q $(TOOLS_PINS)
+	@$(PY) -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
+	@touch $@
+
+venv deps: $(DEPS)
+
+# Editable install once (metadata + first build); afterwards incremental in-place rebuilds (ninja).
+$(BUILT): $(DEPS) $(SOURCES)
+	@if [ -f $(BUILT) ]; then MAX_JOBS=$${MAX_JOBS:-2} $(PY) setup.py -q build_ext --inplace; \
+	 else MAX_JOBS=$${MAX_JOBS:-2} $(PIP) install -q --no-build-isolation --no-deps -e . ; fi
+	@$(PY) -c "import sslfast, sslfast._native as n; print('sslfast._C built:', n.AVAILABLE, '| cuda:', n.built_with_cuda())"
+	@touch $@
+
+build: $(BUILT)
+
+# Compile every CUDA kernel for sm_80 and sm_90 (no GPU needed): a broken kernel fails here.
+nvcc-check:
+	@if [ -z "$(NVCC)" ]; then echo "nvcc-check: no nvcc, skipped"; \
+	 elif [ -z "$(CU_SRCS)" ]; then echo "nvcc-check: no kernels/*.cu yet"; \
+	 else mkdir -p build/nvcc-check && for f in $(CU_SRCS); do \
+	   echo "nvcc $$f"; \
+	   $(NVCC) -c -std=c++17 -O3 -Xptxas -v -gencode=arch=compute_80,code=sm_80 -gencode=arch=compute_90,code=sm_90 \
+	     $$f -o build/nvcc-check/$$(basename $$f .cu).o 2> build/nvcc-check/$$(basename $$f .cu).ptxas.txt \
+	     || { cat build/nvcc-check/$$(basename $$f .cu).ptxas.txt; exit 1; }; \
+	 done; fi
+
+test: $(BUILT) nvcc-check
+	$(PY) -m pytest -q tests
+
+test-quick: $(BUILT)
+	$(PY) -m pytest -q -x tests -k "not slow"
+
+bench: $(BUILT)
+	$(PY) -m sslfast.bench $(BENCH_ARGS)
+
+bench-quick: $(BUILT)
+	$(PY) -m sslfast.bench --quick $(BENCH_ARGS)
+
+# On a GPU machine (see README "GPU"): everything on CUDA, then sanitizers and benchmarks.
+gpu-check: $(BUILT) nvcc-check
+	@$(PY) -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'gpu-check: no CUDA device')"
+	mkdir -p benchmarks/results
+	SSLFAST_TEST_DEVICE=cuda $(PY) -m pytest -q tests 2>&1 | tee benchmarks/results/gpu-tests.txt
+	compute-sanitizer --tool memcheck $(PY) -m pytest -q -x tests -k "sanitize" 2>&1 | tail -20
+	$(PY) -m sslfast.bench --device cuda --out benchmarks/results/gpu $(BENCH_ARGS)
+
+clean:
+	rm -rf build $(BUILT) sslfast/*.so *.egg-info bench-results

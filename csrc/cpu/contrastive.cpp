@@ -1,0 +1,460 @@
+// Fused contrastive losses on CPU: NT-Xent, InfoNCE, CLIP, SigLIP (math: sslfast/reference/contrastive.py).
+//
+// No N x M logits: score tiles of <= 256 x 256 are produced by BLAS into per-thread scratch,
+// folded into online row / column logsumexps (forward) or turned into softmax weights and
+// multiplied back onto the embeddings (backward, recomputing the tile from the saved lse).
+// Extra memory is O((N + M) + threads * tile). Tiles run in rounds (tile_schedule.h) whose tiles
+// touch disjoint row blocks: deterministic without atomics.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <torch/library.h>
+
+#include <vector>
+
+#include "../checks.h"
+#include "tile_math.h"
+#include "tile_schedule.h"
+
+namespace sslfast::cpu {
+namespace {
+
+constexpr int64_t kColumnBlock = 256;
+
+template <typename T>
+struct Scratch {
+  std::vector<std::vector<T>> per_thread;
+  explicit Scratch(int64_t size) : per_thread(at::get_num_threads(), std::vector<T>(size)) {}
+  T* get(int thread) { return per_thread[thread].data(); }
+};
+
+// Entries of the (r0.., c0..) tile whose global column is the row itself, or (exclude_positive)
+// the row's positive partner (i + half) mod 2 * half, get `value`.
+template <typename T>
+void mask_self_and_positive(T* tile, int64_t r0, int64_t rows, int64_t c0, int64_t cols, int64_t half,
+                            bool exclude_positive, T value) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t row = r0 + r;
+    const int64_t self = row - c0;
+    if (self >= 0 && self < cols) tile[r * cols + self] = value;
+    if (exclude_positive) {
+      const int64_t partner = (row + half) % (2 * half) - c0;
+      if (partner >= 0 && partner < cols) tile[r * cols + partner] = value;
+    }
+  }
+}
+
+// ---------------------------------------------------------------- NT-Xent (SimCLR, DCL)
+
+template <typename T>
+double nt_xent_forward(const T* z, int64_t rows, int64_t dim, T inv_t, bool exclude_positive, T* lse) {
+  const int64_t half = rows / 2;
+  const Blocking blocks(rows);
+  std::vector<T> run_max(rows, neg_inf<T>()), run_sum(rows, T(0));
+  Scratch<T> scratch(blocks.size * blocks.size + 2 * blocks.size);
+  // S is symmetric: tile (I, J), I < J, serves rows I (row direction) and rows J (its columns).
+  run_rounds(symmetric_rounds(blocks.count), [&](int64_t bi, int64_t bj, int thread) {
+    T* tile = scratch.get(thread);
+    const int64_t r0 = blocks.begin(bi), nr = blocks.rows(bi), c0 = blocks.begin(bj), nc = blocks.rows(bj);
+    scores_tile(z + r0 * dim, nr, z + c0 * dim, nc, dim, inv_t, tile);
+    mask_self_and_positive(tile, r0, nr, c0, nc, half, exclude_positive, neg_inf<T>());
+    fold_rows_lse(tile, nr, nc, run_max.data() + r0, run_sum.data() + r0);
+    if (bi != bj) fold_cols_lse(tile, nr, nc, run_max.data() + c0, run_sum.data() + c0, tile + nr * nc);
+  });
+  finish_lse(run_max.data(), run_sum.data(), rows, lse);
+  double total = 0;
+  for (int64_t i = 0; i < rows; ++i)
+    total += double(lse[i]) - double(inv_t) * dot(z + i * dim, z + ((i + half) % rows) * dim, dim);
+  return total / double(rows);
+}
+
+// dz_k = g / (2N T) * [sum_j (exp(S_kj - lse_k) + exp(S_kj - lse_j)) z_j - 2 z_p(k)]: the
+// symmetry of S turns the column softmax into a second exp of the same tile.
+template <typename T>
+void nt_xent_backward(const T* z, const T* lse, int64_t rows, int64_t dim, T inv_t, bool exclude_positive,
+                      double grad, T* dz) {
+  const int64_t half = rows / 2;
+  const T coef = T(grad * double(inv_t) / double(rows));
+  const Blocking blocks(rows);
+  Scratch<T> scratch(blocks.size * blocks.size);
+  std::fill(dz, dz + rows * dim, T(0));
+  run_rounds(symmetric_rounds(blocks.count), [&](int64_t bi, int64_t bj, int thread) {
+    T* w = scratch.get(thread);
+    const int64_t r0 = blocks.begin(bi), nr = blocks.rows(bi), c0 = blocks.begin(bj), nc = blocks.rows(bj);
+    scores_tile(z + r0 * dim, nr, z + c0 * dim, nc, dim, inv_t, w);
+    for (int64_t r = 0; r < nr; ++r) softmax_weights(w + r * nc, lse[r0 + r], lse + c0, coef, w + r * nc, nc);
+    mask_self_and_positive(w, r0, nr, c0, nc, half, exclude_positive, T(0));
+    accumulate_w_b(w, nr, nc, z + c0 * dim, dim, T(1), dz + r0 * dim);
+    if (bi != bj) accumulate_wt_a(w, nr, nc, z + r0 * dim, dim, T(1), dz + c0 * dim);
+  });
+  at::parallel_for(0, rows, 256, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const T* partner = z + ((i + half) % rows) * dim;
+      for (int64_t d = 0; d < dim; ++d) dz[i * dim + d] -= 2 * coef * partner[d];
+    }
+  });
+}
+
+// ---------------------------------------------------------------- InfoNCE (MoCo, SimCSE)
+
+template <typename T>
+double info_nce_forward(const T* q, const T* k, const T* queue, int64_t n, int64_t queue_rows, int64_t dim,
+                        T inv_t, bool in_batch, T* lse) {
+  const Blocking blocks(n);
+  std::vector<T> positive(n), run_max(n, neg_inf<T>()), run_sum(n, T(0));
+  for (int64_t i = 0; i < n; ++i) positive[i] = T(double(inv_t) * dot(q + i * dim, k + i * dim, dim));
+  if (!in_batch) {  // the positive key is always in the denominator
+    run_max = positive;
+    std::fill(run_sum.begin(), run_sum.end(), T(1));
+  }
+  Scratch<T> scratch(blocks.size * kColumnBlock);
+  run_blocks(blocks.count, [&](int64_t bi, int thread) {
+    T* tile = scratch.get(thread);
+    const int64_t r0 = blocks.begin(bi), nr = blocks.rows(bi);
+    auto fold_columns = [&](const T* columns, int64_t count) {
+      for (int64_t c0 = 0; c0 < count; c0 += kColumnBlock) {
+        const int64_t nc = std::min(kColumnBlock, count - c0);
+        scores_tile(q + r0 * dim, nr, columns + c0 * dim, nc, dim, inv_t, tile);
+        fold_rows_lse(tile, nr, nc, run_max.data() + r0, run_sum.data() + r0);
+      }
+    };
+    if (in_batch) fold_columns(k, n);
+    if (queue) fold_columns(queue, queue_rows);
+  });
+  finish_lse(run_max.data(), run_sum.data(), n, lse);
+  double total = 0;
+  for (int64_t i = 0; i < n; ++i) total += double(lse[i]) - double(positive[i]);
+  return total / double(n);
+}
+
+// dq_i = c [sum_j P_ij k_j + sum_m P_im queue_m - k_i],  dk_j = c [sum_i P_ij q_i - q_j],
+// c = g / (N T); without in-batch negatives only the positive column j = i has P.
+template <typename T>
+void info_nce_backward(const T* q, const T* k, const T* queue, const T* lse, int64_t n, int64_t queue_rows,
+                       int64_t dim, T inv_t, bool in_batch, double grad, T* dq, T* dk) {
+  const T coef = T(grad * double(inv_t) / double(n));
+  const Blocking blocks(n);
+  std::fill(dq, dq + n * dim, T(0));
+  std::fill(dk, dk + n * dim, T(0));
+  Scratch<T> scratch(blocks.size * std::max(blocks.size, kColumnBlock));
+  if (in_batch) {
+    run_rounds(latin_rounds(blocks.count), [&](int64_t bi, int64_t bj, int thread) {
+      T* w = scratch.get(thread);
+      const int64_t r0 = blocks.begin(bi), nr = blocks.rows(bi), c0 = blocks.begin(bj), nc = blocks.rows(bj);
+      scores_tile(q + r0 * dim, nr, k + c0 * dim, nc, dim, inv_t, w);
+      for (int64_t r = 0; r < nr; ++r) softmax_weights(w + r * nc, lse[r0 + r], (const T*)nullptr, coef, w + r * nc, nc);
+      accumulate_w_b(w, nr, nc, k + c0 * dim, dim, T(1), dq + r0 * dim);
+      accumulate_wt_a(w, nr, nc, q + r0 * dim, dim, T(1), dk + c0 * dim);
+    });
+  }
+  if (queue) {
+    run_blocks(blocks.count, [&](int64_t bi, int thread) {
+      T* w = scratch.get(thread);
+      const int64_t r0 = blocks.begin(bi), nr = blocks.rows(bi);
+      for (int64_t c0 = 0; c0 < queue_rows; c0 += kColumnBlock) {
+        const int64_t nc = std::min(kColumnBlock, queue_rows - c0);
+        scores_tile(q + r0 * dim, nr, queue + c0 * dim, nc, dim, inv_t, w);
+        for (int64_t r = 0; r < nr; ++r) softmax_weights(w + r * nc, lse[r0 + r], (const T*)nullptr, coef, w + r * nc, nc);
+        accumulate_w_b(w, nr, nc, queue + c0 * dim, dim, T(1), dq + r0 * dim);
+      }
+    });
+  }
+  at::parallel_for(0, n, 256, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      T pos_weight = -coef;
+      if (!in_batch) pos_weight += coef * T(std::exp(double(inv_t) * dot(q + i * dim, k + i * dim, dim) - double(lse[i])));
+      for (int64_t d = 0; d < dim; ++d) {
+        dq[i * dim + d] += pos_weight * k[i * dim + d];
+        dk[i * dim + d] += pos_weight * q[i * dim + d];
+      }
+    }
+  });
+}
+
+// ---------------------------------------------------------------- CLIP and SigLIP (paired N x N)
+
+template <typename T>
+double clip_forward(const T* image, const T* text, int64_t n, int64_t dim, T scale, T bias, T* row_lse,
+                    T* col_lse) {
+  const Blocking blocks(n);
+  std::vector<T> row_max(n, neg_inf<T>()), row_sum(n, T(0)), col_max(n, neg_inf<T>()), col_sum(n, T(0));
+  Scratch<T> scratch(blocks.size * blocks.size + 2 * blocks.size);
+  // Both directions from one pass: a round's tiles own disjoint image rows and text columns.
+  run_rounds(latin_rounds(blocks.count), [&](int64_t bi, int64_t bj, int thread) {
+    T* tile = scratch.get(thread);
+    const int64_t r0 = blocks.begin(bi), nr = blocks.rows(bi), c0 = blocks.begin(bj), nc = blocks.rows(bj);
+    scores_tile(image + r0 * dim, nr, text + c0 * dim, nc, dim, scale, tile);
+    if (bias != T(0)) affine(tile, T(1), bias, tile, nr * nc);
+    fold_rows_lse(tile, nr, nc, row_max.data() + r0, row_sum.data() + r0);
+    fold_cols_lse(tile, nr, nc, col_max.data() + c0, col_sum.data() + c0, tile + nr * nc);
+  });
+  finish_lse(row_max.data(), row_sum.data(), n, row_lse);
+  finish_lse(col_max.data(), col_sum.data(), n, col_lse);
+  double total = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const double diagonal = double(scale) * dot(image + i * dim, text + i * dim, dim) + double(bias);
+    total += double(row_lse[i]) + double(col_lse[i]) - 2 * diagonal;
+  }
+  return total / double(2 * n);
+}
+
+template <typename T>
+double siglip_forward(const T* image, const T* text, int64_t n, int64_t dim, T scale, T bias) {
+  const Blocking blocks(n);
+  std::vector<double> block_loss(blocks.count, 0.0);
+  Scratch<T> scratch(blocks.size * kColumnBlock);
+  run_blocks(blocks.count, [&](int64_t bi, int thread) {
+    T* tile = scratch.get(thread);
+    const int64_t r0 = blocks.begin(bi), nr = blocks.rows(bi);
+    for (int64_t c0 = 0; c0 < n; c0 += kColumnBlock) {
+      const int64_t nc = std::min(kColumnBlock, n - c0);
+      scores_tile(image + r0 * dim, nr, text + c0 * dim, nc, dim, scale, tile);
+      affine(tile, T(1), bias, tile, nr * nc);
+      // -logsigmoid(z S) = softplus(-z S): softplus(S) off the diagonal, softplus(-S) on it.
+      for (int64_t r = 0; r < nr; ++r) {
+        const int64_t self = r0 + r - c0;
+        if (self >= 0 && self < nc) tile[r * nc + self] = -tile[r * nc + self];
+        block_loss[bi] += double(sum_softplus(tile + r * nc, T(1), nc));
+      }
+    }
+  });
+  double total = 0;
+  for (double part : block_loss) total += part;
+  return total / double(n);
+}
+
+// Shared backward of the paired losses: G = weights(S) per tile (S = scale * image_I text_J^T
+// + bias); grad_image += scale G text, grad_text += scale G^T image, grad_scale = sum G * dots,
+// grad_bias = sum G. `weights(dots, w, r0, nr, c0, nc)` writes G into w.
+template <typename T, typename Weights>
+std::pair<double, double> paired_backward(const T* image, const T* text, int64_t n, int64_t dim, T scale,
+                                          const Weights& weights, T* d_image, T* d_text) {
+  const Blocking blocks(n);
+  std::fill(d_image, d_image + n * dim, T(0));
+  std::fill(d_text, d_text + n * dim, T(0));
+  std::vector<double> scale_part(blocks.count * blocks.count, 0.0), bias_part(blocks.count * blocks.count, 0.0);
+  Scratch<T> scratch(2 * blocks.size * blocks.size);
+  run_rounds(latin_rounds(blocks.count), [&](int64_t bi, int64_t bj, int thread) {
+    T* dots = scratch.get(thread);
+    T* w = dots + blocks.size * blocks.size;
+    const int64_t r0 = blocks.begin(bi), nr = blocks.rows(bi), c0 = blocks.begin(bj), nc = blocks.rows(bj);
+    scores_tile(image + r0 * dim, nr, text + c0 * dim, nc, dim, T(1), dots);
+    weights(dots, w, r0, nr, c0, nc);
+    const int64_t slot = bi * blocks.count + bj;
+    for (int64_t r = 0; r < nr; ++r)
+      sum_product_and_sum(w + r * nc, dots + r * nc, nc, scale_part[slot], bias_part[slot]);
+    accumulate_w_b(w, nr, nc, text + c0 * dim, dim, scale, d_image + r0 * dim);
+    accumulate_wt_a(w, nr, nc, image + r0 * dim, dim, scale, d_text + c0 * dim);
+  });
+  double grad_scale = 0, grad_bias = 0;
+  for (size_t s = 0; s < scale_part.size(); ++s) {
+    grad_scale += scale_part[s];
+    grad_bias += bias_part[s];
+  }
+  return {grad_scale, grad_bias};
+}
+
+// ---------------------------------------------------------------- op entry points
+
+double scalar_of(const at::Tensor& t, const char* name) {
+  TORCH_CHECK(t.numel() == 1, name, " must have one element, got shape ", t.sizes());
+  return t.item<double>();
+}
+
+void check_lse(const at::Tensor& lse, const at::Tensor& like, const char* name) {
+  TORCH_CHECK(lse.dim() == 1 && lse.size(0) == like.size(0), name, " must have shape (", like.size(0),
+              "), got ", lse.sizes());
+  TORCH_CHECK(lse.scalar_type() == like.scalar_type(), name, " must have dtype ", like.scalar_type());
+  CHECK_CONTIGUOUS(lse);
+}
+
+void check_pair(const at::Tensor& image, const at::Tensor& text) {
+  CHECK_EMBEDDINGS(image);
+  CHECK_EMBEDDINGS(text);
+  CHECK_SAME_DTYPE(image, text);
+  TORCH_CHECK(image.sizes() == text.sizes(), "image and text must have the same shape, got ", image.sizes(),
+              " and ", text.sizes());
+}
+
+std::tuple<at::Tensor, at::Tensor> nt_xent_fwd(const at::Tensor& z, double temperature, bool exclude_positive) {
+  CHECK_EMBEDDINGS(z);
+  TORCH_CHECK(z.size(0) % 2 == 0, "z must hold 2N rows (both views), got ", z.size(0));
+  TORCH_CHECK(temperature > 0, "temperature must be > 0, got ", temperature);
+  auto lse = at::empty({z.size(0)}, z.options());
+  double loss = 0;
+  AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "nt_xent_fwd", [&] {
+    loss = nt_xent_forward<scalar_t>(z.data_ptr<scalar_t>(), z.size(0), z.size(1), scalar_t(1.0 / temperature),
+                                     exclude_positive, lse.data_ptr<scalar_t>());
+  });
+  return {at::scalar_tensor(loss, z.options()), lse};
+}
+
+at::Tensor nt_xent_bwd(const at::Tensor& grad_loss, const at::Tensor& z, const at::Tensor& lse, double temperature,
+                       bool exclude_positive) {
+  CHECK_EMBEDDINGS(z);
+  TORCH_CHECK(z.size(0) % 2 == 0, "z must hold 2N rows (both views), got ", z.size(0));
+  check_lse(lse, z, "lse");
+  auto dz = at::empty_like(z);
+  const double grad = scalar_of(grad_loss, "grad_loss");
+  AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "nt_xent_bwd", [&] {
+    nt_xent_backward<scalar_t>(z.data_ptr<scalar_t>(), lse.data_ptr<scalar_t>(), z.size(0), z.size(1),
+                               scalar_t(1.0 / temperature), exclude_positive, grad, dz.data_ptr<scalar_t>());
+  });
+  return dz;
+}
+
+void check_info_nce(const at::Tensor& query, const at::Tensor& key, const std::optional<at::Tensor>& queue) {
+  check_pair(query, key);
+  if (queue) {
+    CHECK_EMBEDDINGS((*queue));
+    CHECK_SAME_DTYPE(query, (*queue));
+    TORCH_CHECK(queue->size(1) == query.size(1), "queue must have D = ", query.size(1), " columns, got ",
+                queue->size(1));
+  }
+}
+
+std::tuple<at::Tensor, at::Tensor> info_nce_fwd(const at::Tensor& query, const at::Tensor& key,
+                                                const std::optional<at::Tensor>& queue, double temperature,
+                                                bool in_batch_negatives) {
+  check_info_nce(query, key, queue);
+  TORCH_CHECK(temperature > 0, "temperature must be > 0, got ", temperature);
+  auto lse = at::empty({query.size(0)}, query.options());
+  double loss = 0;
+  AT_DISPATCH_FLOATING_TYPES(query.scalar_type(), "info_nce_fwd", [&] {
+    loss = info_nce_forward<scalar_t>(query.data_ptr<scalar_t>(), key.data_ptr<scalar_t>(),
+                                      queue ? queue->data_ptr<scalar_t>() : nullptr, query.size(0),
+                                      queue ? queue->size(0) : 0, query.size(1), scalar_t(1.0 / temperature),
+                                      in_batch_negatives, lse.data_ptr<scalar_t>());
+  });
+  return {at::scalar_tensor(loss, query.options()), lse};
+}
+
+std::tuple<at::Tensor, at::Tensor> info_nce_bwd(const at::Tensor& grad_loss, const at::Tensor& query,
+                                                const at::Tensor& key, const std::optional<at::Tensor>& queue,
+                                                const at::Tensor& lse, double temperature, bool in_batch_negatives) {
+  check_info_nce(query, key, queue);
+  check_lse(lse, query, "lse");
+  auto d_query = at::empty_like(query);
+  auto d_key = at::empty_like(key);
+  const double grad = scalar_of(grad_loss, "grad_loss");
+  AT_DISPATCH_FLOATING_TYPES(query.scalar_type(), "info_nce_bwd", [&] {
+    info_nce_backward<scalar_t>(query.data_ptr<scalar_t>(), key.data_ptr<scalar_t>(),
+                                queue ? queue->data_ptr<scalar_t>() : nullptr, lse.data_ptr<scalar_t>(),
+                                query.size(0), queue ? queue->size(0) : 0, query.size(1),
+                                scalar_t(1.0 / temperature), in_batch_negatives, grad,
+                                d_query.data_ptr<scalar_t>(), d_key.data_ptr<scalar_t>());
+  });
+  return {d_query, d_key};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> clip_loss_fwd(const at::Tensor& image, const at::Tensor& text,
+                                                             const at::Tensor& logit_scale,
+                                                             const std::optional<at::Tensor>& logit_bias) {
+  check_pair(image, text);
+  const double scale = scalar_of(logit_scale, "logit_scale");
+  const double bias = logit_bias ? scalar_of(*logit_bias, "logit_bias") : 0.0;
+  auto row_lse = at::empty({image.size(0)}, image.options());
+  auto col_lse = at::empty({image.size(0)}, image.options());
+  double loss = 0;
+  AT_DISPATCH_FLOATING_TYPES(image.scalar_type(), "clip_loss_fwd", [&] {
+    loss = clip_forward<scalar_t>(image.data_ptr<scalar_t>(), text.data_ptr<scalar_t>(), image.size(0),
+                                  image.size(1), scalar_t(scale), scalar_t(bias), row_lse.data_ptr<scalar_t>(),
+                                  col_lse.data_ptr<scalar_t>());
+  });
+  return {at::scalar_tensor(loss, image.options()), row_lse, col_lse};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> clip_loss_bwd(
+    const at::Tensor& grad_loss, const at::Tensor& image, const at::Tensor& text, const at::Tensor& logit_scale,
+    const std::optional<at::Tensor>& logit_bias, const at::Tensor& row_lse, const at::Tensor& col_lse) {
+  check_pair(image, text);
+  check_lse(row_lse, image, "row_lse");
+  check_lse(col_lse, text, "col_lse");
+  const double scale = scalar_of(logit_scale, "logit_scale");
+  const double bias = logit_bias ? scalar_of(*logit_bias, "logit_bias") : 0.0;
+  const double grad = scalar_of(grad_loss, "grad_loss");
+  const int64_t n = image.size(0);
+  auto d_image = at::empty_like(image);
+  auto d_text = at::empty_like(text);
+  std::pair<double, double> scale_bias_grads;
+  AT_DISPATCH_FLOATING_TYPES(image.scalar_type(), "clip_loss_bwd", [&] {
+    using T = scalar_t;
+    const T coef = T(grad / double(2 * n)), s = T(scale), b = T(bias);
+    const T* rl = row_lse.data_ptr<T>();
+    const T* cl = col_lse.data_ptr<T>();
+    // G_ij = g / 2N * (exp(S_ij - row_lse_i) + exp(S_ij - col_lse_j) - 2 [i == j])
+    auto weights = [&](const T* dots, T* w, int64_t r0, int64_t nr, int64_t c0, int64_t nc) {
+      for (int64_t r = 0; r < nr; ++r) {
+        affine(dots + r * nc, s, b, w + r * nc, nc);
+        softmax_weights(w + r * nc, rl[r0 + r], cl + c0, coef, w + r * nc, nc);
+        const int64_t self = r0 + r - c0;
+        if (self >= 0 && self < nc) w[r * nc + self] -= 2 * coef;
+      }
+    };
+    scale_bias_grads = paired_backward<T>(image.data_ptr<T>(), text.data_ptr<T>(), n, image.size(1), s, weights,
+                                          d_image.data_ptr<T>(), d_text.data_ptr<T>());
+  });
+  auto grad_scale = at::full_like(logit_scale, scale_bias_grads.first);
+  auto grad_bias = logit_bias ? at::full_like(*logit_bias, scale_bias_grads.second) : at::zeros_like(logit_scale);
+  return {d_image, d_text, grad_scale, grad_bias};
+}
+
+at::Tensor siglip_loss_fwd(const at::Tensor& image, const at::Tensor& text, const at::Tensor& logit_scale,
+                           const at::Tensor& logit_bias) {
+  check_pair(image, text);
+  const double scale = scalar_of(logit_scale, "logit_scale");
+  const double bias = scalar_of(logit_bias, "logit_bias");
+  double loss = 0;
+  AT_DISPATCH_FLOATING_TYPES(image.scalar_type(), "siglip_loss_fwd", [&] {
+    loss = siglip_forward<scalar_t>(image.data_ptr<scalar_t>(), text.data_ptr<scalar_t>(), image.size(0),
+                                    image.size(1), scalar_t(scale), scalar_t(bias));
+  });
+  return at::scalar_tensor(loss, image.options());
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> siglip_loss_bwd(const at::Tensor& grad_loss,
+                                                                          const at::Tensor& image,
+                                                                          const at::Tensor& text,
+                                                                          const at::Tensor& logit_scale,
+                                                                          const at::Tensor& logit_bias) {
+  check_pair(image, text);
+  const double scale = scalar_of(logit_scale, "logit_scale");
+  const double bias = scalar_of(logit_bias, "logit_bias");
+  const double grad = scalar_of(grad_loss, "grad_loss");
+  const int64_t n = image.size(0);
+  auto d_image = at::empty_like(image);
+  auto d_text = at::empty_like(text);
+  std::pair<double, double> scale_bias_grads;
+  AT_DISPATCH_FLOATING_TYPES(image.scalar_type(), "siglip_loss_bwd", [&] {
+    using T = scalar_t;
+    const T coef = T(grad / double(n)), s = T(scale), b = T(bias);
+    // G_ij = -(g / N) z_ij sigmoid(-z_ij S_ij): (g / N) sigmoid(S) off the diagonal,
+    // -(g / N) sigmoid(-S) on it.
+    auto weights = [&](const T* dots, T* w, int64_t r0, int64_t nr, int64_t c0, int64_t nc) {
+      for (int64_t r = 0; r < nr; ++r) {
+        affine(dots + r * nc, s, b, w + r * nc, nc);
+        scaled_sigmoid(w + r * nc, coef, w + r * nc, nc);
+        const int64_t self = r0 + r - c0;
+        if (self >= 0 && self < nc) w[r * nc + self] = -coef * scalar_sigmoid(-(s * dots[r * nc + self] + b));
+      }
+    };
+    scale_bias_grads = paired_backward<T>(image.data_ptr<T>(), text.data_ptr<T>(), n, image.size(1), s, weights,
+                                          d_image.data_ptr<T>(), d_text.data_ptr<T>());
+  });
+  return {d_image, d_text, at::full_like(logit_scale, scale_bias_grads.first),
+          at::full_like(logit_bias, scale_bias_grads.second)};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(sslfast, CPU, m) {
+  m.impl("nt_xent_fwd", &nt_xent_fwd);
+  m.impl("nt_xent_bwd", &nt_xent_bwd);
+  m.impl("info_nce_fwd", &info_nce_fwd);
+  m.impl("info_nce_bwd", &info_nce_bwd);
+  m.impl("clip_loss_fwd", &clip_loss_fwd);
+  m.impl("clip_loss_bwd", &clip_loss_bwd);
+  m.impl("siglip_loss_fwd", &siglip_loss_fwd);
+  m.impl("siglip_loss_bwd", &siglip_loss_bwd);
+}
+
+}  // namespace sslfast::cpu

@@ -1,0 +1,42 @@
+// Every sslfast op's schema, in one place. Kernels register per backend:
+// csrc/cpu/<op>.cpp (CPU), csrc/cuda/<op>.cpp (CUDA). Python adds fakes and autograd
+// (sslfast/ops/_<family>_schema.py), so these schemas must match the strings there
+// (tests/test_contrastive.py checks it).
+#include <Python.h>
+#include <torch/library.h>
+
+extern "C" {
+// `import sslfast._C` loads this library; the TORCH_LIBRARY blocks below then register.
+PyMODINIT_FUNC PyInit__C(void) {
+  static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  return PyModule_Create(&module_def);
+}
+}
+
+static bool built_with_cuda() {
+#ifdef SSLFAST_WITH_CUDA
+  return true;
+#else
+  return false;
+#endif
+}
+
+TORCH_LIBRARY(sslfast, m) {
+  m.def("built_with_cuda() -> bool", &built_with_cuda);
+
+  // Contrastive family (csrc/cpu/contrastive.cpp; Triton twin in sslfast/triton/contrastive.py).
+  m.def("nt_xent_fwd(Tensor z, float temperature, bool exclude_positive) -> (Tensor, Tensor)");
+  m.def("nt_xent_bwd(Tensor grad_loss, Tensor z, Tensor lse, float temperature, "
+        "bool exclude_positive) -> Tensor");
+  m.def("info_nce_fwd(Tensor query, Tensor key, Tensor? queue, float temperature, "
+        "bool in_batch_negatives) -> (Tensor, Tensor)");
+  m.def("info_nce_bwd(Tensor grad_loss, Tensor query, Tensor key, Tensor? queue, Tensor lse, "
+        "float temperature, bool in_batch_negatives) -> (Tensor, Tensor)");
+  m.def("clip_loss_fwd(Tensor image, Tensor text, Tensor logit_scale, Tensor? logit_bias) "
+        "-> (Tensor, Tensor, Tensor)");
+  m.def("clip_loss_bwd(Tensor grad_loss, Tensor image, Tensor text, Tensor logit_scale, "
+        "Tensor? logit_bias, Tensor row_lse, Tensor col_lse) -> (Tensor, Tensor, Tensor, Tensor)");
+  m.def("siglip_loss_fwd(Tensor image, Tensor text, Tensor logit_scale, Tensor logit_bias) -> Tensor");
+  m.def("siglip_loss_bwd(Tensor grad_loss, Tensor image, Tensor text, Tensor logit_scale, "
+        "Tensor logit_bias) -> (Tensor, Tensor, Tensor, Tensor)");
+}

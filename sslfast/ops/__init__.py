@@ -1,0 +1,5 @@
+"""Public fused ops. Each family module validates, picks a backend and calls a registered op."""
+
+from .contrastive import clip_loss, info_nce, nt_xent, siglip_loss
+
+__all__ = ["nt_xent", "info_nce", "clip_loss", "siglip_loss"]
