@@ -182,8 +182,10 @@ double clip_forward(const T* image, const T* text, int64_t n, int64_t dim, T sca
   run_rounds(latin_rounds(blocks.count), [&](int64_t bi, int64_t bj, int thread) {
     T* tile = scratch.get(thread);
     const int64_t r0 = blocks.begin(bi), nr = blocks.rows(bi), c0 = blocks.begin(bj), nc = blocks.rows(bj);
-    scores_tile(image + r0 * dim, nr, text + c0 * dim, nc, dim, scale, tile);
-    if (bias != T(0)) affine(tile, T(1), bias, tile, nr * nc);
+    // S = scale * dots + bias rounded exactly as paired_backward recomputes it, so that
+    // exp(S - lse) there is the forward's softmax to the last bit.
+    scores_tile(image + r0 * dim, nr, text + c0 * dim, nc, dim, T(1), tile);
+    affine(tile, scale, bias, tile, nr * nc);
     fold_rows_lse(tile, nr, nc, row_max.data() + r0, row_sum.data() + r0);
     fold_cols_lse(tile, nr, nc, col_max.data() + c0, col_sum.data() + c0, tile + nr * nc);
   });
@@ -207,8 +209,8 @@ double siglip_forward(const T* image, const T* text, int64_t n, int64_t dim, T s
     const int64_t r0 = blocks.begin(bi), nr = blocks.rows(bi);
     for (int64_t c0 = 0; c0 < n; c0 += kColumnBlock) {
       const int64_t nc = std::min(kColumnBlock, n - c0);
-      scores_tile(image + r0 * dim, nr, text + c0 * dim, nc, dim, scale, tile);
-      affine(tile, T(1), bias, tile, nr * nc);
+      scores_tile(image + r0 * dim, nr, text + c0 * dim, nc, dim, T(1), tile);
+      affine(tile, scale, bias, tile, nr * nc);
       // -logsigmoid(z S) = softplus(-z S): softplus(S) off the diagonal, softplus(-S) on it.
       for (int64_t r = 0; r < nr; ++r) {
         const int64_t self = r0 + r - c0;

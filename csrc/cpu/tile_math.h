@@ -22,9 +22,26 @@ void sgemm_(const char* transa, const char* transb, const int* m, const int* n, 
 void dgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k,
             const double* alpha, const double* a, const int* lda, const double* b, const int* ldb,
             const double* beta, double* c, const int* ldc);
+// MKL only (weak: null on other BLAS builds, which then keep their own threading).
+// (MKL's C entry point; the lowercase export is the Fortran one and takes an int*.)
+int MKL_Set_Num_Threads_Local(int nt) __attribute__((weak));
 }
 
 namespace sslfast::cpu {
+
+// A tile GEMM is small: one BLAS thread per tile, also when a round has a single tile and
+// at::parallel_for runs it outside a parallel region, so results never depend on thread count.
+struct SingleThreadedBlas {
+  int previous = 0;
+  SingleThreadedBlas() {
+    if (MKL_Set_Num_Threads_Local) previous = MKL_Set_Num_Threads_Local(1);
+  }
+  ~SingleThreadedBlas() {
+    if (MKL_Set_Num_Threads_Local) MKL_Set_Num_Threads_Local(previous);
+  }
+  SingleThreadedBlas(const SingleThreadedBlas&) = delete;
+  SingleThreadedBlas& operator=(const SingleThreadedBlas&) = delete;
+};
 
 inline void blas_gemm(char ta, char tb, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
                       int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {

@@ -12,6 +12,8 @@
 #include <utility>
 #include <vector>
 
+#include "tile_math.h"
+
 namespace sslfast::cpu {
 
 using TilePair = std::pair<int64_t, int64_t>;
@@ -48,6 +50,7 @@ template <typename F>
 void run_rounds(const Rounds& rounds, const F& tile_fn) {
   for (const auto& round : rounds) {
     at::parallel_for(0, int64_t(round.size()), 1, [&](int64_t begin, int64_t end) {
+      SingleThreadedBlas one_blas_thread;
       for (int64_t p = begin; p < end; ++p) tile_fn(round[p].first, round[p].second, at::get_thread_num());
     });
   }
@@ -57,16 +60,17 @@ void run_rounds(const Rounds& rounds, const F& tile_fn) {
 template <typename F>
 void run_blocks(int64_t nb, const F& block_fn) {
   at::parallel_for(0, nb, 1, [&](int64_t begin, int64_t end) {
+    SingleThreadedBlas one_blas_thread;
     for (int64_t i = begin; i < end; ++i) block_fn(i, at::get_thread_num());
   });
 }
 
-// Rows per block: 256 (BLAS-efficient tiles that stay in L2) unless that leaves fewer than two
-// blocks per thread, then smaller, down to 32.
+// Rows per block: 256 (BLAS-efficient tiles that stay in L2), smaller (down to 32) while that
+// leaves fewer than 8 blocks, so small batches still spread over threads. A function of n only:
+// the tiling, hence every summation order, is the same whatever the thread count.
 inline int64_t block_rows(int64_t n) {
-  const int64_t threads = at::get_num_threads();
   int64_t b = 256;
-  while (b > 32 && (n + b - 1) / b < 2 * threads) b /= 2;
+  while (b > 32 && (n + b - 1) / b < 8) b /= 2;
   return b;
 }
 

@@ -26,7 +26,8 @@ def _core_ops(backend):
 
 
 def _kernel_input(backend, t):
-    """The C++ CPU kernels compute in float32/float64; half inputs are widened for them."""
+    """The C++ CPU kernels compute in float32/float64: half inputs are widened for them, before
+    normalization, so no half-precision rounding happens on the way in."""
     if backend == "native" and t.dtype in (torch.float16, torch.bfloat16):
         t = t.float()
     return t.contiguous()
@@ -47,11 +48,10 @@ def nt_xent(z1, z2, temperature=0.5, *, normalize=True, exclude_positive=False):
     if backend == "reference":
         return reference.nt_xent(z1, z2, temperature, normalize=normalize,
                                  exclude_positive=bool(exclude_positive))
-    z = torch.cat([z1, z2], dim=0)
+    z = torch.cat([_kernel_input(backend, z1), _kernel_input(backend, z2)], dim=0)
     if normalize:
         z = F.normalize(z, dim=1)
-    loss, _ = _core_ops(backend).nt_xent_fwd(_kernel_input(backend, z), temperature,
-                                             bool(exclude_positive))
+    loss, _ = _core_ops(backend).nt_xent_fwd(z.contiguous(), temperature, bool(exclude_positive))
     return loss
 
 
@@ -71,15 +71,14 @@ def info_nce(query, key, temperature=0.07, queue=None, *, normalize=True, in_bat
     if backend == "reference":
         return reference.info_nce(query, key, temperature, queue, normalize=normalize,
                                   in_batch_negatives=bool(in_batch_negatives))
+    query, key = _kernel_input(backend, query), _kernel_input(backend, key)
     if queue is not None:
-        queue = queue.detach()
+        queue = _kernel_input(backend, queue.detach())
     if normalize:
         query, key = F.normalize(query, dim=1), F.normalize(key, dim=1)
         queue = None if queue is None else F.normalize(queue, dim=1)
-    loss, _ = _core_ops(backend).info_nce_fwd(
-        _kernel_input(backend, query), _kernel_input(backend, key),
-        None if queue is None else _kernel_input(backend, queue),
-        temperature, bool(in_batch_negatives))
+    loss, _ = _core_ops(backend).info_nce_fwd(query.contiguous(), key.contiguous(), queue,
+                                              temperature, bool(in_batch_negatives))
     return loss
 
 
