@@ -9,8 +9,6 @@
 #include <ATen/Dispatch.h>
 #include <torch/library.h>
 
-#include <vector>
-
 #include "../checks.h"
 #include "tile_math.h"
 #include "tile_schedule.h"
@@ -20,11 +18,25 @@ namespace {
 
 constexpr int64_t kColumnBlock = 256;
 
+// Kernel scratch comes from the torch CPU allocator, not std::vector, so that the profiler (and
+// the benchmark's peak-memory column) sees every byte these kernels allocate.
+template <typename T>
+struct Buffer {
+  at::Tensor storage;
+  Buffer(int64_t n, T fill) : storage(at::full({n}, fill, at::dtype(c10::CppTypeToScalarType<T>::value))) {}
+  T* data() { return storage.data_ptr<T>(); }
+  T& operator[](int64_t i) { return data()[i]; }
+};
+
+// One tile-sized scratch area per thread.
 template <typename T>
 struct Scratch {
-  std::vector<std::vector<T>> per_thread;
-  explicit Scratch(int64_t size) : per_thread(at::get_num_threads(), std::vector<T>(size)) {}
-  T* get(int thread) { return per_thread[thread].data(); }
+  at::Tensor storage;
+  int64_t size;
+  explicit Scratch(int64_t size_)
+      : storage(at::empty({at::get_num_threads(), size_}, at::dtype(c10::CppTypeToScalarType<T>::value))),
+        size(size_) {}
+  T* get(int thread) { return storage.data_ptr<T>() + thread * size; }
 };
 
 // Entries of the (r0.., c0..) tile whose global column is the row itself, or (exclude_positive)
@@ -49,7 +61,7 @@ template <typename T>
 double nt_xent_forward(const T* z, int64_t rows, int64_t dim, T inv_t, bool exclude_positive, T* lse) {
   const int64_t half = rows / 2;
   const Blocking blocks(rows);
-  std::vector<T> run_max(rows, neg_inf<T>()), run_sum(rows, T(0));
+  Buffer<T> run_max(rows, neg_inf<T>()), run_sum(rows, T(0));
   Scratch<T> scratch(blocks.size * blocks.size + 2 * blocks.size);
   // S is symmetric: tile (I, J), I < J, serves rows I (row direction) and rows J (its columns).
   run_rounds(symmetric_rounds(blocks.count), [&](int64_t bi, int64_t bj, int thread) {
@@ -100,11 +112,11 @@ template <typename T>
 double info_nce_forward(const T* q, const T* k, const T* queue, int64_t n, int64_t queue_rows, int64_t dim,
                         T inv_t, bool in_batch, T* lse) {
   const Blocking blocks(n);
-  std::vector<T> positive(n), run_max(n, neg_inf<T>()), run_sum(n, T(0));
+  Buffer<T> positive(n, T(0)), run_max(n, neg_inf<T>()), run_sum(n, T(0));
   for (int64_t i = 0; i < n; ++i) positive[i] = T(double(inv_t) * dot(q + i * dim, k + i * dim, dim));
   if (!in_batch) {  // the positive key is always in the denominator
-    run_max = positive;
-    std::fill(run_sum.begin(), run_sum.end(), T(1));
+    std::copy(positive.data(), positive.data() + n, run_max.data());
+    std::fill(run_sum.data(), run_sum.data() + n, T(1));
   }
   Scratch<T> scratch(blocks.size * kColumnBlock);
   run_blocks(blocks.count, [&](int64_t bi, int thread) {
@@ -176,7 +188,7 @@ template <typename T>
 double clip_forward(const T* image, const T* text, int64_t n, int64_t dim, T scale, T bias, T* row_lse,
                     T* col_lse) {
   const Blocking blocks(n);
-  std::vector<T> row_max(n, neg_inf<T>()), row_sum(n, T(0)), col_max(n, neg_inf<T>()), col_sum(n, T(0));
+  Buffer<T> row_max(n, neg_inf<T>()), row_sum(n, T(0)), col_max(n, neg_inf<T>()), col_sum(n, T(0));
   Scratch<T> scratch(blocks.size * blocks.size + 2 * blocks.size);
   // Both directions from one pass: a round's tiles own disjoint image rows and text columns.
   run_rounds(latin_rounds(blocks.count), [&](int64_t bi, int64_t bj, int thread) {
@@ -202,7 +214,7 @@ double clip_forward(const T* image, const T* text, int64_t n, int64_t dim, T sca
 template <typename T>
 double siglip_forward(const T* image, const T* text, int64_t n, int64_t dim, T scale, T bias) {
   const Blocking blocks(n);
-  std::vector<double> block_loss(blocks.count, 0.0);
+  Buffer<double> block_loss(blocks.count, 0.0);
   Scratch<T> scratch(blocks.size * kColumnBlock);
   run_blocks(blocks.count, [&](int64_t bi, int thread) {
     T* tile = scratch.get(thread);
@@ -220,7 +232,7 @@ double siglip_forward(const T* image, const T* text, int64_t n, int64_t dim, T s
     }
   });
   double total = 0;
-  for (double part : block_loss) total += part;
+  for (int64_t b = 0; b < blocks.count; ++b) total += block_loss[b];
   return total / double(n);
 }
 
@@ -233,7 +245,8 @@ std::pair<double, double> paired_backward(const T* image, const T* text, int64_t
   const Blocking blocks(n);
   std::fill(d_image, d_image + n * dim, T(0));
   std::fill(d_text, d_text + n * dim, T(0));
-  std::vector<double> scale_part(blocks.count * blocks.count, 0.0), bias_part(blocks.count * blocks.count, 0.0);
+  const int64_t tiles = blocks.count * blocks.count;
+  Buffer<double> scale_part(tiles, 0.0), bias_part(tiles, 0.0);
   Scratch<T> scratch(2 * blocks.size * blocks.size);
   run_rounds(latin_rounds(blocks.count), [&](int64_t bi, int64_t bj, int thread) {
     T* dots = scratch.get(thread);
@@ -248,7 +261,7 @@ std::pair<double, double> paired_backward(const T* image, const T* text, int64_t
     accumulate_wt_a(w, nr, nc, image + r0 * dim, dim, scale, d_text + c0 * dim);
   });
   double grad_scale = 0, grad_bias = 0;
-  for (size_t s = 0; s < scale_part.size(); ++s) {
+  for (int64_t s = 0; s < tiles; ++s) {
     grad_scale += scale_part[s];
     grad_bias += bias_part[s];
   }

@@ -1,0 +1,864 @@
+"""Benchmark harness behind ``python -m sslfast.bench``.
+
+Every case (one op at one size) is timed in each mode (``fwd``, ``fwd+bwd``) for three
+implementations measured side by side in the same run, interleaved round by round:
+
+* ``sslfast``: the public op, backend ``auto`` (or whatever ``SSLFAST_BACKEND`` forces);
+* ``eager``: the ``sslfast.reference`` function (the same one the tests trust);
+* ``compile``: ``torch.compile(reference_fn)``, warmed up before timing.
+
+Per implementation it records median / p20 / p80 wall time, peak extra memory, and achieved
+TFLOP/s or GB/s against the case's FLOP / byte model. Results go to stdout (one table) and to
+``--out``: ``results.json``, ``results.md`` and ``results.png``.
+
+Families register their cases with :func:`register_family`; every module in this package
+(other than this one and ``__main__``) is imported on discovery, so adding
+``sslfast/bench/<family>.py`` is all a new family needs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import datetime
+import gc
+import importlib
+import importlib.metadata
+import json
+import math
+import os
+import pkgutil
+import platform
+import subprocess
+import sys
+import time
+from typing import Any, Callable
+
+import torch
+
+from .. import _backend, _native
+
+IMPLS = ("sslfast", "eager", "compile")
+MODES = ("fwd", "fwd+bwd")
+SIZE_SETS = ("full", "quick", "tiny")  # "tiny" is hidden: for the harness's own tests
+
+MiB = float(1 << 20)
+
+
+# --------------------------------------------------------------------------------------------
+# Cases and the family registry
+# --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Inputs:
+    """Arguments of one call; ``.grad`` of each tensor in ``leaves`` is cleared between runs."""
+
+    args: tuple
+    kwargs: dict = dataclasses.field(default_factory=dict)
+    leaves: list = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass
+class Case:
+    """One op at one size.
+
+    ``make_inputs(device, dtype, requires_grad) -> Inputs`` must be deterministic (fixed seed).
+    ``flops(mode)`` / ``bytes(mode)`` give the model used for the achieved TFLOP/s / GB/s column;
+    ``extra_flops`` holds further named FLOP models reported in the JSON only.
+    ``backend(device) -> str`` says which backend the sslfast op actually runs for this device.
+    ``cost`` is a rough relative cost used to weight the progress bar's ETA.
+    """
+
+    family: str
+    op: str
+    label: str
+    params: dict
+    make_inputs: Callable[[torch.device, torch.dtype, bool], Inputs]
+    sslfast_fn: Callable
+    reference_fn: Callable
+    flops: Callable[[str], float] | None = None
+    bytes: Callable[[str], float] | None = None
+    extra_flops: dict = dataclasses.field(default_factory=dict)
+    backend: Callable[[torch.device], str] | None = None
+    modes: tuple = MODES
+    headline: bool = False
+    cost: float = 1.0
+    backward: Callable[[Any], None] | None = None  # default: scalar.backward() / out.backward(ones)
+    model_note: str = ""  # one line saying what flops / bytes count, for the Markdown report
+
+
+@dataclasses.dataclass
+class Context:
+    """What a family's case factory is told: where and how big."""
+
+    device: torch.device
+    dtype: torch.dtype
+    sizes: str  # one of SIZE_SETS
+
+
+_FAMILIES: dict[str, Callable[[Context], list]] = {}
+_BROKEN: dict[str, str] = {}  # module name -> import error
+
+
+def register_family(name: str):
+    """Decorator: ``@register_family("contrastive") def cases(ctx: Context) -> list[Case]``."""
+
+    def wrap(fn):
+        _FAMILIES[name] = fn
+        return fn
+
+    return wrap
+
+
+def discover() -> tuple[dict, dict]:
+    """Import every family module of this package; returns (families, broken modules)."""
+    package = importlib.import_module(__package__)
+    for info in pkgutil.iter_modules(package.__path__):
+        if info.name.startswith("_") or info.name == "harness":
+            continue
+        try:
+            importlib.import_module(f"{__package__}.{info.name}")
+        except Exception as error:  # a family under construction must not break the others
+            _BROKEN[info.name] = f"{type(error).__name__}: {error}"
+    return dict(_FAMILIES), dict(_BROKEN)
+
+
+# --------------------------------------------------------------------------------------------
+# Timing and memory
+# --------------------------------------------------------------------------------------------
+
+
+def _default_backward(out):
+    if isinstance(out, (tuple, list)):
+        out = out[0]
+    if out.dim() == 0:
+        out.backward()
+    else:
+        out.backward(torch.ones_like(out))
+
+
+def call_once(fn, inputs: Inputs, backward: bool, backward_fn=None):
+    """One measured call: the function, then the backward pass in ``fwd+bwd`` mode."""
+    out = fn(*inputs.args, **inputs.kwargs)
+    if backward:
+        (backward_fn or _default_backward)(out)
+    return out
+
+
+def clear_grads(inputs: Inputs):
+    for t in inputs.leaves:
+        t.grad = None
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_once(run: Callable[[], Any], device: torch.device) -> float:
+    """Milliseconds for one ``run()``: CUDA events on GPUs, ``perf_counter`` on CPU."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        start = torch.cuda.Event(enable_timing=True)
+        end = torch.cuda.Event(enable_timing=True)
+        start.record()
+        run()
+        end.record()
+        end.synchronize()
+        return float(start.elapsed_time(end))
+    t0 = time.perf_counter()
+    run()
+    return (time.perf_counter() - t0) * 1e3
+
+
+@contextlib.contextmanager
+def _quiet_stderr_fd():
+    """Silence C-level stderr (the CPU profiler prints 'USDT ... profiler_start/stop' lines)."""
+    try:
+        sys.stderr.flush()
+        fd = 2
+        saved = os.dup(fd)
+    except (OSError, ValueError, AttributeError):
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), fd)
+            try:
+                yield
+            finally:
+                os.dup2(saved, fd)
+    finally:
+        os.close(saved)
+
+
+def _cpu_peak_bytes(run: Callable[[], Any]) -> int:
+    """Peak of the running sum of allocator events seen by the profiler during ``run()``."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with _quiet_stderr_fd():
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+            run()
+    events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
+    events.sort(key=lambda e: e.start_ns())
+    running = peak = 0
+    for e in events:
+        running += e.nbytes()  # > 0 allocation, < 0 free
+        peak = max(peak, running)
+    return peak
+
+
+def measure_peak_mib(run: Callable[[], Any], device: torch.device | str = "cpu") -> float:
+    """Peak memory allocated by ``run()`` on top of what was allocated before it, in MiB.
+
+    CUDA: ``max_memory_allocated`` minus the baseline. CPU: the PyTorch profiler's memory
+    events (``profile_memory=True``), i.e. allocations through PyTorch's CPU allocator only.
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        base = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        run()
+        torch.cuda.synchronize(device)
+        return (torch.cuda.max_memory_allocated(device) - base) / MiB
+    return _cpu_peak_bytes(run) / MiB
+
+
+def quantile(samples, q: float) -> float:
+    """Linear-interpolated quantile (numpy's default), ``q`` in [0, 1]."""
+    xs = sorted(samples)
+    if not xs:
+        return float("nan")
+    pos = (len(xs) - 1) * q
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(xs) - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
+def _error_text(error: BaseException, limit: int = 300) -> str:
+    text = str(error).strip().splitlines()
+    first = text[0] if text else ""
+    msg = f"{type(error).__name__}: {first}"
+    return msg if len(msg) <= limit else msg[: limit - 3] + "..."
+
+
+def _compile(fn):
+    """``torch.compile`` of a reference function (a separate name so tests can make it fail)."""
+    return torch.compile(fn, dynamic=False)
+
+
+# --------------------------------------------------------------------------------------------
+# Running one case
+# --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Plan:
+    warmup: int
+    repeats: int | None  # exact count, or None: adaptive between min_repeats and max_repeats
+    min_repeats: int
+    max_repeats: int
+    budget_s: float  # per (case, mode): time for the timed rounds when adaptive
+    compile: bool
+    warmup_s: float = 0.0  # extra warm-up time for fast calls
+
+
+def default_plan(device: torch.device, quick: bool, repeats: int | None, compile_: bool) -> Plan:
+    if device.type == "cuda":
+        if quick:
+            return Plan(3, repeats, 10, 20, 2.0, compile_, 0.1)
+        return Plan(5, repeats, 20, 100, 5.0, compile_, 0.2)
+    if quick:
+        return Plan(1, repeats, 3, 5, 6.0, compile_, 0.1)
+    return Plan(1, repeats, 3, 10, 12.0, compile_, 0.2)
+
+
+def _oom_cleanup(device):
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def run_mode(case: Case, mode: str, device, dtype, plan: Plan, compiled) -> dict:
+    """Time and measure all implementations of one case in one mode; returns a record."""
+    backward = mode == "fwd+bwd"
+    inputs = case.make_inputs(device, dtype, backward)
+    fns = {"sslfast": case.sslfast_fn, "eager": case.reference_fn}
+    results = {name: {"error": None} for name in IMPLS}
+    if plan.compile:
+        if isinstance(compiled, BaseException):
+            results["compile"]["error"] = _error_text(compiled)
+        else:
+            fns["compile"] = compiled
+    else:
+        results["compile"]["error"] = "skipped (--no-compile)"
+
+    def runner(fn):
+        def run():
+            clear_grads(inputs)
+            call_once(fn, inputs, backward, case.backward)
+
+        return run
+
+    runs, last_s = {}, {}
+    # Warm-up. The compile baseline compiles on its first call (reported as first_call_s, never
+    # profiled). On CPU the memory-probe call doubles as the last of plan.warmup warm-up calls
+    # (each slow call counts on 2 cores); on CUDA it comes after them (cuBLAS workspaces etc.).
+    # Fast calls then keep warming until plan.warmup_s is spent; the last one sizes the rounds.
+    for name, fn in fns.items():
+        run = runner(fn)
+
+        def timed(run=run):
+            t0 = time.perf_counter()
+            run()
+            _sync(device)
+            return time.perf_counter() - t0
+
+        try:
+            n_plain = plan.warmup - (1 if device.type == "cpu" and plan.warmup > 0 else 0)
+            if name == "compile":
+                results[name]["first_call_s"] = round(timed(), 3)
+            for _ in range(n_plain):
+                last_s[name] = timed()
+            clear_grads(inputs)
+            t0 = time.perf_counter()
+            results[name]["peak_mib"] = measure_peak_mib(run, device)
+            probe_s = time.perf_counter() - t0
+            warm_t, extra = 0.0, 0
+            while warm_t < plan.warmup_s and extra < 50 and min(last_s.get(name, probe_s),
+                                                                probe_s) < plan.warmup_s:
+                last_s[name] = timed()
+                warm_t += last_s[name]
+                extra += 1
+            last_s.setdefault(name, probe_s)
+            runs[name] = run
+        except Exception as error:  # OOM, compile failure, unsupported dtype ...
+            results[name]["error"] = _error_text(error)
+            clear_grads(inputs)
+            _oom_cleanup(device)
+
+    # How many timed rounds: exact, or as many as fit the budget (between min and max).
+    if plan.repeats is not None:
+        rounds = max(1, plan.repeats)
+    else:
+        est = sum(last_s.get(name, 0.0) for name in runs)
+        rounds = int(plan.budget_s / est) if est > 0 else plan.max_repeats
+        rounds = max(plan.min_repeats, min(plan.max_repeats, rounds))
+
+    samples = {name: [] for name in runs}
+    order = list(runs)
+    for r in range(rounds):
+        # Interleaved, with the order rotated each round so no implementation always goes first.
+        k = r % len(order) if order else 0
+        for name in order[k:] + order[:k]:
+            if name not in runs:
+                continue
+            clear_grads(inputs)
+            try:
+                samples[name].append(time_once(runs[name], device))
+            except Exception as error:
+                results[name]["error"] = _error_text(error)
+                runs.pop(name)
+                _oom_cleanup(device)
+    clear_grads(inputs)
+
+    flops = case.flops(mode) if case.flops else None
+    nbytes = case.bytes(mode) if case.bytes else None
+    for name, xs in samples.items():
+        if not xs:
+            continue
+        med = quantile(xs, 0.5)
+        res = results[name]
+        res.update(median_ms=med, p20_ms=quantile(xs, 0.2), p80_ms=quantile(xs, 0.8),
+                   min_ms=min(xs), samples_ms=[round(x, 4) for x in xs])
+        if flops:
+            res["tflops"] = flops / (med * 1e-3) / 1e12
+            for key, model in case.extra_flops.items():
+                extra = model(mode)
+                if extra:
+                    res[f"tflops_{key}"] = extra / (med * 1e-3) / 1e12
+        if nbytes:
+            res["gbps"] = nbytes / (med * 1e-3) / 1e9
+
+    def ratio(base):
+        a, b = results[base].get("median_ms"), results["sslfast"].get("median_ms")
+        return a / b if a and b else None
+
+    try:
+        backend = case.backend(device) if case.backend else None
+    except Exception as error:
+        backend = f"unresolvable ({_error_text(error)})"
+    record = {
+        "family": case.family,
+        "op": case.op,
+        "case": case.label,
+        "params": dict(case.params),
+        "mode": mode,
+        "device": str(device),
+        "dtype": str(dtype).replace("torch.", ""),
+        "headline": bool(case.headline),
+        "backend": backend,
+        "backend_requested": _backend.get_backend(),
+        "native_available": bool(_native.AVAILABLE),
+        "rounds": rounds,
+        "warmup": plan.warmup,
+        "flops": flops,
+        "bytes": nbytes,
+        "model_note": case.model_note,
+        "impls": results,
+        "speedup_vs_eager": ratio("eager"),
+        "speedup_vs_compile": ratio("compile"),
+    }
+    for key, model in case.extra_flops.items():
+        record[f"flops_{key}"] = model(mode)
+    del inputs
+    return record
+
+
+def run_case(case: Case, device, dtype, plan: Plan) -> list:
+    compiled = None
+    if plan.compile:
+        torch._dynamo.reset()  # fresh graphs per case; no shape-driven recompiles to dynamic
+        try:
+            compiled = _compile(case.reference_fn)
+        except Exception as error:
+            compiled = error
+    records = []
+    for mode in case.modes:
+        records.append(run_mode(case, mode, device, dtype, plan, compiled))
+    return records
+
+
+# --------------------------------------------------------------------------------------------
+# Environment and reporting
+# --------------------------------------------------------------------------------------------
+
+
+def _pkg_version(*names):
+    for name in names:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def _git_commit() -> str:
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    try:
+        out = subprocess.run(["git", "-C", root, "rev-parse", "HEAD"], capture_output=True,
+                             text=True, timeout=10)
+        if out.returncode == 0 and out.stdout.strip():
+            return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return "unknown"
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def environment(device: torch.device, dtype: torch.dtype) -> dict:
+    import sslfast
+
+    native = _native
+    try:
+        affinity = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        affinity = None
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else _cpu_name(),
+        "dtype": str(dtype).replace("torch.", ""),
+        "torch": torch.__version__,
+        "torch_cuda": torch.version.cuda,
+        "triton": _pkg_version("triton", "pytorch-triton"),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "cpu_affinity": affinity,
+        "torch_threads": torch.get_num_threads(),
+        "git_commit": _git_commit(),
+        "sslfast_version": getattr(sslfast, "__version__", None),
+        "backend_requested": _backend.get_backend(),
+        "native_available": bool(native.AVAILABLE),
+        "native_import_error": None if native.AVAILABLE else str(native.IMPORT_ERROR),
+    }
+
+
+def _num(x) -> str:
+    return f"{x:.3g}" if abs(x) < 100 else f"{x:.0f}"
+
+
+def _fmt_ms(res) -> str:
+    if res.get("median_ms") is None:
+        err = res.get("error") or "n/a"
+        return "skipped" if err.startswith("skipped") else "error"
+    return _num(res["median_ms"])
+
+
+def _fmt_ms_range(res) -> str:
+    base = _fmt_ms(res)
+    if res.get("median_ms") is None:
+        return base
+    return f"{base} [{_num(res['p20_ms'])}-{_num(res['p80_ms'])}]"
+
+
+def _fmt_x(x) -> str:
+    return "-" if x is None else f"{x:.2f}x"
+
+
+def _fmt_mib(res) -> str:
+    v = res.get("peak_mib")
+    return "-" if v is None else (f"{v:.1f}" if v < 1000 else f"{v:.0f}")
+
+
+def table_rows(records) -> tuple[list, list]:
+    header = ["op", "size", "mode", "backend", "sslfast ms [p20-p80]", "eager ms", "compile ms",
+              "vs eager", "vs compile", "peak MiB sslfast/eager/compile", "sslfast TFLOP/s"]
+    rows = []
+    for r in records:
+        im = r["impls"]
+        perf = im["sslfast"].get("tflops")
+        if perf is not None:
+            perf_s = f"{perf:.3g}"
+        elif im["sslfast"].get("gbps") is not None:
+            perf_s = f"{im['sslfast']['gbps']:.3g} GB/s"
+        else:
+            perf_s = "-"
+        rows.append([
+            r["op"] + (" *" if r.get("headline") and r["mode"] == "fwd+bwd" else ""),
+            r["case"], r["mode"], str(r.get("backend") or "?"),
+            _fmt_ms_range(im["sslfast"]), _fmt_ms(im["eager"]), _fmt_ms(im["compile"]),
+            _fmt_x(r["speedup_vs_eager"]), _fmt_x(r["speedup_vs_compile"]),
+            "/".join(_fmt_mib(im[n]) for n in IMPLS), perf_s,
+        ])
+    return header, rows
+
+
+def format_text_table(records) -> str:
+    header, rows = table_rows(records)
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+
+    def line(cells):
+        return "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()
+
+    out = [line(header), line(["-" * w for w in widths])]
+    out += [line(r) for r in rows]
+    return "\n".join(out)
+
+
+def format_markdown(records, env: dict) -> str:
+    header, rows = table_rows(records)
+    lines = [
+        "# sslfast benchmark results",
+        "",
+        f"- date: {env.get('date')}",
+        f"- device: {env.get('device')} ({env.get('device_name')}), dtype {env.get('dtype')}",
+        f"- torch {env.get('torch')}, triton {env.get('triton')}, python {env.get('python')}",
+        f"- git commit: {env.get('git_commit')}",
+        f"- CPUs: {env.get('cpu_count')} (affinity {env.get('cpu_affinity')}, "
+        f"torch threads {env.get('torch_threads')})",
+        f"- sslfast backend requested: {env.get('backend_requested')}, "
+        f"C++ extension available: {env.get('native_available')}",
+        "",
+        "Times are medians over interleaved rounds; speedup = baseline median / sslfast median. "
+        "`*` marks the headline case. Peak MiB is memory allocated on top of the inputs "
+        "during one call.",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join("---" for _ in header) + "|",
+    ]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    notes = sorted({r.get("model_note") for r in records if r.get("model_note")})
+    if notes:
+        lines += ["", "Performance models:", ""] + [f"- {n}" for n in notes]
+    errors = _errors(records)
+    if errors:
+        lines += ["", "## Errors", ""] + [f"- {e}" for e in errors]
+    return "\n".join(lines) + "\n"
+
+
+def _errors(records) -> list:
+    out = []
+    for r in records:
+        for name in IMPLS:
+            err = r["impls"][name].get("error")
+            if err and not err.startswith("skipped"):
+                out.append(f"{r['op']} {r['case']} {r['mode']} [{name}]: {err}")
+    return out
+
+
+def write_plot(records, path) -> str | None:
+    """Bar charts: speedups (log scale) and peak memory per case. Returns a note if skipped."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except Exception as error:
+        return f"matplotlib unavailable ({_error_text(error)}): no plot written"
+    if not records:
+        return "no records: no plot written"
+    nan = float("nan")
+    labels = [f"{r['op']}\n{r['case'].replace(' ', chr(10))}\n{r['mode']}" for r in records]
+    xs = list(range(len(records)))
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(max(8.0, 1.1 * len(records) + 2), 9),
+                                   constrained_layout=True)
+    w = 0.38
+    for off, key, name in ((-w / 2, "speedup_vs_eager", "vs eager"),
+                           (w / 2, "speedup_vs_compile", "vs torch.compile")):
+        ys = [r[key] if r[key] else nan for r in records]
+        # Bars grow from 1x (up: sslfast faster, down: slower), labelled with the ratio.
+        bars = ax1.bar([x + off for x in xs], [y - 1.0 for y in ys], bottom=1.0, width=w,
+                       label=name)
+        for bar, y in zip(bars, ys):
+            if y == y:  # not nan
+                ax1.annotate(f"{y:.2g}", (bar.get_x() + bar.get_width() / 2, y), fontsize=6,
+                             ha="center", va="bottom" if y >= 1 else "top")
+    ax1.axhline(1.0, color="black", linewidth=0.8)
+    ax1.set_yscale("log")
+    ax1.set_ylabel("speedup of sslfast (x, log)")
+    ax1.set_xticks(xs)
+    ax1.set_xticklabels(labels, fontsize=7)
+    ax1.legend()
+    ax1.set_title(f"sslfast speedup ({records[0]['device']}, {records[0]['dtype']})")
+    w = 0.27
+    for i, name in enumerate(IMPLS):
+        ys = [r["impls"][name].get("peak_mib") or nan for r in records]
+        ax2.bar([x + (i - 1) * w for x in xs], ys, width=w, label=name)
+    ax2.set_yscale("log")
+    ax2.set_ylim(bottom=0.01)  # fused kernels may allocate only a few bytes
+    ax2.set_ylabel("peak extra memory (MiB, log)")
+    ax2.set_xticks(xs)
+    ax2.set_xticklabels(labels, fontsize=7)
+    ax2.legend()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return None
+
+
+def _json_clean(obj):
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): _json_clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_clean(v) for v in obj]
+    return obj
+
+
+# --------------------------------------------------------------------------------------------
+# Progress
+# --------------------------------------------------------------------------------------------
+
+
+class Progress:
+    """tqdm bar over cases on stderr, weighted by case cost; plain lines if tqdm is missing."""
+
+    def __init__(self, cases, enabled=True):
+        self.cases = cases
+        top = max((c.cost for c in cases), default=1.0) or 1.0
+        # A fixed per-case overhead (warm-up, compile) plus a share proportional to its cost.
+        self.weights = [1.0 + 9.0 * c.cost / top for c in cases]
+        self.total = sum(self.weights) or 1.0
+        self.done = 0.0
+        self.t0 = time.perf_counter()
+        self.bar = None
+        self.note = None
+        if not enabled:
+            return
+        try:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=100.0, file=sys.stderr, dynamic_ncols=True,
+                            bar_format="{desc} {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]")
+        except Exception:
+            self.note = "tqdm unavailable: plain progress lines"
+            print(f"[sslfast.bench] {self.note}", file=sys.stderr)
+
+    def start(self, i, case):
+        desc = f"{case.op} {case.label}"
+        if self.bar is not None:
+            self.bar.set_description(f"[{i + 1}/{len(self.cases)}] {desc}")
+        else:
+            el = time.perf_counter() - self.t0
+            frac = self.done / self.total
+            eta = f", eta {el / frac * (1 - frac):.0f}s" if frac > 0 else ""
+            print(f"[{i + 1}/{len(self.cases)}] {desc} (elapsed {el:.0f}s{eta})", file=sys.stderr,
+                  flush=True)
+
+    def finish(self, i, lines):
+        self.done += self.weights[i]
+        for text in lines:
+            if self.bar is not None:
+                self.bar.write(text, file=sys.stderr)
+            else:
+                print(text, file=sys.stderr, flush=True)
+        if self.bar is not None:
+            self.bar.update(100.0 * self.weights[i] / self.total)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _summary_line(rec) -> str:
+    im = rec["impls"]
+    parts = [f"  {rec['op']} {rec['case']} {rec['mode']}:"]
+    for name in IMPLS:
+        parts.append(f"{name} {_fmt_ms(im[name])}")
+    parts.append(f"(x{rec['speedup_vs_eager']:.2f} vs eager)" if rec["speedup_vs_eager"] else "")
+    return " ".join(p for p in parts if p)
+
+
+# --------------------------------------------------------------------------------------------
+# CLI
+# --------------------------------------------------------------------------------------------
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16,
+           "float16": torch.float16}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m sslfast.bench",
+        description="Benchmark sslfast ops against eager PyTorch (sslfast.reference) and "
+                    "torch.compile, forward and forward+backward, side by side in one run.")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="auto = cuda if available (default)")
+    p.add_argument("--only", action="append", default=None, metavar="FAMILY[,FAMILY]",
+                   help="run only these families (repeatable or comma-separated)")
+    p.add_argument("--filter", default=None, metavar="TEXT",
+                   help="run only cases whose 'op size' contains TEXT")
+    p.add_argument("--quick", action="store_true",
+                   help="fewer sizes and repeats (the headline case is always kept)")
+    p.add_argument("--out", default="bench-results", help="output folder (default bench-results/)")
+    p.add_argument("--repeats", type=int, default=None,
+                   help="timed rounds per case and mode (default: adaptive to a time budget)")
+    p.add_argument("--warmup", type=int, default=None, help="warm-up calls per implementation")
+    p.add_argument("--no-compile", action="store_true", help="skip the torch.compile baseline")
+    p.add_argument("--dtype", choices=("auto",) + tuple(_DTYPES), default="auto",
+                   help="default: float32 on cpu, bfloat16 on cuda")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--list", action="store_true", help="list the families and cases, then exit")
+    # Hidden: size set override for the harness's own tests (also SSLFAST_BENCH_SIZES).
+    p.add_argument("--sizes", choices=SIZE_SETS, default=None, help=argparse.SUPPRESS)
+    return p
+
+
+def _resolve_device(name: str, parser) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device is available")
+    return torch.device(name)
+
+
+def select_cases(args, parser, device, dtype) -> list:
+    families, broken = discover()
+    available = sorted(set(families) | set(broken))
+    if args.only:
+        wanted = [w.strip() for chunk in args.only for w in chunk.split(",") if w.strip()]
+        for name in wanted:
+            if name in broken and name not in families:
+                parser.error(f"family {name!r} failed to import: {broken[name]}")
+            if name not in families:
+                parser.error(f"unknown family {name!r} in --only; available families: "
+                             f"{', '.join(available) or '(none)'}")
+    else:
+        wanted = sorted(families)
+        for name, err in sorted(broken.items()):
+            print(f"[sslfast.bench] warning: skipping family {name!r}: {err}", file=sys.stderr)
+    sizes = (args.sizes or os.environ.get("SSLFAST_BENCH_SIZES")
+             or ("quick" if args.quick else "full"))
+    if sizes not in SIZE_SETS:
+        parser.error(f"SSLFAST_BENCH_SIZES must be one of {SIZE_SETS}, got {sizes!r}")
+    ctx = Context(device=device, dtype=dtype, sizes=sizes)
+    cases = []
+    for name in wanted:
+        cases.extend(families[name](ctx))
+    if args.filter:
+        cases = [c for c in cases if args.filter in f"{c.op} {c.label}"]
+        if not cases:
+            parser.error(f"--filter {args.filter!r} matches no case")
+    return cases
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.repeats is not None and args.repeats < 1:
+        parser.error("--repeats must be >= 1")
+    device = _resolve_device(args.device, parser)
+    dtype = _DTYPES[args.dtype] if args.dtype != "auto" else (
+        torch.bfloat16 if device.type == "cuda" else torch.float32)
+    cases = select_cases(args, parser, device, dtype)
+
+    if args.list:
+        for c in cases:
+            print(f"{c.family:12s} {c.op:12s} {c.label:28s} {'headline' if c.headline else ''}")
+        return 0
+
+    plan = default_plan(device, args.quick, args.repeats, not args.no_compile)
+    if args.warmup is not None:
+        plan.warmup = max(0, args.warmup)
+    env = environment(device, dtype)
+    env["args"] = {k: v for k, v in vars(args).items()}
+    env["plan"] = dataclasses.asdict(plan)
+    notes = []
+    if not env["native_available"]:
+        notes.append("the C++ extension sslfast._C is not built: on CPU, sslfast runs its "
+                     "reference backend, so speedups ~1x are expected")
+    for n in notes:
+        print(f"[sslfast.bench] note: {n}", file=sys.stderr)
+
+    progress = Progress(cases, enabled=not args.no_progress)
+    if progress.note:
+        notes.append(progress.note)
+    records = []
+    t_start = time.perf_counter()
+    try:
+        for i, case in enumerate(cases):
+            progress.start(i, case)
+            recs = run_case(case, device, dtype, plan)
+            records.extend(recs)
+            progress.finish(i, [_summary_line(r) for r in recs])
+    finally:
+        progress.close()
+    env["wall_s"] = round(time.perf_counter() - t_start, 1)
+
+    print(f"sslfast.bench: {env['device']} ({env['device_name']}), {env['dtype']}, "
+          f"torch {env['torch']}, backend {env['backend_requested']}, "
+          f"C++ extension {'built' if env['native_available'] else 'NOT built'}")
+    print(format_text_table(records))
+    errors = _errors(records)
+    for e in errors:
+        print(f"[sslfast.bench] error: {e}", file=sys.stderr)
+
+    os.makedirs(args.out, exist_ok=True)
+    plot_note = write_plot(records, os.path.join(args.out, "results.png"))
+    if plot_note:
+        notes.append(plot_note)
+        print(f"[sslfast.bench] note: {plot_note}", file=sys.stderr)
+    env["notes"] = notes
+    with open(os.path.join(args.out, "results.json"), "w") as f:
+        json.dump(_json_clean({"environment": env, "records": records}), f, indent=1)
+    with open(os.path.join(args.out, "results.md"), "w") as f:
+        f.write(format_markdown(records, env))
+    print(f"[sslfast.bench] wrote {args.out}/results.{{json,md}}"
+          + ("" if plot_note else ", results.png") + f" in {env['wall_s']}s", file=sys.stderr)
+    # Failures of sslfast itself are bugs; baseline failures (OOM, compile) are only reported.
+    return 1 if any(r["impls"]["sslfast"].get("error") for r in records) else 0

@@ -1,0 +1,161 @@
+"""The benchmark harness itself (sslfast.bench): CLI, output files, memory probe, errors.
+
+Runs the CLI in-process on the hidden ``tiny`` size set without torch.compile, so it takes
+seconds; the compile baseline is covered by making ``torch.compile`` fail on purpose.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+import torch
+
+from sslfast.bench import harness
+
+MODES = {"fwd", "fwd+bwd"}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny ops on a busy 2-core machine: one intra-op thread avoids spin-wait stalls."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+OPS = {"nt_xent", "info_nce", "clip_loss", "siglip_loss"}
+
+
+def _run(tmp_path, *extra):
+    out = tmp_path / "out"
+    rc = harness.main(["--quick", "--only", "contrastive", "--sizes", "tiny", "--device", "cpu",
+                       "--no-compile", "--no-progress", "--repeats", "2", "--warmup", "1",
+                       "--out", str(out), *extra])
+    return rc, out
+
+
+def test_cli_quick_tiny_writes_json_markdown_png(tmp_path, capsys):
+    rc, out = _run(tmp_path)
+    assert rc == 0
+    stdout = capsys.readouterr().out
+    assert "sslfast ms [p20-p80]" in stdout and "vs eager" in stdout
+    for op in OPS:
+        assert op in stdout
+
+    data = json.loads((out / "results.json").read_text())
+    env = data["environment"]
+    for key in ("device_name", "torch", "triton", "git_commit", "date", "cpu_count",
+                "backend_requested", "native_available"):
+        assert key in env, key
+    assert env["device"] == "cpu" and env["dtype"] == "float32"
+    assert env["git_commit"]  # a hash or "unknown"
+
+    records = data["records"]
+    assert {r["op"] for r in records} == OPS
+    assert {r["mode"] for r in records} == MODES
+    for r in records:
+        assert r["family"] == "contrastive"
+        assert r["backend"] in ("native", "triton", "reference")
+        assert r["flops"] > 0 and r["rounds"] == 2
+        for name in ("sslfast", "eager"):
+            res = r["impls"][name]
+            assert res["error"] is None, res
+            assert 0 < res["p20_ms"] <= res["median_ms"] <= res["p80_ms"]
+            assert len(res["samples_ms"]) == 2
+            assert res["peak_mib"] is not None and res["peak_mib"] >= 0
+            assert res["tflops"] > 0
+        assert r["impls"]["compile"]["error"].startswith("skipped")
+        assert r["speedup_vs_eager"] > 0 and r["speedup_vs_compile"] is None
+    # Forward+backward is reported against the 6*N*M*D model, 8*N*M*D with recompute.
+    nt = next(r for r in records if r["op"] == "nt_xent" and r["mode"] == "fwd+bwd")
+    two_n, d = nt["params"]["two_n"], nt["params"]["D"]
+    assert nt["flops"] == 6 * two_n * two_n * d
+    assert nt["flops_recompute"] == 8 * two_n * two_n * d
+
+    md = (out / "results.md").read_text()
+    assert "| op | size | mode |" in md and md.count("| nt_xent") == 2
+    assert env["torch"] in md
+
+    png = out / "results.png"
+    pytest.importorskip("matplotlib")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_headline_case_in_every_real_size_set():
+    from sslfast.bench import contrastive
+
+    for device in ("cpu", "cuda"):
+        for sizes in ("quick", "full"):
+            ctx = harness.Context(torch.device(device), torch.float32, sizes)
+            heads = [c for c in contrastive.cases(ctx) if c.headline]
+            assert [(c.op, c.label) for c in heads] == [("nt_xent", "2N=8192 D=128")]
+            assert "fwd+bwd" in heads[0].modes
+
+
+def test_peak_memory_of_a_known_allocation():
+    mib64 = 64 * 1024 * 1024 // 4
+
+    def alloc():
+        x = torch.empty(mib64, dtype=torch.float32)
+        x.fill_(1.0)
+        return float(x[0])
+
+    assert harness.measure_peak_mib(alloc, "cpu") == pytest.approx(64.0, abs=1.0)
+
+    def two_sequential():  # 32 MiB, freed, then 32 MiB again: the peak is 32, not 64
+        for _ in range(2):
+            x = torch.ones(mib64 // 2)
+            del x
+
+    assert harness.measure_peak_mib(two_sequential, "cpu") == pytest.approx(32.0, abs=1.0)
+    assert harness.measure_peak_mib(lambda: None, "cpu") == pytest.approx(0.0, abs=0.1)
+
+
+def test_unknown_family_fails_clearly(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        harness.main(["--only", "nosuchfamily", "--device", "cpu", "--out", str(tmp_path)])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "unknown family 'nosuchfamily'" in err and "contrastive" in err
+    assert not (tmp_path / "results.json").exists()
+
+
+def test_compile_failure_is_recorded_not_raised(tmp_path, monkeypatch):
+    def broken_compile(fn):
+        raise RuntimeError("no compiler here")
+
+    monkeypatch.setattr(harness, "_compile", broken_compile)
+    out = tmp_path / "out"
+    rc = harness.main(["--quick", "--only", "contrastive", "--sizes", "tiny", "--device", "cpu",
+                       "--filter", "siglip", "--no-progress", "--repeats", "1",
+                       "--out", str(out)])
+    assert rc == 0
+    records = json.loads((out / "results.json").read_text())["records"]
+    assert [r["op"] for r in records] == ["siglip_loss", "siglip_loss"]
+    for r in records:
+        assert "no compiler here" in r["impls"]["compile"]["error"]
+        assert r["impls"]["sslfast"]["median_ms"] > 0 and r["impls"]["eager"]["median_ms"] > 0
+    assert "no compiler here" in (out / "results.md").read_text()
+
+
+def test_quantile_matches_linear_interpolation():
+    xs = [5.0, 1.0, 3.0, 2.0, 4.0]
+    assert harness.quantile(xs, 0.5) == 3.0
+    assert harness.quantile(xs, 0.2) == pytest.approx(1.8)
+    assert harness.quantile(xs, 0.8) == pytest.approx(4.2)
+    assert harness.quantile([7.0], 0.2) == 7.0
+
+
+def test_missing_matplotlib_and_tqdm_degrade_gracefully(tmp_path, monkeypatch, capsys):
+    for name in ("matplotlib", "matplotlib.pyplot", "tqdm", "tqdm.auto"):
+        monkeypatch.setitem(sys.modules, name, None)  # makes `import name` raise ImportError
+    out = tmp_path / "out"
+    rc = harness.main(["--quick", "--only", "contrastive", "--sizes", "tiny", "--device", "cpu",
+                       "--filter", "clip", "--no-compile", "--repeats", "1", "--out", str(out)])
+    assert rc == 0
+    assert (out / "results.json").exists() and (out / "results.md").exists()
+    assert not (out / "results.png").exists()
+    notes = json.loads((out / "results.json").read_text())["environment"]["notes"]
+    assert any("matplotlib" in n for n in notes) and any("tqdm" in n for n in notes)
+    assert "[1/1] clip_loss" in capsys.readouterr().err
