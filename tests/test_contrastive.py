@@ -18,8 +18,9 @@ BACKENDS = runnable_backends(torch.device(DEVICE).type)
 FAST_BACKENDS = [b for b in BACKENDS if b != "reference"]
 # The Triton interpreter is slow on CPU: it gets the smaller shapes.
 SHAPES = [(1, 1), (3, 7), (129, 130)]
-SMALL_SHAPES = [(1, 1), (3, 7), (37, 20)]
-DTYPES = [torch.float64, torch.float32] if DEVICE == "cpu" else [torch.float32, torch.bfloat16, torch.float16]
+SMALL_SHAPES = [(1, 1), (3, 7), (65, 130)]  # 65 x 130: several 32-row blocks, two D chunks
+DTYPES = ([torch.float64, torch.float32, torch.bfloat16, torch.float16] if DEVICE == "cpu"
+          else [torch.float32, torch.bfloat16, torch.float16])
 
 
 def shapes_for(backend):
