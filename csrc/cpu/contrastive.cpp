@@ -62,15 +62,16 @@ double nt_xent_forward(const T* z, int64_t rows, int64_t dim, T inv_t, bool excl
   const int64_t half = rows / 2;
   const Blocking blocks(rows);
   Buffer<T> run_max(rows, neg_inf<T>()), run_sum(rows, T(0));
-  Scratch<T> scratch(blocks.size * blocks.size + 2 * blocks.size);
+  Scratch<T> scratch(blocks.size * blocks.size + 3 * blocks.size);
   // S is symmetric: tile (I, J), I < J, serves rows I (row direction) and rows J (its columns).
   run_rounds(symmetric_rounds(blocks.count), [&](int64_t bi, int64_t bj, int thread) {
     T* tile = scratch.get(thread);
     const int64_t r0 = blocks.begin(bi), nr = blocks.rows(bi), c0 = blocks.begin(bj), nc = blocks.rows(bj);
     scores_tile(z + r0 * dim, nr, z + c0 * dim, nc, dim, inv_t, tile);
     mask_self_and_positive(tile, r0, nr, c0, nc, half, exclude_positive, neg_inf<T>());
-    fold_rows_lse(tile, nr, nc, run_max.data() + r0, run_sum.data() + r0);
-    if (bi != bj) fold_cols_lse(tile, nr, nc, run_max.data() + c0, run_sum.data() + c0, tile + nr * nc);
+    // A diagonal tile is its own transpose: its columns are the same rows, folded once.
+    fold_tile_lse(tile, nr, nc, run_max.data() + r0, run_sum.data() + r0,
+                  bi != bj ? run_max.data() + c0 : nullptr, run_sum.data() + c0, tile + nr * nc);
   });
   finish_lse(run_max.data(), run_sum.data(), rows, lse);
   double total = 0;
@@ -118,7 +119,7 @@ double info_nce_forward(const T* q, const T* k, const T* queue, int64_t n, int64
     std::copy(positive.data(), positive.data() + n, run_max.data());
     std::fill(run_sum.data(), run_sum.data() + n, T(1));
   }
-  Scratch<T> scratch(blocks.size * kColumnBlock);
+  Scratch<T> scratch(blocks.size * kColumnBlock + 2 * kColumnBlock + blocks.size);
   run_blocks(blocks.count, [&](int64_t bi, int thread) {
     T* tile = scratch.get(thread);
     const int64_t r0 = blocks.begin(bi), nr = blocks.rows(bi);
@@ -126,7 +127,8 @@ double info_nce_forward(const T* q, const T* k, const T* queue, int64_t n, int64
       for (int64_t c0 = 0; c0 < count; c0 += kColumnBlock) {
         const int64_t nc = std::min(kColumnBlock, count - c0);
         scores_tile(q + r0 * dim, nr, columns + c0 * dim, nc, dim, inv_t, tile);
-        fold_rows_lse(tile, nr, nc, run_max.data() + r0, run_sum.data() + r0);
+        fold_tile_lse(tile, nr, nc, run_max.data() + r0, run_sum.data() + r0, (T*)nullptr, (T*)nullptr,
+                      tile + nr * nc);
       }
     };
     if (in_batch) fold_columns(k, n);
@@ -189,7 +191,7 @@ double clip_forward(const T* image, const T* text, int64_t n, int64_t dim, T sca
                     T* col_lse) {
   const Blocking blocks(n);
   Buffer<T> row_max(n, neg_inf<T>()), row_sum(n, T(0)), col_max(n, neg_inf<T>()), col_sum(n, T(0));
-  Scratch<T> scratch(blocks.size * blocks.size + 2 * blocks.size);
+  Scratch<T> scratch(blocks.size * blocks.size + 3 * blocks.size);
   // Both directions from one pass: a round's tiles own disjoint image rows and text columns.
   run_rounds(latin_rounds(blocks.count), [&](int64_t bi, int64_t bj, int thread) {
     T* tile = scratch.get(thread);
@@ -198,8 +200,8 @@ double clip_forward(const T* image, const T* text, int64_t n, int64_t dim, T sca
     // exp(S - lse) there is the forward's softmax to the last bit.
     scores_tile(image + r0 * dim, nr, text + c0 * dim, nc, dim, T(1), tile);
     affine(tile, scale, bias, tile, nr * nc);
-    fold_rows_lse(tile, nr, nc, row_max.data() + r0, row_sum.data() + r0);
-    fold_cols_lse(tile, nr, nc, col_max.data() + c0, col_sum.data() + c0, tile + nr * nc);
+    fold_tile_lse(tile, nr, nc, row_max.data() + r0, row_sum.data() + r0, col_max.data() + c0,
+                  col_sum.data() + c0, tile + nr * nc);
   });
   finish_lse(row_max.data(), row_sum.data(), n, row_lse);
   finish_lse(col_max.data(), col_sum.data(), n, col_lse);

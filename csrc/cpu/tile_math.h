@@ -344,6 +344,95 @@ void fold_cols_lse(const T* tile, int64_t rows, int64_t cols, T* run_max, T* run
   }
 }
 
+// Folds a running (max, sum) with a tile's contribution exp(shift) * sum.
+template <typename T>
+inline void merge_lse(T& run_max, T& run_sum, T shift, T sum) {
+  const T new_max = shift > run_max ? shift : run_max;
+  run_sum = run_sum * std::exp(run_max - new_max) + sum * std::exp(shift - new_max);
+  run_max = new_max;
+}
+
+// Largest spread (nats) between a tile's maximum and a row's or column's own maximum for which
+// one shared shift is safe: every row/column sum then keeps a term >= exp(-64), far from
+// float underflow, so the result is the per-row computation's, rounding aside.
+constexpr double kSharedShiftRange = 64.0;
+
+// Online logsumexp of a tile into its rows' state and (col_max != nullptr) its columns' state:
+// one pass for the row and column maxima, one exp pass for both sums with the tile maximum as
+// the shared shift. Tiles of a wider dynamic range (tiny temperatures) take the exact
+// per-direction path. scratch holds 2 * cols + rows values.
+template <typename T>
+void fold_tile_lse(const T* tile, int64_t rows, int64_t cols, T* row_max, T* row_sum, T* col_max, T* col_sum,
+                   T* scratch) {
+  T* tile_col_max = scratch;
+  T* col_acc = scratch + cols;
+  T* tile_row_max = scratch + 2 * cols;
+  std::fill(tile_col_max, tile_col_max + cols, neg_inf<T>());
+  T shift = neg_inf<T>();
+  for (int64_t r = 0; r < rows; ++r) {
+    const T* x = tile + r * cols;
+    int64_t c = 0;
+    T m = neg_inf<T>();
+#ifdef __AVX2__
+    if constexpr (std::is_same_v<T, float>) {
+      __m256 vm = _mm256_set1_ps(m);
+      for (; c + 8 <= cols; c += 8) {
+        const __m256 v = _mm256_loadu_ps(x + c);
+        vm = _mm256_max_ps(v, vm);
+        _mm256_storeu_ps(tile_col_max + c, _mm256_max_ps(v, _mm256_loadu_ps(tile_col_max + c)));
+      }
+      m = hmax8(vm);
+    }
+#endif
+    for (; c < cols; ++c) {
+      m = x[c] > m ? x[c] : m;
+      tile_col_max[c] = x[c] > tile_col_max[c] ? x[c] : tile_col_max[c];
+    }
+    tile_row_max[r] = m;
+    shift = m > shift ? m : shift;
+  }
+  if (shift == neg_inf<T>()) return;  // every entry masked
+  // The spread that matters: rows/columns with at least one unmasked entry.
+  T lowest = shift;
+  for (int64_t r = 0; r < rows; ++r)
+    if (tile_row_max[r] != neg_inf<T>()) lowest = std::min(lowest, tile_row_max[r]);
+  if (col_max)
+    for (int64_t c = 0; c < cols; ++c)
+      if (tile_col_max[c] != neg_inf<T>()) lowest = std::min(lowest, tile_col_max[c]);
+  if (!(double(shift) - double(lowest) <= kSharedShiftRange)) {
+    fold_rows_lse(tile, rows, cols, row_max, row_sum);
+    if (col_max) fold_cols_lse(tile, rows, cols, col_max, col_sum, scratch);
+    return;
+  }
+  std::fill(col_acc, col_acc + cols, T(0));
+  for (int64_t r = 0; r < rows; ++r) {
+    const T* x = tile + r * cols;
+    T s = 0;
+    int64_t c = 0;
+#ifdef __AVX2__
+    if constexpr (std::is_same_v<T, float>) {
+      const __m256 vs = _mm256_set1_ps(shift);
+      __m256 acc = _mm256_setzero_ps();
+      for (; c + 8 <= cols; c += 8) {
+        const __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(x + c), vs));
+        acc = _mm256_add_ps(acc, e);
+        _mm256_storeu_ps(col_acc + c, _mm256_add_ps(_mm256_loadu_ps(col_acc + c), e));
+      }
+      s = hsum8(acc);
+    }
+#endif
+    for (; c < cols; ++c) {
+      const T e = std::exp(x[c] - shift);
+      s += e;
+      col_acc[c] += e;
+    }
+    if (tile_row_max[r] != neg_inf<T>()) merge_lse(row_max[r], row_sum[r], shift, s);
+  }
+  if (col_max)
+    for (int64_t c = 0; c < cols; ++c)
+      if (tile_col_max[c] != neg_inf<T>()) merge_lse(col_max[c], col_sum[c], shift, col_acc[c]);
+}
+
 template <typename T>
 void finish_lse(const T* run_max, const T* run_sum, int64_t n, T* lse) {
   for (int64_t i = 0; i < n; ++i) lse[i] = run_max[i] + std::log(run_sum[i]);
