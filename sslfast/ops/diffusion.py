@@ -517,7 +517,8 @@ def dpmpp_2m_step(model_output, sample, sigma, sigma_next, prev_x0=None, sigma_p
     """One DPMSolverMultistepScheduler.step (diffusers: dpmsolver++, order 2, midpoint) fused.
 
     Returns (prev_sample, x0_pred); pass x0_pred (and this step's ``sigma`` as ``sigma_prev``)
-    to the next call. Without ``prev_x0`` the step is first order (the first step)."""
+    to the next call. Without ``prev_x0`` the step is first order: the first step, and the last
+    one (sigma_next = 0), where diffusers (``final_sigmas_type="zero"``) also drops to first order."""
     _check_step_inputs(model_output, sample, uncond, None)
     _like("prev_x0", prev_x0, "sample", sample)
     _choice("prediction_type", prediction_type, PREDICTION_TYPES)

@@ -9,6 +9,8 @@ here syncs with the host. Arithmetic runs in the input dtype, like diffusers.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
@@ -20,6 +22,23 @@ def per_sample(values, like):
     if values.dim() == 0:
         return values
     return values.reshape(values.shape[0], *([1] * (like.dim() - 1)))
+
+
+def _half_in_fp32(fn):
+    """Half inputs compute in float32 and come back in their dtype (the kernels' contract; in
+    bf16 the schedule scalars themselves round badly, e.g. 1 - alphas_cumprod[0] -> 0)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        half = [a.dtype for a in list(args) + list(kwargs.values())
+                if torch.is_tensor(a) and a.dtype in (torch.float16, torch.bfloat16)]
+        if not half:
+            return fn(*args, **kwargs)
+        up = lambda a: a.float() if torch.is_tensor(a) and a.dtype == half[0] else a  # noqa: E731
+        out = fn(*[up(a) for a in args], **{k: up(v) for k, v in kwargs.items()})
+        return tuple(o.to(half[0]) for o in out)
+
+    return wrapper
 
 
 def guided(model_output, uncond, guidance_scale, guidance_rescale=0.0):
@@ -37,6 +56,7 @@ def guided(model_output, uncond, guidance_scale, guidance_rescale=0.0):
     return out
 
 
+@_half_in_fp32
 def q_sample(x0, t, schedule, noise, *, target="epsilon"):
     """x_t = sqrt(ab_t) x0 + sqrt(1 - ab_t) eps; target eps, x0, or v = sqrt(ab) eps - sqrt(1 - ab) x0."""
     a = per_sample(schedule.sqrt_alphas_cumprod[t], x0)
@@ -99,6 +119,7 @@ def _alpha_prev(schedule, prev_t, final_alpha_cumprod):
     return torch.where(prev >= 0, gathered, torch.full_like(gathered, final_alpha_cumprod))
 
 
+@_half_in_fp32
 def ddim_step(model_output, t, sample, schedule, prev_t, *, eta=0.0, noise=None, prediction_type="epsilon",
               clip_sample=False, clip_sample_range=1.0, use_clipped_model_output=False, uncond=None,
               guidance_scale=1.0, guidance_rescale=0.0, final_alpha_cumprod=1.0):
@@ -121,6 +142,7 @@ def ddim_step(model_output, t, sample, schedule, prev_t, *, eta=0.0, noise=None,
     return prev_sample, x0
 
 
+@_half_in_fp32
 def ddpm_step(model_output, t, sample, schedule, prev_t, *, noise=None, prediction_type="epsilon",
               variance_type="fixed_small", clip_sample=True, clip_sample_range=1.0, uncond=None,
               guidance_scale=1.0, guidance_rescale=0.0):
@@ -153,6 +175,7 @@ def euler_scale_model_input(sample, sigma):
     return sample / (sigma ** 2 + 1) ** 0.5
 
 
+@_half_in_fp32
 def euler_step(model_output, sample, sigma, sigma_next, *, prediction_type="epsilon", uncond=None,
                guidance_scale=1.0, guidance_rescale=0.0):
     """EulerDiscreteScheduler.step (diffusers, s_churn = 0): x + (x - x0) / sigma * (sigma_next - sigma)."""
@@ -174,6 +197,7 @@ def _alpha_sigma(sigma):
     return alpha_t, sigma * alpha_t
 
 
+@_half_in_fp32
 def dpmpp_2m_step(model_output, sample, sigma, sigma_next, prev_x0=None, sigma_prev=None, *,
                   prediction_type="epsilon", uncond=None, guidance_scale=1.0, guidance_rescale=0.0):
     """DPMSolverMultistepScheduler.step (diffusers, dpmsolver++, order 2, midpoint): first order
