@@ -16,6 +16,13 @@ import torch
 PREDICTION_TYPES = ("epsilon", "sample", "v_prediction")
 
 
+def lookup(table, t):
+    """table[t] for a scalar or [B] timestep tensor. A 0-D index would be an integer index, read
+    on the host (.item(): a device sync, a graph break): index with a 1-D view instead."""
+    t = torch.as_tensor(t)
+    return table[t.reshape(-1)].reshape(t.shape)
+
+
 def per_sample(values, like):
     """[B] or scalar table values -> shape [B, 1, ...] (or []) in the dtype/device of ``like``."""
     values = values.to(device=like.device, dtype=like.dtype)
@@ -59,8 +66,8 @@ def guided(model_output, uncond, guidance_scale, guidance_rescale=0.0):
 @_half_in_fp32
 def q_sample(x0, t, schedule, noise, *, target="epsilon"):
     """x_t = sqrt(ab_t) x0 + sqrt(1 - ab_t) eps; target eps, x0, or v = sqrt(ab) eps - sqrt(1 - ab) x0."""
-    a = per_sample(schedule.sqrt_alphas_cumprod[t], x0)
-    s = per_sample(schedule.sqrt_one_minus_alphas_cumprod[t], x0)
+    a = per_sample(lookup(schedule.sqrt_alphas_cumprod, t), x0)
+    s = per_sample(lookup(schedule.sqrt_one_minus_alphas_cumprod, t), x0)
     x_t = a * x0 + s * noise
     if target == "epsilon":
         return x_t, noise
@@ -72,7 +79,7 @@ def q_sample(x0, t, schedule, noise, *, target="epsilon"):
 def snr_weights(t, schedule, prediction_type, snr_gamma):
     """Min-SNR-gamma (Hang et al.; diffusers train_text_to_image): min(snr, g) / snr for epsilon,
     min(snr, g) / (snr + 1) for v_prediction, min(snr, g) for sample; all ones without gamma."""
-    snr = schedule.snr[t]
+    snr = lookup(schedule.snr, t)
     if snr_gamma is None:
         return torch.ones_like(snr)
     clipped = torch.clamp(snr, max=float(snr_gamma))
@@ -115,7 +122,7 @@ def _x0_and_eps(model_output, sample, alpha_prod_t, prediction_type):
 def _alpha_prev(schedule, prev_t, final_alpha_cumprod):
     prev = torch.as_tensor(prev_t)
     table = schedule.alphas_cumprod
-    gathered = table[prev.clamp(min=0)]
+    gathered = lookup(table, prev.clamp(min=0))
     return torch.where(prev >= 0, gathered, torch.full_like(gathered, final_alpha_cumprod))
 
 
@@ -125,7 +132,7 @@ def ddim_step(model_output, t, sample, schedule, prev_t, *, eta=0.0, noise=None,
               guidance_scale=1.0, guidance_rescale=0.0, final_alpha_cumprod=1.0):
     """DDIMScheduler.step (diffusers), with ``prev_t`` = t - num_train_timesteps // num_inference_steps."""
     model_output = guided(model_output, uncond, guidance_scale, guidance_rescale)
-    a_t = per_sample(schedule.alphas_cumprod[t], sample)
+    a_t = per_sample(lookup(schedule.alphas_cumprod, t), sample)
     a_prev = per_sample(_alpha_prev(schedule, prev_t, final_alpha_cumprod), sample)
     beta_t = 1 - a_t
     x0, eps = _x0_and_eps(model_output, sample, a_t, prediction_type)
@@ -148,7 +155,7 @@ def ddpm_step(model_output, t, sample, schedule, prev_t, *, noise=None, predicti
               guidance_scale=1.0, guidance_rescale=0.0):
     """DDPMScheduler.step (diffusers): posterior mean of q(x_{t-1} | x_t, x0) + sigma_t noise (t > 0)."""
     model_output = guided(model_output, uncond, guidance_scale, guidance_rescale)
-    a_t = per_sample(schedule.alphas_cumprod[t], sample)
+    a_t = per_sample(lookup(schedule.alphas_cumprod, t), sample)
     a_prev = per_sample(_alpha_prev(schedule, prev_t, 1.0), sample)
     beta_t, beta_prev = 1 - a_t, 1 - a_prev
     current_alpha_t = a_t / a_prev
