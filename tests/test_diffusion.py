@@ -522,3 +522,28 @@ def test_bad_input_names_the_argument():
     for fn, error, text in cases:
         with pytest.raises(error, match=re.escape(text)):
             fn()
+
+
+def test_return_x0_false_skips_the_second_output():
+    s = schedule()
+    s.set_timesteps(10)
+    x, m = randn(2, 3, seed=1), randn(2, 3, seed=2)
+    for backend in BACKENDS:
+        with sslfast.use_backend(backend):
+            full = D.ddim_step(m, s.timesteps[2], x, s)
+            lean = D.ddim_step(m, s.timesteps[2], x, s, return_x0=False)
+        assert lean[1] is None and torch.equal(lean[0], full[0])
+
+
+def test_bench_family_runs_tiny(tmp_path):
+    from sslfast.bench import harness
+
+    rc = harness.main(["--only", "diffusion", "--sizes", "tiny", "--device", "cpu", "--no-compile",
+                       "--no-progress", "--repeats", "1", "--warmup", "1", "--out", str(tmp_path)])
+    assert rc == 0
+    import json
+    records = json.loads((tmp_path / "results.json").read_text())["records"]
+    assert {r["op"] for r in records} == {"q_sample+loss", "ddim_step", "ddpm_step", "euler_step", "dpmpp_2m_step"}
+    for r in records:
+        assert r["impls"]["sslfast"]["error"] is None and r["impls"]["eager"]["error"] is None, r
+        assert r["impls"]["sslfast"]["gbps"] > 0

@@ -411,11 +411,12 @@ def ddim_step(model_output, t, sample, schedule, *, prev_t=None, eta=0.0, noise=
     if backend == "reference":
         if eta > 0 and noise is None:
             noise = philox_normal_like(sample, key)
-        return reference.ddim_step(model_output, t, sample, schedule, prev_t, eta=eta, noise=noise,
+        out = reference.ddim_step(model_output, t, sample, schedule, prev_t, eta=eta, noise=noise,
                                    prediction_type=prediction_type, clip_sample=clip_sample,
                                    clip_sample_range=clip_sample_range,
                                    use_clipped_model_output=use_clipped_model_output, uncond=uncond,
                                    guidance_scale=guidance_scale, final_alpha_cumprod=final_alpha_cumprod)
+        return out if return_x0 else (out[0], None)
     a_t = reference.lookup(schedule.alphas_cumprod, t)
     a_prev = reference._alpha_prev(schedule, prev_t, final_alpha_cumprod)
     beta_t = 1 - a_t
@@ -449,10 +450,11 @@ def ddpm_step(model_output, t, sample, schedule, *, prev_t=None, noise=None, gen
     if backend == "reference":
         if noise is None:
             noise = philox_normal_like(sample, key)
-        return reference.ddpm_step(model_output, t, sample, schedule, prev_t, noise=noise,
+        out = reference.ddpm_step(model_output, t, sample, schedule, prev_t, noise=noise,
                                    prediction_type=prediction_type, variance_type=variance_type,
                                    clip_sample=clip_sample, clip_sample_range=clip_sample_range, uncond=uncond,
                                    guidance_scale=guidance_scale)
+        return out if return_x0 else (out[0], None)
     a_t = reference.lookup(schedule.alphas_cumprod, t)
     a_prev = reference._alpha_prev(schedule, prev_t, 1.0)
     beta_t, beta_prev = 1 - a_t, 1 - a_prev
@@ -502,8 +504,9 @@ def euler_step(model_output, sample, sigma, sigma_next, *, prediction_type="epsi
     model_output, uncond = _guidance(model_output, uncond, guidance_scale, guidance_rescale)
     backend = _backend.resolve("euler_step", sample.device.type, _NATIVE_DEVICES)
     if backend == "reference":
-        return reference.euler_step(model_output, sample, sigma, sigma_next, prediction_type=prediction_type,
+        out = reference.euler_step(model_output, sample, sigma, sigma_next, prediction_type=prediction_type,
                                     uncond=uncond, guidance_scale=guidance_scale)
+        return out if return_x0 else (out[0], None)
     if prediction_type == "epsilon":
         c0, c1 = 1.0, -sigma
     elif prediction_type == "v_prediction":
