@@ -199,6 +199,10 @@ def _timesteps(name, t, batch, device, limit, *, allow_negative=False):
         if high >= limit or low < (-1 if allow_negative else 0):
             bad = high if high >= limit else low
             raise ValueError(f"{name} must be in [{-1 if allow_negative else 0}, {limit}), got {bad}")
+    elif t.device.type == "cuda" and not torch.compiler.is_compiling():
+        # Checked on the device, asynchronously: no host sync in the hot path.
+        low = -1 if allow_negative else 0
+        torch._assert_async(((t >= low) & (t < limit)).all(), f"{name} must be in [{low}, {limit})")
     return t.long()
 
 
