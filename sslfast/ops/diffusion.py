@@ -86,6 +86,7 @@ class NoiseSchedule:
             setattr(self, name, getattr(self, name).to(device))
         if self.timesteps is not None:
             self.timesteps = self.timesteps.to(device)
+        self._coef_cache = {}
         return self
 
     @property
@@ -110,6 +111,7 @@ class NoiseSchedule:
             steps = np.round(np.arange(total, 0, -total / n)).astype(np.int64) - 1
         self.num_inference_steps = n
         self.timesteps = torch.from_numpy(steps).to(self.device)
+        self._coef_cache = {}
         return self.timesteps
 
     def sigmas_for(self, timesteps):
@@ -207,12 +209,30 @@ def _timesteps(name, t, batch, device, limit, *, allow_negative=False):
 
 
 def _per_sample_table(columns, batch, dtype):
-    """Stack [B]-or-scalar float64 columns into a contiguous [B, K] table in ``dtype``."""
-    cols = [torch.as_tensor(c, dtype=torch.float64).expand(batch) if torch.is_tensor(c) else None for c in columns]
-    device = next(c.device for c in cols if c is not None)
-    cols = [c if c is not None else torch.full((batch,), float(v), dtype=torch.float64, device=device)
-            for c, v in zip(cols, columns)]
-    return torch.stack(cols, dim=1).to(dtype).contiguous()
+    """[B]-or-scalar float64 columns (tensors or Python floats) -> a contiguous [B, K] table in
+    ``dtype``. One zeros + one copy per non-zero column: these run on every step."""
+    device = next(c.device for c in columns if torch.is_tensor(c))
+    table = torch.zeros((batch, len(columns)), dtype=torch.float64, device=device)
+    for k, c in enumerate(columns):
+        if torch.is_tensor(c):
+            table[:, k] = c.reshape(-1) if c.dim() else c
+        elif c:
+            table[:, k] = float(c)
+    return table.to(dtype)
+
+
+def _cached_coefs(schedule, key, build, t, batch, dtype):
+    """Rows ``t`` of a [num_train_timesteps, K] coefficient table that ``build(all_timesteps)``
+    makes once per (schedule, options, dtype): a sampling step then costs one gather instead of
+    ~30 tiny scalar ops. Built eagerly only; under torch.compile the scalar math is traced."""
+    if torch.compiler.is_compiling():
+        return _per_sample_table(build(t), batch, dtype)
+    cache = schedule.__dict__.setdefault("_coef_cache", {})
+    table = cache.get((key, dtype))
+    if table is None:
+        every = torch.arange(schedule.num_train_timesteps, device=schedule.device)
+        table = cache[(key, dtype)] = _per_sample_table(build(every), schedule.num_train_timesteps, dtype)
+    return table[t.reshape(-1)].expand(batch, table.shape[1]).contiguous()
 
 
 def _seed(generator, seed):
@@ -361,7 +381,7 @@ def _guidance(model_output, uncond, guidance_scale, guidance_rescale):
 def _step(backend, sample, model_output, uncond, prev_x0, noise, columns, *, guidance_scale=1.0, clip=False,
           clip_range=1.0, seed=-1, write_x0=True):
     data = _kernel_input(backend, sample)
-    coefs = _per_sample_table(columns, sample.shape[0], _acc_dtype(data))
+    coefs = columns if torch.is_tensor(columns) else _per_sample_table(columns, sample.shape[0], _acc_dtype(data))
     out, x0 = _core_ops(backend).diffusion_step(
         data, _kernel_input(backend, model_output), _kernel_input(backend, uncond), _kernel_input(backend, prev_x0),
         _kernel_input(backend, noise), coefs, float(guidance_scale), bool(clip), float(clip_range), int(seed),
@@ -376,8 +396,10 @@ def _check_step_inputs(model_output, sample, uncond, noise):
 
 
 def _prev_timesteps(prev_t, t, schedule, sample):
+    """None (the default t - step_ratio, cacheable) or the validated explicit ``prev_t``."""
     if prev_t is None:
-        return t - schedule.step_ratio
+        schedule.step_ratio  # raises when set_timesteps was not called
+        return None
     return _timesteps("prev_t", prev_t, sample.shape[0], sample.device, schedule.num_train_timesteps,
                       allow_negative=True)
 
@@ -386,6 +408,42 @@ def _no_grad_inputs(*tensors):
     for name, x in tensors:
         if x is not None and x.requires_grad and torch.is_grad_enabled():
             raise ValueError(f"{name} requires grad: sampler steps are inference-only (use torch.no_grad())")
+
+
+def _coefs(schedule, key, build, t, prev_t, sample, backend):
+    """Coefficients of a DDIM / DDPM step: cached per timestep for the default prev_t."""
+    dtype = torch.float64 if sample.dtype == torch.float64 else torch.float32
+    if prev_t is None:
+        return _cached_coefs(schedule, key, build, t, sample.shape[0], dtype)
+    return build(t)
+
+
+def _ddim_columns(schedule, t, prev_t, eta, prediction_type, use_clipped_model_output, final_alpha_cumprod):
+    a_t = reference.lookup(schedule.alphas_cumprod, t)
+    a_prev = reference._alpha_prev(schedule, prev_t, final_alpha_cumprod)
+    beta_t = 1 - a_t
+    sqrt_a, sqrt_b = a_t.sqrt(), beta_t.sqrt()
+    c0, c1, c2, c3, c4 = _x0_columns(prediction_type, sqrt_a, sqrt_b)
+    if use_clipped_model_output:
+        c2, c3, c4 = 1 / sqrt_b, 0.0, -sqrt_a / sqrt_b
+    std = eta * ((1 - a_prev) / beta_t * (1 - a_t / a_prev)).sqrt()
+    return [c0, c1, c2, c3, c4, a_prev.sqrt(), (1 - a_prev - std ** 2).sqrt(), 0.0, 0.0, std if eta > 0 else 0.0]
+
+
+def _ddpm_columns(schedule, t, prev_t, prediction_type, variance_type):
+    a_t = reference.lookup(schedule.alphas_cumprod, t)
+    a_prev = reference._alpha_prev(schedule, prev_t, 1.0)
+    beta_t, beta_prev = 1 - a_t, 1 - a_prev
+    current_alpha = a_t / a_prev
+    current_beta = 1 - current_alpha
+    c0, c1, _, _, _ = _x0_columns(prediction_type, a_t.sqrt(), beta_t.sqrt())
+    if variance_type == "fixed_small":
+        variance = torch.clamp(beta_prev / beta_t * current_beta, min=1e-20)
+    else:
+        variance = current_beta
+    std = torch.where(t > 0, variance.sqrt(), torch.zeros_like(variance))
+    return [c0, c1, 0.0, 0.0, 0.0, a_prev.sqrt() * current_beta / beta_t, 0.0,
+            current_alpha.sqrt() * beta_prev / beta_t, 0.0, std]
 
 
 def ddim_step(model_output, t, sample, schedule, *, prev_t=None, eta=0.0, noise=None, generator=None, seed=None,
@@ -415,22 +473,22 @@ def ddim_step(model_output, t, sample, schedule, *, prev_t=None, eta=0.0, noise=
     if backend == "reference":
         if eta > 0 and noise is None:
             noise = philox_normal_like(sample, key)
-        out = reference.ddim_step(model_output, t, sample, schedule, prev_t, eta=eta, noise=noise,
+        prev = t - schedule.step_ratio if prev_t is None else prev_t
+        out = reference.ddim_step(model_output, t, sample, schedule, prev, eta=eta, noise=noise,
                                    prediction_type=prediction_type, clip_sample=clip_sample,
                                    clip_sample_range=clip_sample_range,
                                    use_clipped_model_output=use_clipped_model_output, uncond=uncond,
                                    guidance_scale=guidance_scale, final_alpha_cumprod=final_alpha_cumprod)
         return out if return_x0 else (out[0], None)
-    a_t = reference.lookup(schedule.alphas_cumprod, t)
-    a_prev = reference._alpha_prev(schedule, prev_t, final_alpha_cumprod)
-    beta_t = 1 - a_t
-    sqrt_a, sqrt_b = a_t.sqrt(), beta_t.sqrt()
-    c0, c1, c2, c3, c4 = _x0_columns(prediction_type, sqrt_a, sqrt_b)
-    if use_clipped_model_output:
-        c2, c3, c4 = 1 / sqrt_b, 0.0, -sqrt_a / sqrt_b
-    std = eta * ((1 - a_prev) / beta_t * (1 - a_t / a_prev)).sqrt()
-    columns = [c0, c1, c2, c3, c4, a_prev.sqrt(), (1 - a_prev - std ** 2).sqrt(), 0.0, 0.0,
-               std if eta > 0 else 0.0]
+    def build(t, prev_t=prev_t):
+        if prev_t is None:
+            prev_t = t - schedule.step_ratio
+        return _ddim_columns(schedule, t, prev_t, eta, prediction_type, use_clipped_model_output,
+                             final_alpha_cumprod)
+
+    columns = _coefs(schedule, ("ddim", schedule.step_ratio if prev_t is None else None, eta, prediction_type,
+                                bool(use_clipped_model_output), float(final_alpha_cumprod)),
+                     build, t, prev_t, sample, backend)
     return _step(backend, sample, model_output, uncond, None, noise if eta > 0 else None, columns,
                  guidance_scale=guidance_scale, clip=clip_sample, clip_range=clip_sample_range, seed=key,
                  write_x0=return_x0)
@@ -454,24 +512,19 @@ def ddpm_step(model_output, t, sample, schedule, *, prev_t=None, noise=None, gen
     if backend == "reference":
         if noise is None:
             noise = philox_normal_like(sample, key)
-        out = reference.ddpm_step(model_output, t, sample, schedule, prev_t, noise=noise,
+        prev = t - schedule.step_ratio if prev_t is None else prev_t
+        out = reference.ddpm_step(model_output, t, sample, schedule, prev, noise=noise,
                                    prediction_type=prediction_type, variance_type=variance_type,
                                    clip_sample=clip_sample, clip_sample_range=clip_sample_range, uncond=uncond,
                                    guidance_scale=guidance_scale)
         return out if return_x0 else (out[0], None)
-    a_t = reference.lookup(schedule.alphas_cumprod, t)
-    a_prev = reference._alpha_prev(schedule, prev_t, 1.0)
-    beta_t, beta_prev = 1 - a_t, 1 - a_prev
-    current_alpha = a_t / a_prev
-    current_beta = 1 - current_alpha
-    c0, c1, _, _, _ = _x0_columns(prediction_type, a_t.sqrt(), beta_t.sqrt())
-    if variance_type == "fixed_small":
-        variance = torch.clamp(beta_prev / beta_t * current_beta, min=1e-20)
-    else:
-        variance = current_beta
-    std = torch.where(t > 0, variance.sqrt(), torch.zeros_like(variance))
-    columns = [c0, c1, 0.0, 0.0, 0.0, a_prev.sqrt() * current_beta / beta_t, 0.0,
-               current_alpha.sqrt() * beta_prev / beta_t, 0.0, std]
+    def build(t, prev_t=prev_t):
+        if prev_t is None:
+            prev_t = t - schedule.step_ratio
+        return _ddpm_columns(schedule, t, prev_t, prediction_type, variance_type)
+
+    columns = _coefs(schedule, ("ddpm", schedule.step_ratio if prev_t is None else None, prediction_type,
+                                variance_type), build, t, prev_t, sample, backend)
     return _step(backend, sample, model_output, uncond, None, noise, columns, guidance_scale=guidance_scale,
                  clip=clip_sample, clip_range=clip_sample_range, seed=key, write_x0=return_x0)
 
