@@ -418,7 +418,8 @@ def test_compile_fullgraph_training_step_and_sampling_loop(backend):
             t = timesteps[i]
             eps = model(x, t.expand(x.shape[0]))
             x, _ = D.ddim_step(eps, t, x, s, uncond=eps * 0.5, guidance_scale=2.0, clip_sample=True)
-        return x
+        # In-kernel noise under compile: an explicit seed (drawing one from a generator reads it on the host).
+        return D.ddpm_step(model(x, timesteps[1].expand(x.shape[0])), timesteps[1], x, s, seed=7)[0]
 
     with sslfast.use_backend(backend):
         w = torch.tensor(1.5, device=DEVICE, requires_grad=True)
@@ -547,3 +548,18 @@ def test_bench_family_runs_tiny(tmp_path):
     for r in records:
         assert r["impls"]["sslfast"]["error"] is None and r["impls"]["eager"]["error"] is None, r
         assert r["impls"]["sslfast"]["gbps"] > 0
+
+
+def test_explicit_prev_t_equals_the_cached_default():
+    s = schedule()
+    s.set_timesteps(25, "trailing")
+    x, m = randn(3, 4, 5, seed=1), randn(3, 4, 5, seed=2)
+    t = per_sample_t(3, seed=5)
+    for backend in BACKENDS:
+        with sslfast.use_backend(backend):
+            a = D.ddim_step(m, t, x, s, eta=0.3, noise=m)
+            b = D.ddim_step(m, t, x, s, eta=0.3, noise=m, prev_t=t - s.step_ratio)
+            c = D.ddpm_step(m, t, x, s, noise=m)
+            d = D.ddpm_step(m, t, x, s, noise=m, prev_t=t - s.step_ratio)
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(c, d, rtol=1e-12, atol=1e-12)

@@ -260,7 +260,8 @@ def q_sample(x0, t, schedule, noise=None, *, generator=None, seed=None, target="
     ``target``: "epsilon" (eps), "sample" (x0 itself) or "v_prediction" (sqrt(ab) eps - sqrt(1 - ab) x0).
     ``noise=None`` draws eps inside the kernel (Philox, key from ``seed`` or from ``generator`` /
     the default generator): same key, same result, and eps is never read from memory.
-    No gradient flows through q_sample (x0 is data).
+    No gradient flows through q_sample (x0 is data). Under ``torch.compile(fullgraph=True)`` pass
+    ``seed`` (drawing one from a generator reads a tensor on the host: a graph break).
     """
     _batch_tensor("x0", x0)
     _like("noise", noise, "x0", x0)
