@@ -370,6 +370,7 @@ def core_op_cases(ops):
     return [
         (ops.diffusion_q_sample, (x, e, c2, -1, False)),
         (ops.diffusion_q_sample, (x, None, c2, 7, True)),
+        (ops.diffusion_q_sample, (x.clone().requires_grad_(), e, c2, -1, True)),
         (ops.diffusion_loss_fwd, (m.clone().requires_grad_(), x, w)),
         (ops.diffusion_loss_bwd, (g, m, x, w)),
         (ops.diffusion_step, (x, m, u, p, e, c10, 2.0, True, 1.0, -1, True)),
@@ -563,3 +564,15 @@ def test_explicit_prev_t_equals_the_cached_default():
             d = D.ddpm_step(m, t, x, s, noise=m, prev_t=t - s.step_ratio)
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
         torch.testing.assert_close(c, d, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("backend", FAST_BACKENDS)
+@pytest.mark.parametrize("target", ["epsilon", "v_prediction"])
+def test_q_sample_gradcheck(backend, target):
+    s = schedule()
+    t = per_sample_t(3, seed=2)
+    x0 = randn(3, 2, 5, seed=1).requires_grad_()
+    noise = randn(3, 2, 5, seed=3)
+    with sslfast.use_backend(backend):
+        assert torch.autograd.gradcheck(lambda a: D.q_sample(a, t, s, noise, target=target), (x0,))
+        assert torch.autograd.gradcheck(lambda a: D.q_sample(a, t, s, seed=11, target=target), (x0,))

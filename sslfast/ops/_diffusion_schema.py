@@ -11,6 +11,8 @@ Core-op contract (the public functions in ``sslfast/ops/diffusion.py`` build the
     described in csrc/cpu/diffusion.cpp); seed < 0 and no noise means no noise term;
   * ``diffusion_loss_fwd`` returns the weighted per-sample MSE [B]; its backward is
     ``diffusion_loss_bwd`` (gradient to model_output; target gets its negative).
+  * ``diffusion_q_sample`` is linear in x0: its backward (gradient to x0 only; the noise is
+    data) is ``diffusion_q_sample`` again with other coefficients.
 """
 
 from __future__ import annotations
@@ -51,7 +53,29 @@ def _autograd(ops):
         grad_target = -grad if ctx.needs_input_grad[1] else None
         return grad, grad_target, None
 
-    return {"diffusion_loss_fwd": (loss_setup, loss_backward)}
+    def q_sample_setup(ctx, inputs, output):
+        x0, noise, coefs, seed, v_target = inputs
+        ctx.save_for_backward(coefs)
+        ctx.v_target = v_target
+
+    def q_sample_backward(ctx, grad_x_t, grad_target):
+        # d/dx0 of (a x0 + s eps, target): a g_xt, plus -s g_target for v = a eps - s x0. The
+        # backward is q_sample itself with coefficients (a, -s) and g_target in the noise slot.
+        (coefs,) = ctx.saved_tensors
+        if grad_x_t is None and grad_target is None:
+            return None, None, None, None, None
+        grad_x_t = torch.zeros_like(grad_target) if grad_x_t is None else grad_x_t
+        if ctx.v_target and grad_target is not None:
+            back = torch.stack([coefs[:, 0], -coefs[:, 1]], dim=1).contiguous()
+            second = grad_target.contiguous()
+        else:
+            back = torch.stack([coefs[:, 0], torch.zeros_like(coefs[:, 1])], dim=1).contiguous()
+            second = grad_x_t.contiguous()
+        grad_x0, _ = ops.diffusion_q_sample(grad_x_t.contiguous(), second, back, -1, False)
+        return grad_x0, None, None, None, None
+
+    return {"diffusion_loss_fwd": (loss_setup, loss_backward),
+            "diffusion_q_sample": (q_sample_setup, q_sample_backward)}
 
 
 def register_fakes_and_autograd(namespace: str) -> None:

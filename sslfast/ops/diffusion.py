@@ -260,7 +260,7 @@ def q_sample(x0, t, schedule, noise=None, *, generator=None, seed=None, target="
     ``target``: "epsilon" (eps), "sample" (x0 itself) or "v_prediction" (sqrt(ab) eps - sqrt(1 - ab) x0).
     ``noise=None`` draws eps inside the kernel (Philox, key from ``seed`` or from ``generator`` /
     the default generator): same key, same result, and eps is never read from memory.
-    No gradient flows through q_sample (x0 is data). Under ``torch.compile(fullgraph=True)`` pass
+    Gradients flow to ``x0`` (e.g. a trainable encoder's latents), not to ``noise``. Under ``torch.compile(fullgraph=True)`` pass
     ``seed`` (drawing one from a generator reads a tensor on the host: a graph break).
     """
     _batch_tensor("x0", x0)
@@ -278,7 +278,8 @@ def q_sample(x0, t, schedule, noise=None, *, generator=None, seed=None, target="
     coefs = _per_sample_table([reference.lookup(schedule.sqrt_alphas_cumprod, t),
                                reference.lookup(schedule.sqrt_one_minus_alphas_cumprod, t)],
                               x0.shape[0], _acc_dtype(data))
-    x_t, second = _core_ops(backend).diffusion_q_sample(data.detach(), _kernel_input(backend, noise), coefs, key,
+    noise_in = None if noise is None else _kernel_input(backend, noise).detach()
+    x_t, second = _core_ops(backend).diffusion_q_sample(data, noise_in, coefs, key,
                                                         target == "v_prediction")
     if target == "sample":
         return _finish(x_t, x0), x0
