@@ -39,4 +39,12 @@ TORCH_LIBRARY(sslfast, m) {
   m.def("siglip_loss_fwd(Tensor image, Tensor text, Tensor logit_scale, Tensor logit_bias) -> Tensor");
   m.def("siglip_loss_bwd(Tensor grad_loss, Tensor image, Tensor text, Tensor logit_scale, "
         "Tensor logit_bias) -> (Tensor, Tensor, Tensor, Tensor)");
+
+  // Diffusion family (csrc/cpu/diffusion.cpp; Triton twin in sslfast/triton/diffusion.py).
+  m.def("diffusion_q_sample(Tensor x0, Tensor? noise, Tensor coefs, int seed, bool v_target) -> (Tensor, Tensor)");
+  m.def("diffusion_loss_fwd(Tensor model_output, Tensor target, Tensor weight) -> Tensor");
+  m.def("diffusion_loss_bwd(Tensor grad_per_sample, Tensor model_output, Tensor target, Tensor weight) -> Tensor");
+  m.def("diffusion_step(Tensor sample, Tensor model_output, Tensor? uncond, Tensor? prev_x0, Tensor? noise, "
+        "Tensor coefs, float guidance_scale, bool clip, float clip_range, int seed, bool write_x0) "
+        "-> (Tensor, Tensor)");
 }

@@ -10,16 +10,18 @@ from . import _native
 from ._backend import BACKENDS, get_backend, set_backend, use_backend
 from .ops import clip_loss, info_nce, nt_xent, siglip_loss
 from .ops._contrastive_schema import register_fakes_and_autograd as _register_contrastive
+from .ops._diffusion_schema import register_fakes_and_autograd as _register_diffusion
 
 if _native.AVAILABLE:
     _register_contrastive("sslfast")
+    _register_diffusion("sslfast")
 
-from . import nn, reference, triton  # noqa: E402  (triton registers sslfast_triton:: ops)
+from . import diffusion, nn, reference, triton  # noqa: E402  (triton registers sslfast_triton:: ops)
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BACKENDS", "get_backend", "set_backend", "use_backend",
     "nt_xent", "info_nce", "clip_loss", "siglip_loss",
-    "nn", "reference", "triton",
+    "diffusion", "nn", "reference", "triton",
 ]

@@ -1,0 +1,261 @@
+"""Triton kernels of the diffusion family, registered as ``torch.ops.sslfast_triton.*``.
+
+Elementwise, one pass over the data, per-sample coefficients from a [B, K] table (see
+``sslfast/ops/_diffusion_schema.py`` and ``csrc/cpu/diffusion.cpp`` for the math). A program
+owns BLOCK Philox blocks g and the four elements k * Q + g (Q = ceil(n / 4)) whose noise is
+normal k of block g: four contiguous loads / stores, one Philox4x32-10 per four normals, the
+same stream as the C++ kernels. Offsets are int64; half inputs compute in fp32.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from ..ops._diffusion_schema import SCHEMAS, STEP_COEFS, register_fakes_and_autograd
+
+_BLOCK = 256
+_LOSS_BLOCK = 1024
+
+
+@triton.jit
+def _philox_normal4(seed_lo, seed_hi, g):
+    """Philox4x32-10 on counter (g_lo, g_hi, 0, 0), key (seed_lo, seed_hi) -> 4 normals
+    (Box-Muller on (u0, u1), (u2, u3) exactly as tl.randn4x)."""
+    c0 = (g & 0xFFFFFFFF).to(tl.uint32)
+    c1 = ((g >> 32) & 0xFFFFFFFF).to(tl.uint32)
+    c2 = tl.zeros_like(c0)
+    c3 = tl.zeros_like(c0)
+    k0 = tl.zeros_like(c0) + seed_lo
+    k1 = tl.zeros_like(c0) + seed_hi
+    round_a = tl.full(c0.shape, 0xD2511F53, tl.uint32)
+    round_b = tl.full(c0.shape, 0xCD9E8D57, tl.uint32)
+    for _ in tl.static_range(10):
+        a0 = c0
+        a2 = c2
+        c0 = tl.umulhi(round_b, a2) ^ c1 ^ k0
+        c2 = tl.umulhi(round_a, a0) ^ c3 ^ k1
+        c1 = round_b * a2
+        c3 = round_a * a0
+        k0 = k0 + 0x9E3779B9
+        k1 = k1 + 0xBB67AE85
+    u0 = _uniform(c0)
+    u1 = _uniform(c1)
+    u2 = _uniform(c2)
+    u3 = _uniform(c3)
+    r01 = tl.sqrt(-2.0 * tl.log(tl.maximum(u0, 1.0e-7)))
+    r23 = tl.sqrt(-2.0 * tl.log(tl.maximum(u2, 1.0e-7)))
+    th01 = 6.283185307179586 * u1
+    th23 = 6.283185307179586 * u3
+    return r01 * tl.cos(th01), r01 * tl.sin(th01), r23 * tl.cos(th23), r23 * tl.sin(th23)
+
+
+@triton.jit
+def _uniform(x):
+    s = x.to(tl.int32, bitcast=True)
+    s = tl.where(s < 0, -s - 1, s)
+    return s.to(tl.float32) * 4.6566127342e-10
+
+
+@triton.jit
+def _select4(k: tl.constexpr, z0, z1, z2, z3):
+    if k == 0:
+        return z0
+    elif k == 1:
+        return z1
+    elif k == 2:
+        return z2
+    else:
+        return z3
+
+
+@triton.jit
+def _q_sample_kernel(x0_ptr, noise_ptr, coef_ptr, xt_ptr, target_ptr, n, inner, groups, seed_lo, seed_hi,
+                     NOISE_FROM_SEED: tl.constexpr, V_TARGET: tl.constexpr, BLOCK: tl.constexpr):
+    """x_t = a_b x0 + s_b eps; target = eps, or v = a_b eps - s_b x0 (a_b, s_b = coef[b])."""
+    g = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    g_ok = g < groups
+    if NOISE_FROM_SEED:
+        z0, z1, z2, z3 = _philox_normal4(seed_lo, seed_hi, g)
+    for k in tl.static_range(4):
+        i = k * groups + g
+        ok = g_ok & (i < n)
+        b = i // inner
+        a = tl.load(coef_ptr + 2 * b, mask=ok, other=0.0)
+        s = tl.load(coef_ptr + 2 * b + 1, mask=ok, other=0.0)
+        x = tl.load(x0_ptr + i, mask=ok, other=0.0).to(a.dtype)
+        if NOISE_FROM_SEED:
+            eps = _select4(k, z0, z1, z2, z3).to(a.dtype)
+        else:
+            eps = tl.load(noise_ptr + i, mask=ok, other=0.0).to(a.dtype)
+        tl.store(xt_ptr + i, (a * x + s * eps).to(xt_ptr.dtype.element_ty), mask=ok)
+        if V_TARGET:
+            tl.store(target_ptr + i, (a * eps - s * x).to(target_ptr.dtype.element_ty), mask=ok)
+        else:
+            tl.store(target_ptr + i, eps.to(target_ptr.dtype.element_ty), mask=ok)
+
+
+@triton.jit
+def _step_kernel(x_ptr, m_ptr, u_ptr, p_ptr, noise_ptr, coef_ptr, out_ptr, x0_ptr, n, inner, groups,
+                 guidance_scale, clip_range, seed_lo, seed_hi,
+                 HAS_UNCOND: tl.constexpr, HAS_PREV: tl.constexpr, NOISE: tl.constexpr, CLIP: tl.constexpr,
+                 WRITE_X0: tl.constexpr, NCOEF: tl.constexpr, BLOCK: tl.constexpr):
+    """Generic sampler step (NOISE: 0 none, 1 tensor, 2 Philox from the seed):
+    m = u + g (cond - u); x0 = clamp(c0 x + c1 m); eps = c2 x + c3 m + c4 x0;
+    out = c5 x0 + c6 eps + c7 x + c8 prev + c9 noise."""
+    g = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    g_ok = g < groups
+    if NOISE == 2:
+        z0, z1, z2, z3 = _philox_normal4(seed_lo, seed_hi, g)
+    for k in tl.static_range(4):
+        i = k * groups + g
+        ok = g_ok & (i < n)
+        row = coef_ptr + (i // inner) * NCOEF
+        c0 = tl.load(row + 0, mask=ok, other=0.0)
+        c1 = tl.load(row + 1, mask=ok, other=0.0)
+        c2 = tl.load(row + 2, mask=ok, other=0.0)
+        c3 = tl.load(row + 3, mask=ok, other=0.0)
+        c4 = tl.load(row + 4, mask=ok, other=0.0)
+        c5 = tl.load(row + 5, mask=ok, other=0.0)
+        c6 = tl.load(row + 6, mask=ok, other=0.0)
+        c7 = tl.load(row + 7, mask=ok, other=0.0)
+        x = tl.load(x_ptr + i, mask=ok, other=0.0).to(c0.dtype)
+        m = tl.load(m_ptr + i, mask=ok, other=0.0).to(c0.dtype)
+        if HAS_UNCOND:
+            u = tl.load(u_ptr + i, mask=ok, other=0.0).to(c0.dtype)
+            m = u + guidance_scale * (m - u)
+        x0 = c0 * x + c1 * m
+        if CLIP:
+            # NaN stays NaN (tl.minimum / maximum would drop it).
+            x0 = tl.where(x0 < -clip_range, -clip_range, tl.where(x0 > clip_range, clip_range, x0))
+        eps = c2 * x + c3 * m + c4 * x0
+        r = c5 * x0 + c6 * eps + c7 * x
+        if HAS_PREV:
+            c8 = tl.load(row + 8, mask=ok, other=0.0)
+            r += c8 * tl.load(p_ptr + i, mask=ok, other=0.0).to(c0.dtype)
+        if NOISE == 1:
+            c9 = tl.load(row + 9, mask=ok, other=0.0)
+            r += c9 * tl.load(noise_ptr + i, mask=ok, other=0.0).to(c0.dtype)
+        if NOISE == 2:
+            c9 = tl.load(row + 9, mask=ok, other=0.0)
+            r += c9 * _select4(k, z0, z1, z2, z3).to(c0.dtype)
+        tl.store(out_ptr + i, r.to(out_ptr.dtype.element_ty), mask=ok)
+        if WRITE_X0:
+            tl.store(x0_ptr + i, x0.to(x0_ptr.dtype.element_ty), mask=ok)
+
+
+@triton.jit
+def _loss_partial_kernel(m_ptr, t_ptr, partial_ptr, inner, chunks, BLOCK: tl.constexpr,
+                         ACC_DTYPE: tl.constexpr):
+    """partial[b, c] = sum over chunk c of sample b of (m - t)^2, in fp32 (fp64 for fp64)."""
+    b = tl.program_id(0).to(tl.int64)
+    c = tl.program_id(1).to(tl.int64)
+    j = c * BLOCK + tl.arange(0, BLOCK)
+    ok = j < inner
+    m = tl.load(m_ptr + b * inner + j, mask=ok, other=0.0).to(ACC_DTYPE)
+    t = tl.load(t_ptr + b * inner + j, mask=ok, other=0.0).to(ACC_DTYPE)
+    d = m - t
+    tl.store(partial_ptr + b * chunks + c, tl.sum(d * d, axis=0))
+
+
+@triton.jit
+def _loss_bwd_kernel(m_ptr, t_ptr, scale_ptr, grad_ptr, n, inner, BLOCK: tl.constexpr):
+    i = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    ok = i < n
+    s = tl.load(scale_ptr + i // inner, mask=ok, other=0.0)
+    m = tl.load(m_ptr + i, mask=ok, other=0.0).to(s.dtype)
+    t = tl.load(t_ptr + i, mask=ok, other=0.0).to(s.dtype)
+    tl.store(grad_ptr + i, (s * (m - t)).to(grad_ptr.dtype.element_ty), mask=ok)
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _acc_dtype(x):
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+def _seed_words(seed):
+    seed = max(int(seed), 0)
+    return seed & 0xFFFFFFFF, (seed >> 32) & 0xFFFFFFFF
+
+
+def _geometry(x):
+    n = x.numel()
+    return n, n // x.shape[0], (n + 3) // 4
+
+
+def diffusion_q_sample(x0, noise, coefs, seed, v_target):
+    x0 = x0.contiguous()
+    if noise is None and seed < 0:
+        raise ValueError("diffusion_q_sample needs noise or a seed >= 0")
+    x_t, target = torch.empty_like(x0), torch.empty_like(x0)
+    n, inner, groups = _geometry(x0)
+    if n:
+        lo, hi = _seed_words(seed)
+        _q_sample_kernel[(triton.cdiv(groups, _BLOCK),)](
+            x0, noise.contiguous() if noise is not None else x0, coefs.contiguous(), x_t, target, n, inner,
+            groups, lo, hi, NOISE_FROM_SEED=noise is None, V_TARGET=bool(v_target), BLOCK=_BLOCK)
+    return x_t, target
+
+
+def diffusion_step(sample, model_output, uncond, prev_x0, noise, coefs, guidance_scale, clip, clip_range, seed,
+                   write_x0):
+    sample = sample.contiguous()
+    out = torch.empty_like(sample)
+    x0 = torch.empty_like(sample) if write_x0 else sample.new_empty((0,))
+    n, inner, groups = _geometry(sample)
+    noise_mode = 1 if noise is not None else (2 if seed >= 0 else 0)
+    if n:
+        lo, hi = _seed_words(seed)
+        _step_kernel[(triton.cdiv(groups, _BLOCK),)](
+            sample, model_output.contiguous(), uncond.contiguous() if uncond is not None else sample,
+            prev_x0.contiguous() if prev_x0 is not None else sample,
+            noise.contiguous() if noise is not None else sample, coefs.contiguous(), out,
+            x0 if write_x0 else out, n, inner, groups, float(guidance_scale), float(clip_range), lo, hi,
+            HAS_UNCOND=uncond is not None, HAS_PREV=prev_x0 is not None, NOISE=noise_mode, CLIP=bool(clip),
+            WRITE_X0=bool(write_x0), NCOEF=STEP_COEFS, BLOCK=_BLOCK)
+    return out, x0
+
+
+def diffusion_loss_fwd(model_output, target, weight):
+    model_output, target = model_output.contiguous(), target.contiguous()
+    batch = model_output.shape[0]
+    inner = model_output.numel() // batch
+    chunks = max(1, triton.cdiv(inner, _LOSS_BLOCK))
+    acc = _acc_dtype(model_output)
+    partial = torch.zeros((batch, chunks), dtype=acc, device=model_output.device)
+    if inner:
+        _loss_partial_kernel[(batch, chunks)](model_output, target, partial, inner, chunks, BLOCK=_LOSS_BLOCK,
+                                              ACC_DTYPE=tl.float64 if acc == torch.float64 else tl.float32)
+    # Chunk partials summed in a fixed order: deterministic.
+    return partial.sum(dim=1) * weight.to(acc) / max(inner, 1)
+
+
+def diffusion_loss_bwd(grad_per_sample, model_output, target, weight):
+    model_output, target = model_output.contiguous(), target.contiguous()
+    batch = model_output.shape[0]
+    n = model_output.numel()
+    inner = n // batch
+    acc = _acc_dtype(model_output)
+    scale = (grad_per_sample.to(acc) * weight.to(acc) * (2.0 / max(inner, 1))).contiguous()
+    grad = torch.empty_like(model_output)
+    if n:
+        _loss_bwd_kernel[(triton.cdiv(n, _LOSS_BLOCK),)](model_output, target, scale, grad, n, inner,
+                                                         BLOCK=_LOSS_BLOCK)
+    return grad
+
+
+_IMPLEMENTATIONS = {
+    "diffusion_q_sample": diffusion_q_sample,
+    "diffusion_loss_fwd": diffusion_loss_fwd,
+    "diffusion_loss_bwd": diffusion_loss_bwd,
+    "diffusion_step": diffusion_step,
+}
+
+for _name, _impl in _IMPLEMENTATIONS.items():
+    torch.library.define(f"sslfast_triton::{_name}", SCHEMAS[_name])
+    torch.library.impl(f"sslfast_triton::{_name}", "default", _impl)
+
+register_fakes_and_autograd("sslfast_triton")
