@@ -7,6 +7,6 @@ from .._backend import _TRITON_IMPORTABLE
 
 AVAILABLE = False
 if _TRITON_IMPORTABLE:
-    from . import contrastive  # noqa: F401
+    from . import contrastive, masking  # noqa: F401
 
     AVAILABLE = True
