@@ -197,7 +197,7 @@ def masked_patch_loss(pred, imgs, mask, patch_size, *, norm_pix=True, loss="l2")
     backend = _backend.resolve("masked_patch_loss", pred.device.type, _NATIVE_DEVICES)
     if backend == "reference":
         return reference.masked_patch_loss(pred, imgs, mask.to(pred.dtype), p, norm_pix=norm_pix,
-                                           loss=loss)
+                                           loss=loss).to(loss_dtype(pred))
     mask = mask.detach().to(loss_dtype(pred)).contiguous()
     return _core_ops(backend).masked_patch_loss_fwd(pred.contiguous(), imgs.detach().contiguous(), mask,
                                                     p, bool(norm_pix), loss == "l1")

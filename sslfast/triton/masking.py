@@ -18,6 +18,8 @@ Offsets are int64; every index is clamped or masked before it addresses memory.
 
 from __future__ import annotations
 
+import os
+
 import torch
 import triton
 import triton.language as tl
@@ -61,58 +63,71 @@ def _splat(flag, BLOCK: tl.constexpr):
 
 
 @triton.jit
-def _gather_rows_kernel(src_ptr, idx_ptr, token_ptr, pos_ptr, out_ptr, out_rows, src_rows, P, L, keep,
+def _row_source(idx_ptr, rows, rows_ok, row_count, P, L, keep):
+    """For rows (s, j) of a [N, row_count] layout: (sample, j, source patch slot, valid):
+    j < P is a prefix row (its own slot); else r = idx[s, j - P], valid when 0 <= r < keep.
+    The slot is clamped into range, so it is always a safe address."""
+    s = rows // row_count
+    j = rows % row_count
+    r = tl.load(idx_ptr + s * L + tl.minimum(tl.maximum(j - P, 0), L - 1), mask=rows_ok, other=0).to(tl.int64)
+    is_prefix = j < P
+    valid = rows_ok & (is_prefix | ((r >= 0) & (r < keep)))
+    slot = tl.where(is_prefix, j, P + tl.minimum(tl.maximum(r, 0), tl.maximum(keep - 1, 0)))
+    return s, j, slot, valid
+
+
+@triton.jit
+def _gather_rows_kernel(src_ptr, idx_ptr, token_ptr, pos_ptr, out_ptr, n_out, out_rows, src_rows, P, L, keep,
                         D, HAS_TOKEN: tl.constexpr, HAS_POS: tl.constexpr, POS_AT_SOURCE: tl.constexpr,
-                        BLOCK_D: tl.constexpr):
+                        ADD_DTYPE: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr):
     """out[s, j] = src[s, j] (j < P) or src[s, P + idx[s, j - P]] when 0 <= idx < keep, else the
     token (zeros without one); + pos of the source row (random_masking) or of j (unshuffle)."""
-    row = tl.program_id(0).to(tl.int64)
-    s = row // out_rows
-    j = row % out_rows
+    rows = tl.program_id(0).to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
+    rows_ok = rows < n_out
+    s, j, slot, valid = _row_source(idx_ptr, rows, rows_ok, out_rows, P, L, keep)
     d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
-    d_ok = d < D
-    r = tl.load(idx_ptr + s * L + tl.minimum(tl.maximum(j - P, 0), L - 1)).to(tl.int64)
-    is_prefix = j < P
-    valid = is_prefix | ((r >= 0) & (r < keep))
-    src_row = tl.where(is_prefix, j, P + tl.minimum(tl.maximum(r, 0), tl.maximum(keep - 1, 0)))
-    val = tl.load(src_ptr + (s * src_rows + src_row) * D + d, mask=d_ok & _splat(valid, BLOCK_D), other=0.0)
+    d_ok = (d < D)[None, :]
+    val = tl.load(src_ptr + (s * src_rows + slot)[:, None] * D + d[None, :], mask=valid[:, None] & d_ok, other=0.0)
     if HAS_TOKEN:
-        token = tl.load(token_ptr + d, mask=d_ok, other=0.0)
-        val = tl.where(_splat(valid, BLOCK_D), val, token)
+        token = tl.load(token_ptr + d, mask=d < D, other=0.0)
+        val = tl.where(valid[:, None], val, token[None, :])
     if HAS_POS:
-        pos_row = src_row if POS_AT_SOURCE else j
-        val = val + tl.load(pos_ptr + pos_row * D + d, mask=d_ok, other=0.0)
-    tl.store(out_ptr + row * D + d, val, mask=d_ok)
+        pos_row = slot if POS_AT_SOURCE else j
+        pos = tl.load(pos_ptr + pos_row[:, None] * D + d[None, :], mask=rows_ok[:, None] & d_ok, other=0.0)
+        # half inputs add in fp32 and round once, as torch does
+        val = (val.to(ADD_DTYPE) + pos.to(ADD_DTYPE)).to(out_ptr.dtype.element_ty)
+    tl.store(out_ptr + rows[:, None] * D + d[None, :], val, mask=rows_ok[:, None] & d_ok)
 
 
 @triton.jit
-def _scatter_rows_kernel(grad_ptr, idx_ptr, out_ptr, total, vis_rows, P, L, keep, D, BLOCK_D: tl.constexpr):
+def _scatter_rows_kernel(grad_ptr, idx_ptr, out_ptr, n_rows, total, vis_rows, P, L, keep, D,
+                         BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr):
     """grad_visible[s, P + idx[s, i]] = grad_out[s, P + i] for kept i; prefix rows copied."""
-    row = tl.program_id(0).to(tl.int64)
-    s = row // total
-    j = row % total
+    rows = tl.program_id(0).to(tl.int64) * BLOCK_R + tl.arange(0, BLOCK_R)
+    rows_ok = rows < n_rows
+    s, j, slot, valid = _row_source(idx_ptr, rows, rows_ok, total, P, L, keep)
     d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
-    d_ok = d < D
-    r = tl.load(idx_ptr + s * L + tl.minimum(tl.maximum(j - P, 0), L - 1)).to(tl.int64)
-    is_prefix = j < P
-    valid = is_prefix | ((r >= 0) & (r < keep))
-    dst_row = tl.where(is_prefix, j, P + tl.minimum(tl.maximum(r, 0), tl.maximum(keep - 1, 0)))
-    val = tl.load(grad_ptr + row * D + d, mask=d_ok & _splat(valid, BLOCK_D), other=0.0)
-    tl.store(out_ptr + (s * vis_rows + dst_row) * D + d, val, mask=d_ok & _splat(valid, BLOCK_D))
+    ok = valid[:, None] & (d < D)[None, :]
+    val = tl.load(grad_ptr + rows[:, None] * D + d[None, :], mask=ok, other=0.0)
+    tl.store(out_ptr + (s * vis_rows + slot)[:, None] * D + d[None, :], val, mask=ok)
 
 
 @triton.jit
-def _token_grad_kernel(grad_ptr, idx_ptr, partial_ptr, total, P, L, keep, D, BLOCK_D: tl.constexpr):
+def _token_grad_kernel(grad_ptr, idx_ptr, partial_ptr, total, P, L, keep, D, BLOCK_R: tl.constexpr,
+                       BLOCK_D: tl.constexpr):
     """partial[s] = sum over the mask-token positions of sample s of grad_out (fixed order)."""
     s = tl.program_id(0).to(tl.int64)
     d = tl.program_id(1) * BLOCK_D + tl.arange(0, BLOCK_D)
     d_ok = d < D
     acc = tl.zeros((BLOCK_D,), partial_ptr.dtype.element_ty)
-    for i in range(0, L):
-        r = tl.load(idx_ptr + s * L + i).to(tl.int64)
-        is_token = (r < 0) | (r >= keep)
-        g = tl.load(grad_ptr + (s * total + P + i) * D + d, mask=d_ok & _splat(is_token, BLOCK_D), other=0.0)
-        acc += g.to(partial_ptr.dtype.element_ty)
+    for i0 in range(0, L, BLOCK_R):
+        i = i0 + tl.arange(0, BLOCK_R)
+        i_ok = i < L
+        r = tl.load(idx_ptr + s * L + i, mask=i_ok, other=0).to(tl.int64)
+        is_token = i_ok & ((r < 0) | (r >= keep))
+        g = tl.load(grad_ptr + (s * total + P + i)[:, None] * D + d[None, :],
+                    mask=is_token[:, None] & d_ok[None, :], other=0.0)
+        acc += tl.sum(g.to(partial_ptr.dtype.element_ty), axis=0)
     tl.store(partial_ptr + s * D + d, acc, mask=d_ok)
 
 
@@ -177,8 +192,15 @@ def _masked_patch_loss_bwd_kernel(pred_ptr, imgs_ptr, mask_ptr, scale_ptr, grad_
     tl.store(grad_ptr + patch * F + f, g.to(grad_ptr.dtype.element_ty), mask=f_ok)
 
 
-def _block_d(d):
-    return min(triton.next_power_of_2(max(d, 1)), 1024)
+_INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def _blocks(d):
+    """(BLOCK_R, BLOCK_D): ~4K elements per program on GPUs; the interpreter runs each program in
+    Python, so there fewer, larger programs."""
+    block_d = min(triton.next_power_of_2(max(d, 1)), 1024)
+    budget = 1 << 14 if _INTERPRETED else 1 << 12
+    return max(1, min(64, budget // block_d)), block_d
 
 
 def _gather(src, idx, token, pos, out_rows, prefix, keep, pos_at_source=False):
@@ -187,12 +209,14 @@ def _gather(src, idx, token, pos, out_rows, prefix, keep, pos_at_source=False):
     out = src.new_empty((n, out_rows, d))
     if out.numel() == 0:
         return out
-    block = _block_d(d)
-    grid = (n * out_rows, triton.cdiv(d, block))
+    block_r, block_d = _blocks(d)
+    grid = (triton.cdiv(n * out_rows, block_r), triton.cdiv(d, block_d))
     _gather_rows_kernel[grid](src, idx, token if token is not None else src,
-                              pos if pos is not None else src, out, out_rows, src_rows, prefix, length,
-                              keep, d, HAS_TOKEN=token is not None, HAS_POS=pos is not None,
-                              POS_AT_SOURCE=pos_at_source, BLOCK_D=block)
+                              pos if pos is not None else src, out, n * out_rows, out_rows, src_rows, prefix,
+                              length, keep, d, HAS_TOKEN=token is not None, HAS_POS=pos is not None,
+                              POS_AT_SOURCE=pos_at_source,
+                              ADD_DTYPE=tl.float64 if src.dtype == torch.float64 else tl.float32,
+                              BLOCK_R=block_r, BLOCK_D=block_d)
     return out
 
 
@@ -205,7 +229,9 @@ def random_masking_fwd(x, noise, pos_embed, len_keep, num_prefix_tokens, int32_i
     n, total, _ = x.shape
     length = total - num_prefix_tokens
     ids_restore = x.new_empty((n, length), dtype=torch.int32 if int32_indices else torch.int64)
-    mask = x.new_empty((n, length))
+    # The interpreter mis-converts int1 -> bfloat16 stores: there the mask goes through float32.
+    mask_dtype = torch.float32 if (_INTERPRETED and x.dtype == torch.bfloat16) else x.dtype
+    mask = x.new_empty((n, length), dtype=mask_dtype)
     ids_shuffle = x.new_empty((n, length), dtype=torch.int64)
     if n and length:
         block = min(triton.next_power_of_2(length), 64)
@@ -214,7 +240,7 @@ def random_masking_fwd(x, noise, pos_embed, len_keep, num_prefix_tokens, int32_i
     # ids_shuffle holds every index in [0, L): all gathered rows are valid (keep = L below).
     visible = _gather(x, ids_shuffle, None, _pos(pos_embed, x), num_prefix_tokens + len_keep,
                       num_prefix_tokens, length, pos_at_source=True)
-    return visible, mask, ids_restore
+    return visible, mask.to(x.dtype), ids_restore
 
 
 def random_masking_bwd(grad_visible, ids_restore, num_prefix_tokens):
@@ -240,13 +266,14 @@ def unshuffle_bwd(grad_out, ids_restore, len_keep, num_prefix_tokens):
     grad_visible = torch.zeros((n, vis_rows, d), dtype=grad_out.dtype, device=grad_out.device)
     partial = torch.zeros((n, d), dtype=loss_dtype(grad_out), device=grad_out.device)
     if n and d and total:
-        block = _block_d(d)
-        _scatter_rows_kernel[(n * total, triton.cdiv(d, block))](
-            grad_out, ids_restore, grad_visible, total, vis_rows, num_prefix_tokens, length, len_keep, d,
-            BLOCK_D=block)
+        block_r, block_d = _blocks(d)
+        _scatter_rows_kernel[(triton.cdiv(n * total, block_r), triton.cdiv(d, block_d))](
+            grad_out, ids_restore, grad_visible, n * total, total, vis_rows, num_prefix_tokens, length,
+            len_keep, d, BLOCK_R=block_r, BLOCK_D=block_d)
         if length:
-            _token_grad_kernel[(n, triton.cdiv(d, block))](
-                grad_out, ids_restore, partial, total, num_prefix_tokens, length, len_keep, d, BLOCK_D=block)
+            _token_grad_kernel[(n, triton.cdiv(d, block_d))](
+                grad_out, ids_restore, partial, total, num_prefix_tokens, length, len_keep, d,
+                BLOCK_R=block_r, BLOCK_D=block_d)
     return grad_visible, partial.sum(dim=0).to(grad_out.dtype)
 
 
