@@ -510,3 +510,20 @@ def test_node_mask_graphmae():
     assert torch.equal(x.grad[mask_nodes], torch.zeros(50, 8, device=DEVICE, dtype=x.dtype))
     again = sslfast.node_mask(x, 0.5, token, generator=torch.Generator(device=DEVICE).manual_seed(0))
     assert torch.equal(again[1], mask_nodes)
+
+
+def test_block_mask_beit():
+    gen = torch.Generator(device=DEVICE).manual_seed(0)
+    mask = sslfast.block_mask(96, 14, 14, 75, generator=gen, device=DEVICE)
+    assert mask.shape == (96, 14, 14) and mask.dtype == torch.bool
+    counts = mask.sum((1, 2))
+    assert counts.max() <= 75 and counts.float().mean() > 0.95 * 75
+    # blocks, not scattered patches: almost every masked patch has a masked 4-neighbour
+    m = torch.nn.functional.pad(mask.float(), (1, 1, 1, 1))
+    neighbours = m[:, :-2, 1:-1] + m[:, 2:, 1:-1] + m[:, 1:-1, :-2] + m[:, 1:-1, 2:]
+    assert ((neighbours > 0) & mask).sum() >= 0.97 * mask.sum()
+    freq = mask.float().mean(0)
+    torch.testing.assert_close(freq.mean(), torch.tensor(75 / 196), atol=0.02, rtol=0)
+    again = sslfast.block_mask(96, 14, 14, 75, generator=torch.Generator(device=DEVICE).manual_seed(0),
+                               device=DEVICE)
+    assert torch.equal(again, mask)

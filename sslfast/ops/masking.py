@@ -6,7 +6,7 @@ randomness is drawn from a ``torch.Generator`` on the tensor's device first, so 
 masks and every backend sorts the same noise. No host sync, no boolean indexing: every output
 shape follows from the input shapes and Python scalars.
 
-The mask generators (``tube_mask``, ``simmim_mask``, ``span_mask``, ``bert_mask_tokens``,
+The mask generators (``block_mask``, ``tube_mask``, ``simmim_mask``, ``span_mask``, ``bert_mask_tokens``,
 ``node_mask``) are sync-free compositions of torch ops with static shapes (no fused kernel yet).
 
 Set ``SSLFAST_DEBUG=1`` (or ``sslfast.ops.masking.DEBUG = True``) to check that ``ids_restore``
@@ -26,7 +26,7 @@ from ..reference import masking as reference
 from . import _validate as check
 from ._masking_schema import loss_dtype
 
-__all__ = ["random_masking", "unshuffle", "masked_patch_loss", "tube_mask", "simmim_mask",
+__all__ = ["random_masking", "unshuffle", "masked_patch_loss", "block_mask", "tube_mask", "simmim_mask",
            "span_mask", "bert_mask_tokens", "node_mask"]
 
 _NATIVE_DEVICES = _native.devices(has_cuda_kernel=False)
@@ -318,3 +318,51 @@ def node_mask(x, mask_rate, mask_token, *, generator=None):
         raise ValueError(f"mask_token must have {x.shape[1]} elements, got shape {tuple(mask_token.shape)}")
     noise = torch.rand(x.shape[0], generator=_generator(generator, x.device), device=x.device)
     return reference.node_mask(x, mask_rate, mask_token, noise)
+
+
+def block_mask(batch, height, width, num_masking_patches, *, min_num_patches=4, max_num_patches=None,
+               min_aspect=0.3, max_aspect=None, attempts=10, generator=None, device=None):
+    """BEiT ``MaskingGenerator``: add random rectangles (area ~ U[min_num_patches, budget], aspect
+    log-uniform in [min_aspect, 1 / min_aspect]) until ``num_masking_patches`` are masked; a
+    rectangle is accepted when it adds between 1 and ``budget`` new patches (budget = what is
+    still missing, capped by ``max_num_patches``); up to ``attempts`` tries per rectangle, stop
+    when all fail. Batched and sync-free: the tries of one step are drawn together and the
+    first accepted one wins (the order BEiT tries them in), and the loop runs its worst-case
+    ``num_masking_patches`` steps with finished samples frozen. Returns bool [batch, H, W]."""
+    batch = _int("batch", batch, 1)
+    height, width = _int("height", height, 1), _int("width", width, 1)
+    target = _int("num_masking_patches", num_masking_patches, 0, height * width)
+    min_num = _int("min_num_patches", min_num_patches, 1)
+    max_num = target if max_num_patches is None else _int("max_num_patches", max_num_patches, 1)
+    attempts = _int("attempts", attempts, 1)
+    if isinstance(min_aspect, bool) or not isinstance(min_aspect, numbers.Real) or min_aspect <= 0:
+        raise ValueError(f"min_aspect must be a number > 0, got {min_aspect}")
+    max_aspect = 1 / min_aspect if max_aspect is None else max_aspect
+    log_lo, log_hi = math.log(min_aspect), math.log(max_aspect)
+    generator = _generator(generator, device or "cpu")
+    mask = torch.zeros(batch, height, width, dtype=torch.bool, device=device)
+    count = torch.zeros(batch, dtype=torch.float32, device=device)
+    active = torch.ones(batch, dtype=torch.bool, device=device)  # BEiT stops a sample at its first failed step
+    rows = torch.arange(height, device=device).view(1, 1, height, 1)
+    cols = torch.arange(width, device=device).view(1, 1, 1, width)
+    for _ in range(target):
+        budget = torch.clamp(target - count, max=max_num)  # [B]
+        u = torch.rand(4, batch, attempts, generator=generator, device=device)
+        area = min_num + u[0] * (budget[:, None] - min_num)
+        aspect = torch.exp(log_lo + u[1] * (log_hi - log_lo))
+        h = torch.round(torch.sqrt(area * aspect))
+        w = torch.round(torch.sqrt(area / aspect))
+        fits = (w < width) & (h < height)
+        top = torch.floor(u[2] * (height - h + 1)).clamp(min=0)
+        left = torch.floor(u[3] * (width - w + 1)).clamp(min=0)
+        rect = ((rows >= top[..., None, None]) & (rows < (top + h)[..., None, None])
+                & (cols >= left[..., None, None]) & (cols < (left + w)[..., None, None]))
+        new = (rect & ~mask[:, None]).sum(dim=(2, 3)).float()
+        accepted = fits & (new > 0) & (new <= budget[:, None]) & (active & (count < target))[:, None]
+        first = torch.argmax(accepted.int(), dim=1)  # first accepted try (0 when none)
+        chosen = accepted.any(dim=1)
+        pick = rect[torch.arange(batch, device=device), first] & chosen[:, None, None]
+        count = count + torch.where(chosen, new.gather(1, first[:, None]).squeeze(1), 0.0)
+        mask = mask | pick
+        active = active & chosen
+    return mask
