@@ -394,6 +394,8 @@ def test_bad_input_names_the_argument():
         (lambda: sslfast.masked_patch_loss(randn(1, 4, 12), randn(1, 3, 4, 4), torch.ones(1, 4), 2, loss="l3"),
          ValueError, "loss"),
         (lambda: sslfast.tube_mask(2, 4, 3, 3, 1.5), ValueError, "mask_ratio"),
+        (lambda: sslfast.block_mask(2, 4, 4, 17), ValueError, "num_masking_patches"),
+        (lambda: sslfast.block_mask(2, 4, 4, 8, min_aspect=0), ValueError, "min_aspect"),
         (lambda: sslfast.simmim_mask(2, 100, 32), ValueError, "input_size"),
         (lambda: sslfast.span_mask(2, 10, 0.5, 11), ValueError, "mask_length"),
         (lambda: sslfast.bert_mask_tokens(torch.zeros(2, 3), 1, 10), TypeError, "input_ids"),
