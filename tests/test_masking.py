@@ -326,6 +326,12 @@ def test_compile_fullgraph(backend):
     torch.testing.assert_close(got, expected)
     for g, e in zip(got_grads, expected_grads):
         torch.testing.assert_close(g, e)
+    # the noise drawn inside the compiled graph (default generator)
+    with sslfast.use_backend(backend):
+        vis, mask, ids = torch.compile(lambda t: sslfast.random_masking(t, 0.5, num_prefix_tokens=prefix),
+                                       fullgraph=True)(x.detach())
+    assert vis.shape == (n, prefix + 3, d) and torch.equal(mask.sum(1), torch.full((n,), 3.0, device=DEVICE))
+    assert torch.equal(ids.sort(dim=1).values, torch.arange(length, device=DEVICE).expand(n, length))
 
 
 # ---------------------------------------------------------------- bounds safety, bad input
@@ -417,7 +423,7 @@ def test_module_matches_function():
     assert all(torch.equal(a, b) for a, b in zip(got, want))
     module.mask_in_eval = False
     vis, mask, ids = module.eval()(x)
-    assert torch.equal(vis, x) and not mask.any() and torch.equal(ids, torch.arange(16).expand(3, 16))
+    assert torch.equal(vis, x) and not mask.any() and torch.equal(ids, torch.arange(16, device=DEVICE).expand(3, 16))
 
 
 # ---------------------------------------------------------------- mask generators

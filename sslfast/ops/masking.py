@@ -103,6 +103,8 @@ def random_masking(x, mask_ratio, *, generator=None, pos_embed=None, num_prefix_
     always kept, first. Returns ``(x_visible [N, P + len_keep, D], mask [N, L] (1 = masked,
     x.dtype), ids_restore [N, L] (index_dtype))``. ``pos_embed`` ([1, P + L, D] or [P + L, D])
     is added on the fly. ``noise`` ([N, L] float) replaces the draw from ``generator``.
+    Under ``torch.compile(fullgraph=True)`` use the default generator or pass ``noise``: dynamo
+    cannot trace ``torch.rand(generator=...)``.
     """
     check.tensor("x", x, ndim=3)
     mask_ratio = _ratio("mask_ratio", mask_ratio)
