@@ -38,6 +38,13 @@ struct Scratch {
   T* get() { return storage.data_ptr<T>() + at::get_thread_num() * size; }
 };
 
+// Items per parallel chunk so that each chunk moves >= kMinChunkWork elements: waking the
+// OpenMP team costs more than a small op itself (measured: ~10 ms on a busy 2-core machine).
+constexpr int64_t kMinChunkWork = 1 << 16;
+inline int64_t grain_for(int64_t work_per_item) {
+  return std::max<int64_t>(1, kMinChunkWork / std::max<int64_t>(1, work_per_item));
+}
+
 template <typename T>
 inline bool sorts_before(T a, T b, int64_t ia, int64_t ib) {
   const bool na = std::isnan(a), nb = std::isnan(b);
@@ -80,7 +87,8 @@ void random_masking_kernel(const scalar_t* x, const noise_t* noise, const scalar
                            scalar_t* mask, index_t* ids_restore) {
   const int64_t total = prefix + length, out_rows = prefix + keep;
   Scratch<int64_t> order_scratch(length);
-  at::parallel_for(0, n, 1, [&](int64_t begin, int64_t end) {
+  const int64_t work = (prefix + keep) * d + length * 8;
+  at::parallel_for(0, n, grain_for(work), [&](int64_t begin, int64_t end) {
     int64_t* order = order_scratch.get();
     for (int64_t s = begin; s < end; ++s) {
       const noise_t* u = noise + s * length;
@@ -148,7 +156,7 @@ void unshuffle_kernel(const scalar_t* src, const index_t* ids_restore, const sca
                       int64_t d, scalar_t* out) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t src_rows = prefix + keep, total = prefix + length;
-  at::parallel_for(0, n * total, 64, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, n * total, grain_for(d), [&](int64_t begin, int64_t end) {
     for (int64_t row = begin; row < end; ++row) {
       const int64_t s = row / total, j = row % total;
       const scalar_t* from = nullptr;
@@ -252,7 +260,7 @@ std::tuple<at::Tensor, at::Tensor> unshuffle_bwd(const at::Tensor& grad_out_, co
     acc_t* part = partial.data_ptr<acc_t>();
     const int64_t total = prefix + length, vis_rows = prefix + len_keep;
     dispatch_index(ids, [&](auto ids_ptr) {
-      at::parallel_for(0, n, 1, [&](int64_t begin, int64_t end) {
+      at::parallel_for(0, n, grain_for(total * d), [&](int64_t begin, int64_t end) {
         for (int64_t s = begin; s < end; ++s) {
           const scalar_t* gs = g.data_ptr<scalar_t>() + s * total * d;
           std::memcpy(gv + s * vis_rows * d, gs, sizeof(scalar_t) * prefix * d);
@@ -354,7 +362,7 @@ at::Tensor masked_patch_loss_fwd(const at::Tensor& pred_, const at::Tensor& imgs
     const double* mp = mask.data_ptr<double>();
     double* cp = contrib.data_ptr<double>();
     const int64_t f = g.features;
-    at::parallel_for(0, g.n * g.patches, 8, [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, g.n * g.patches, grain_for(4 * g.features), [&](int64_t begin, int64_t end) {
       acc_t* t = scratch.get();
       for (int64_t patch = begin; patch < end; ++patch) {
         const double m = mp[patch];
@@ -392,7 +400,7 @@ at::Tensor masked_patch_loss_bwd(const at::Tensor& grad_loss, const at::Tensor& 
     const double* mp = mask.data_ptr<double>();
     scalar_t* gp = grad.data_ptr<scalar_t>();
     const int64_t f = g.features;
-    at::parallel_for(0, g.n * g.patches, 8, [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, g.n * g.patches, grain_for(4 * g.features), [&](int64_t begin, int64_t end) {
       acc_t* t = scratch.get();
       for (int64_t patch = begin; patch < end; ++patch) {
         scalar_t* out = gp + patch * f;
