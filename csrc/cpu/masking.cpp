@@ -302,6 +302,17 @@ inline void load_patch(const scalar_t* imgs, const PatchGeometry& g, int64_t s, 
   }
 }
 
+// A patch's pixels are C * p short rows spread over the image: latency-bound without help.
+// Prefetching the next patch's rows while this one is reduced hides most of it.
+template <typename scalar_t>
+inline void prefetch_patch(const scalar_t* imgs, const PatchGeometry& g, int64_t s, int64_t l) {
+  const int64_t hi = l / g.patches_w, wi = l % g.patches_w;
+  for (int64_t c = 0; c < g.channels; ++c) {
+    const scalar_t* plane = imgs + ((s * g.channels + c) * g.height + hi * g.p) * g.width + wi * g.p;
+    for (int64_t pi = 0; pi < g.p; ++pi) __builtin_prefetch(plane + pi * g.width);
+  }
+}
+
 // Eight independent partial sums: vectorizes without -ffast-math and keeps the rounding error
 // of a long sum near that of torch's own (blocked) reductions.
 template <typename acc_t, typename F>
@@ -367,6 +378,7 @@ at::Tensor masked_patch_loss_fwd(const at::Tensor& pred_, const at::Tensor& imgs
       for (int64_t patch = begin; patch < end; ++patch) {
         const double m = mp[patch];
         if (m == 0) continue;  // unmasked: never read
+        if (patch + 1 < end && mp[patch + 1] != 0) prefetch_patch(ip, g, (patch + 1) / g.patches, (patch + 1) % g.patches);
         load_patch(ip, g, patch / g.patches, patch % g.patches, t);
         if (norm_pix) normalize_patch(t, f);
         const scalar_t* pr = pred.data_ptr<scalar_t>() + patch * f;
@@ -409,6 +421,7 @@ at::Tensor masked_patch_loss_bwd(const at::Tensor& grad_loss, const at::Tensor& 
           std::fill(out, out + f, scalar_t(0));
           continue;
         }
+        if (patch + 1 < end && mp[patch + 1] != 0) prefetch_patch(ip, g, (patch + 1) / g.patches, (patch + 1) % g.patches);
         load_patch(ip, g, patch / g.patches, patch % g.patches, t);
         if (norm_pix) normalize_patch(t, f);
         const scalar_t* pr = pred.data_ptr<scalar_t>() + patch * f;
