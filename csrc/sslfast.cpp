@@ -47,4 +47,17 @@ TORCH_LIBRARY(sslfast, m) {
   m.def("diffusion_step(Tensor sample, Tensor model_output, Tensor? uncond, Tensor? prev_x0, Tensor? noise, "
         "Tensor coefs, float guidance_scale, bool clip, float clip_range, int seed, bool write_x0) "
         "-> (Tensor, Tensor)");
+
+  // Masking family (csrc/cpu/masking.cpp; Triton twin in sslfast/triton/masking.py).
+  m.def("random_masking_fwd(Tensor x, Tensor noise, Tensor? pos_embed, int len_keep, "
+        "int num_prefix_tokens, bool int32_indices) -> (Tensor, Tensor, Tensor)");
+  m.def("random_masking_bwd(Tensor grad_visible, Tensor ids_restore, int num_prefix_tokens) -> Tensor");
+  m.def("unshuffle_fwd(Tensor x_visible, Tensor ids_restore, Tensor mask_token, Tensor? pos_embed, "
+        "int num_prefix_tokens) -> Tensor");
+  m.def("unshuffle_bwd(Tensor grad_out, Tensor ids_restore, int len_keep, int num_prefix_tokens) "
+        "-> (Tensor, Tensor)");
+  m.def("masked_patch_loss_fwd(Tensor pred, Tensor imgs, Tensor mask, int patch_size, bool norm_pix, "
+        "bool l1) -> Tensor");
+  m.def("masked_patch_loss_bwd(Tensor grad_loss, Tensor pred, Tensor imgs, Tensor mask, int patch_size, "
+        "bool norm_pix, bool l1) -> Tensor");
 }

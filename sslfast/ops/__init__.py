@@ -1,5 +1,9 @@
 """Public fused ops. Each family module validates, picks a backend and calls a registered op."""
 
 from .contrastive import clip_loss, info_nce, nt_xent, siglip_loss
+from .masking import (bert_mask_tokens, block_mask, masked_patch_loss, node_mask, random_masking, simmim_mask,
+                      span_mask, tube_mask, unshuffle)
 
-__all__ = ["nt_xent", "info_nce", "clip_loss", "siglip_loss"]
+__all__ = ["nt_xent", "info_nce", "clip_loss", "siglip_loss",
+           "random_masking", "unshuffle", "masked_patch_loss", "block_mask", "tube_mask", "simmim_mask", "span_mask",
+           "bert_mask_tokens", "node_mask"]

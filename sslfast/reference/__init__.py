@@ -1,5 +1,5 @@
 """Eager-PyTorch definitions: the executable spec every backend is tested against."""
 
-from . import contrastive, diffusion
+from . import contrastive, diffusion, masking
 
-__all__ = ["contrastive", "diffusion"]
+__all__ = ["contrastive", "diffusion", "masking"]

@@ -7,7 +7,6 @@ from .._backend import _TRITON_IMPORTABLE
 
 AVAILABLE = False
 if _TRITON_IMPORTABLE:
-    from . import contrastive  # noqa: F401
-    from . import diffusion  # noqa: F401
+    from . import contrastive, diffusion, masking  # noqa: F401
 
     AVAILABLE = True
