@@ -8,11 +8,16 @@
 
 from . import _native
 from ._backend import BACKENDS, get_backend, set_backend, use_backend
-from .ops import clip_loss, info_nce, nt_xent, siglip_loss
+from .ops import clip_loss, gcn_aggregate, info_nce, nt_xent, siglip_loss, spmm
 from .ops._contrastive_schema import register_fakes_and_autograd as _register_contrastive
+from .ops._gnn_schema import register_fakes_and_autograd as _register_gnn
 
 if _native.AVAILABLE:
     _register_contrastive("sslfast")
+    _register_gnn("sslfast")
+
+from . import graph  # noqa: E402
+from .graph import Graph  # noqa: E402
 
 from . import nn, reference, triton  # noqa: E402  (triton registers sslfast_triton:: ops)
 
@@ -21,5 +26,6 @@ __version__ = "0.1.0"
 __all__ = [
     "BACKENDS", "get_backend", "set_backend", "use_backend",
     "nt_xent", "info_nce", "clip_loss", "siglip_loss",
+    "Graph", "graph", "spmm", "gcn_aggregate",
     "nn", "reference", "triton",
 ]

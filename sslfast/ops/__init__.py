@@ -1,5 +1,6 @@
 """Public fused ops. Each family module validates, picks a backend and calls a registered op."""
 
 from .contrastive import clip_loss, info_nce, nt_xent, siglip_loss
+from .gnn import gcn_aggregate, spmm
 
-__all__ = ["nt_xent", "info_nce", "clip_loss", "siglip_loss"]
+__all__ = ["nt_xent", "info_nce", "clip_loss", "siglip_loss", "spmm", "gcn_aggregate"]

@@ -1,5 +1,5 @@
 """Eager-PyTorch definitions: the executable spec every backend is tested against."""
 
-from . import contrastive
+from . import contrastive, gnn
 
-__all__ = ["contrastive"]
+__all__ = ["contrastive", "gnn"]

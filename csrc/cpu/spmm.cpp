@@ -1,0 +1,363 @@
+// GNN message passing on CPU: SpMM (sum / mean / max / min, optional edge weights) and the
+// GCN aggregation with fused symmetric normalization (math: sslfast/reference/gnn.py).
+//
+// Everything runs on destination-sorted CSR (rowptr, col) built once by sslfast.graph.Graph;
+// backward w.r.t. x runs the same row kernels over the cached transpose (colptr, row, csc_perm),
+// so every output row is written by exactly one thread: deterministic, no atomics, never an
+// E x F message tensor. Offsets are int64.
+//
+// Load balance: rows are cut into chunks of about equal edge count (binary search on rowptr);
+// rows of degree >= kHubDegree ("hubs", listed by the Graph) are skipped there and done one at a
+// time afterwards, split over feature blocks, so a power-law hub does not serialize one thread.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "../checks.h"
+
+namespace sslfast::cpu {
+namespace {
+
+constexpr int64_t kFeatureBlock = 32;  // hub rows: features per parallel task
+
+enum class Reduce { Sum, Mean, Max, Min };
+
+Reduce parse_reduce(c10::string_view name) {
+  if (name == "sum") return Reduce::Sum;
+  if (name == "mean") return Reduce::Mean;
+  if (name == "max") return Reduce::Max;
+  if (name == "min") return Reduce::Min;
+  TORCH_CHECK(false, "reduce must be one of 'sum', 'mean', 'max', 'min', got '", std::string(name), "'");
+}
+
+void check_csr(const at::Tensor& ptr, const at::Tensor& idx, int64_t rows, const char* what) {
+  TORCH_CHECK(ptr.device().is_cpu() && idx.device().is_cpu(), what, ": index tensors must be on CPU");
+  TORCH_CHECK(ptr.scalar_type() == at::kLong && idx.scalar_type() == at::kLong, what,
+              ": offsets and indices must be int64");
+  TORCH_CHECK(ptr.dim() == 1 && ptr.numel() == rows + 1, what, ": offsets must have num_nodes + 1 = ",
+              rows + 1, " entries, got ", ptr.sizes());
+  TORCH_CHECK(idx.dim() == 1, what, ": indices must be 1-D");
+  TORCH_CHECK(ptr.is_contiguous() && idx.is_contiguous(), what, ": must be contiguous");
+}
+
+// Chunks of rows with about equal edge counts: chunk c is [bounds[c], bounds[c + 1]).
+std::vector<int64_t> edge_balanced_bounds(const int64_t* ptr, int64_t rows) {
+  const int64_t edges = ptr[rows];
+  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(rows, 8 * at::get_num_threads()));
+  std::vector<int64_t> bounds(chunks + 1);
+  for (int64_t c = 0; c <= chunks; ++c) {
+    const int64_t target = edges * c / chunks;
+    // first row whose edge range starts at or after target; rows with few edges fill the rest
+    bounds[c] = std::lower_bound(ptr, ptr + rows, target) - ptr;
+  }
+  bounds[0] = 0;
+  bounds[chunks] = rows;
+  for (int64_t c = 1; c <= chunks; ++c) bounds[c] = std::max(bounds[c], bounds[c - 1]);
+  return bounds;
+}
+
+// Runs body(row, f0, f1) for every row: non-hub rows in edge-balanced chunks over all features,
+// hub rows (is_hub[row]) afterwards, each split into feature blocks run in parallel.
+template <typename Body>
+void for_rows(const int64_t* ptr, int64_t rows, int64_t features, const at::Tensor& hubs, const Body& body) {
+  const int64_t* hub = hubs.data_ptr<int64_t>();
+  const int64_t num_hubs = hubs.numel();
+  std::vector<uint8_t> is_hub;
+  if (num_hubs > 0) {
+    is_hub.assign(rows, 0);
+    for (int64_t h = 0; h < num_hubs; ++h)
+      if (hub[h] >= 0 && hub[h] < rows) is_hub[hub[h]] = 1;
+  }
+  const auto bounds = edge_balanced_bounds(ptr, rows);
+  at::parallel_for(0, int64_t(bounds.size()) - 1, 1, [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c)
+      for (int64_t r = bounds[c]; r < bounds[c + 1]; ++r)
+        if (num_hubs == 0 || !is_hub[r]) body(r, int64_t(0), features);
+  });
+  const int64_t blocks = (features + kFeatureBlock - 1) / kFeatureBlock;
+  for (int64_t h = 0; h < num_hubs; ++h) {
+    const int64_t r = hub[h];
+    if (r < 0 || r >= rows) continue;
+    at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
+      body(r, b0 * kFeatureBlock, std::min(features, b1 * kFeatureBlock));
+    });
+  }
+}
+
+// out[r] = row_scale[r] * sum_k w[k] * nbr_scale[idx[k]] * x[idx[k]] + self_scale[r] * x[r],
+// k over ptr[r]..ptr[r+1]; w[k] = weight[edge_of[k]] (edge_of = CSC -> CSR map) or weight[k].
+// Every scale / weight is optional (nullptr = 1, self_scale nullptr = no self term).
+// Serves spmm sum / mean forward, their x-gradient over CSC, and GCN forward / backward.
+template <typename T>
+void weighted_row_sum(const int64_t* ptr, const int64_t* idx, const int64_t* edge_of, const T* weight,
+                      const T* nbr_scale, const T* row_scale, const T* self_scale, const T* x, int64_t rows,
+                      int64_t x_rows, int64_t features, const at::Tensor& hubs, T* out) {
+  for_rows(ptr, rows, features, hubs, [&](int64_t r, int64_t f0, int64_t f1) {
+    T* o = out + r * features;
+    for (int64_t f = f0; f < f1; ++f) o[f] = T(0);
+    for (int64_t k = ptr[r]; k < ptr[r + 1]; ++k) {
+      const int64_t j = idx[k];
+      if (j < 0 || j >= x_rows) continue;  // validated in Python; never read out of bounds
+      T w = T(1);
+      if (weight) w = weight[edge_of ? edge_of[k] : k];
+      if (nbr_scale) w *= nbr_scale[j];
+      const T* xj = x + j * features;
+      for (int64_t f = f0; f < f1; ++f) o[f] += w * xj[f];
+    }
+    if (row_scale) {
+      const T s = row_scale[r];
+      for (int64_t f = f0; f < f1; ++f) o[f] *= s;
+    }
+    if (self_scale) {
+      const T s = self_scale[r];
+      const T* xr = x + r * features;
+      for (int64_t f = f0; f < f1; ++f) o[f] += s * xr[f];
+    }
+  });
+}
+
+// max / min: out[r, f] = extreme over in-edges of w * x[j, f]; arg[r, f] = CSR position of the
+// chosen edge (first one on ties), -1 and out = 0 for rows without in-edges (PyG's scatter).
+// NaN wins, so NaN in gives NaN out.
+template <typename T, bool IsMax>
+void extreme_rows(const int64_t* ptr, const int64_t* idx, const T* weight, const T* x, int64_t rows,
+                  int64_t x_rows, int64_t features, const at::Tensor& hubs, T* out, int64_t* arg) {
+  for_rows(ptr, rows, features, hubs, [&](int64_t r, int64_t f0, int64_t f1) {
+    T* o = out + r * features;
+    int64_t* a = arg + r * features;
+    for (int64_t f = f0; f < f1; ++f) {
+      o[f] = IsMax ? -std::numeric_limits<T>::infinity() : std::numeric_limits<T>::infinity();
+      a[f] = -1;
+    }
+    for (int64_t k = ptr[r]; k < ptr[r + 1]; ++k) {
+      const int64_t j = idx[k];
+      if (j < 0 || j >= x_rows) continue;
+      const T w = weight ? weight[k] : T(1);
+      const T* xj = x + j * features;
+      for (int64_t f = f0; f < f1; ++f) {
+        const T v = w * xj[f];
+        const bool better = IsMax ? (v > o[f]) : (v < o[f]);
+        if (a[f] < 0 || better || (std::isnan(v) && !std::isnan(o[f]))) {
+          o[f] = v;
+          a[f] = k;
+        }
+      }
+    }
+    for (int64_t f = f0; f < f1; ++f)
+      if (a[f] < 0) o[f] = T(0);
+  });
+}
+
+// x-gradient of max / min over the transpose: grad_x[j, f] = sum over out-edges k (CSR position
+// edge_of[q]) to target i with arg[i, f] == k of w[k] * grad[i, f].
+template <typename T>
+void extreme_grad_x(const int64_t* colptr, const int64_t* row, const int64_t* edge_of, const T* weight,
+                    const int64_t* arg, const T* grad, int64_t x_rows, int64_t out_rows, int64_t features,
+                    const at::Tensor& hubs, T* grad_x) {
+  for_rows(colptr, x_rows, features, hubs, [&](int64_t j, int64_t f0, int64_t f1) {
+    T* gx = grad_x + j * features;
+    for (int64_t f = f0; f < f1; ++f) gx[f] = T(0);
+    for (int64_t q = colptr[j]; q < colptr[j + 1]; ++q) {
+      const int64_t i = row[q], k = edge_of[q];
+      if (i < 0 || i >= out_rows) continue;
+      const T w = weight ? weight[k] : T(1);
+      const int64_t* ai = arg + i * features;
+      const T* gi = grad + i * features;
+      for (int64_t f = f0; f < f1; ++f)
+        if (ai[f] == k) gx[f] += w * gi[f];
+    }
+  });
+}
+
+// Edge-weight gradient, one destination row per task (each edge belongs to one row):
+// sum / mean: grad_w[k] = row_scale[i] * <grad[i], x[j]>;
+// max / min:  grad_w[k] = sum_f [arg[i, f] == k] grad[i, f] * x[j, f].
+template <typename T>
+void weight_grad(const int64_t* ptr, const int64_t* idx, const T* row_scale, const int64_t* arg, const T* grad,
+                 const T* x, int64_t rows, int64_t x_rows, int64_t features, T* grad_w) {
+  at::parallel_for(0, rows, 256, [&](int64_t r0, int64_t r1) {
+    for (int64_t i = r0; i < r1; ++i) {
+      const T* gi = grad + i * features;
+      for (int64_t k = ptr[i]; k < ptr[i + 1]; ++k) {
+        const int64_t j = idx[k];
+        if (j < 0 || j >= x_rows) {
+          grad_w[k] = T(0);
+          continue;
+        }
+        const T* xj = x + j * features;
+        T acc = T(0);
+        if (arg) {
+          const int64_t* ai = arg + i * features;
+          for (int64_t f = 0; f < features; ++f)
+            if (ai[f] == k) acc += gi[f] * xj[f];
+        } else {
+          for (int64_t f = 0; f < features; ++f) acc += gi[f] * xj[f];
+          if (row_scale) acc *= row_scale[i];
+        }
+        grad_w[k] = acc;
+      }
+    }
+  });
+}
+
+template <typename T>
+std::vector<T> inverse_degrees(const int64_t* ptr, int64_t rows) {
+  std::vector<T> inv(rows);
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t d = ptr[r + 1] - ptr[r];
+    inv[r] = d > 0 ? T(1) / T(d) : T(0);
+  }
+  return inv;
+}
+
+void check_features(const at::Tensor& x, int64_t rows, const char* name) {
+  CHECK_CPU(x);
+  CHECK_CONTIGUOUS(x);
+  CHECK_DIM(x, 2);
+  CHECK_FLOAT_OR_DOUBLE(x);
+  TORCH_CHECK(x.size(0) == rows, name, " must have num_nodes = ", rows, " rows, got ", x.size(0));
+}
+
+void check_weight(const c10::optional<at::Tensor>& weight, const at::Tensor& x, int64_t edges) {
+  if (!weight) return;
+  CHECK_CPU(*weight);
+  CHECK_CONTIGUOUS(*weight);
+  TORCH_CHECK(weight->dim() == 1 && weight->numel() == edges, "edge_weight must have E = ", edges,
+              " entries, got ", weight->sizes());
+  TORCH_CHECK(weight->scalar_type() == x.scalar_type(), "edge_weight must have the dtype of x");
+}
+
+// ---------------------------------------------------------------- spmm
+
+std::tuple<at::Tensor, at::Tensor> spmm_fwd(const at::Tensor& rowptr, const at::Tensor& col, const at::Tensor& colptr,
+                                            const at::Tensor& row, const at::Tensor& csc_perm,
+                                            const at::Tensor& hub_rows, const at::Tensor& hub_cols,
+                                            const c10::optional<at::Tensor>& weight, const at::Tensor& x,
+                                            c10::string_view reduce_name) {
+  const Reduce reduce = parse_reduce(reduce_name);
+  const int64_t n = rowptr.numel() - 1;
+  check_csr(rowptr, col, n, "rowptr/col");
+  check_features(x, n, "x");
+  const int64_t edges = col.numel();
+  TORCH_CHECK(rowptr[n].item<int64_t>() == edges, "rowptr[-1] must equal E");
+  check_weight(weight, x, edges);
+  const int64_t features = x.size(1);
+  at::Tensor out = at::empty_like(x);
+  const bool extreme = reduce == Reduce::Max || reduce == Reduce::Min;
+  at::Tensor arg = extreme ? at::empty({n, features}, x.options().dtype(at::kLong)) : at::empty({0}, x.options().dtype(at::kLong));
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "spmm_fwd", [&] {
+    const int64_t* ptr = rowptr.data_ptr<int64_t>();
+    const scalar_t* w = weight ? weight->data_ptr<scalar_t>() : nullptr;
+    if (extreme) {
+      if (reduce == Reduce::Max)
+        extreme_rows<scalar_t, true>(ptr, col.data_ptr<int64_t>(), w, x.data_ptr<scalar_t>(), n, n, features,
+                                     hub_rows, out.data_ptr<scalar_t>(), arg.data_ptr<int64_t>());
+      else
+        extreme_rows<scalar_t, false>(ptr, col.data_ptr<int64_t>(), w, x.data_ptr<scalar_t>(), n, n, features,
+                                      hub_rows, out.data_ptr<scalar_t>(), arg.data_ptr<int64_t>());
+      return;
+    }
+    std::vector<scalar_t> inv;
+    if (reduce == Reduce::Mean) inv = inverse_degrees<scalar_t>(ptr, n);
+    weighted_row_sum<scalar_t>(ptr, col.data_ptr<int64_t>(), nullptr, w, nullptr,
+                               reduce == Reduce::Mean ? inv.data() : nullptr, nullptr, x.data_ptr<scalar_t>(), n,
+                               n, features, hub_rows, out.data_ptr<scalar_t>());
+  });
+  return {out, arg};
+}
+
+std::tuple<at::Tensor, at::Tensor> spmm_bwd(const at::Tensor& grad_out, const at::Tensor& rowptr,
+                                            const at::Tensor& col, const at::Tensor& colptr, const at::Tensor& row,
+                                            const at::Tensor& csc_perm, const at::Tensor& hub_rows,
+                                            const at::Tensor& hub_cols, const c10::optional<at::Tensor>& weight,
+                                            const at::Tensor& x, const at::Tensor& arg,
+                                            c10::string_view reduce_name, bool weight_requires_grad) {
+  const Reduce reduce = parse_reduce(reduce_name);
+  const int64_t n = rowptr.numel() - 1;
+  check_csr(rowptr, col, n, "rowptr/col");
+  check_csr(colptr, row, n, "colptr/row");
+  TORCH_CHECK(csc_perm.numel() == col.numel() && row.numel() == col.numel(), "csc_perm/row must have E entries");
+  check_features(x, n, "x");
+  const at::Tensor grad = grad_out.contiguous();
+  TORCH_CHECK(grad.sizes() == x.sizes() && grad.scalar_type() == x.scalar_type(),
+              "grad_out must match x in shape and dtype");
+  check_weight(weight, x, col.numel());
+  const bool extreme = reduce == Reduce::Max || reduce == Reduce::Min;
+  if (extreme) TORCH_CHECK(arg.sizes() == x.sizes() && arg.scalar_type() == at::kLong, "arg must be int64 like x");
+  const int64_t features = x.size(1);
+  at::Tensor grad_x = at::empty_like(x);
+  at::Tensor grad_w = weight && weight_requires_grad ? at::empty_like(*weight) : at::empty({0}, x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "spmm_bwd", [&] {
+    const scalar_t* w = weight ? weight->data_ptr<scalar_t>() : nullptr;
+    const int64_t* ptr = rowptr.data_ptr<int64_t>();
+    std::vector<scalar_t> inv;
+    if (reduce == Reduce::Mean) inv = inverse_degrees<scalar_t>(ptr, n);
+    const scalar_t* inv_deg = reduce == Reduce::Mean ? inv.data() : nullptr;
+    const int64_t* arg_ptr = extreme ? arg.data_ptr<int64_t>() : nullptr;
+    if (extreme)
+      extreme_grad_x<scalar_t>(colptr.data_ptr<int64_t>(), row.data_ptr<int64_t>(), csc_perm.data_ptr<int64_t>(), w,
+                               arg_ptr, grad.data_ptr<scalar_t>(), n, n, features, hub_cols,
+                               grad_x.data_ptr<scalar_t>());
+    else  // the transpose: grad_x[j] = sum over out-edges of w * grad[i] / deg(i)
+      weighted_row_sum<scalar_t>(colptr.data_ptr<int64_t>(), row.data_ptr<int64_t>(), csc_perm.data_ptr<int64_t>(),
+                                 w, inv_deg, nullptr, nullptr, grad.data_ptr<scalar_t>(), n, n, features, hub_cols,
+                                 grad_x.data_ptr<scalar_t>());
+    if (grad_w.numel() > 0)
+      weight_grad<scalar_t>(ptr, col.data_ptr<int64_t>(), inv_deg, arg_ptr, grad.data_ptr<scalar_t>(),
+                            x.data_ptr<scalar_t>(), n, n, features, grad_w.data_ptr<scalar_t>());
+  });
+  return {grad_x, grad_w};
+}
+
+// ---------------------------------------------------------------- GCN aggregation
+
+// out = D^-1/2 (A + I) D^-1/2 x with dinv = D^-1/2 given per node (normalize=False: dinv = 1);
+// self_loops adds the dinv[i]^2 x[i] term. Backward is the same kernel on the transpose.
+at::Tensor gcn_run(const at::Tensor& ptr, const at::Tensor& idx, const at::Tensor& hubs, const at::Tensor& dinv,
+                   const at::Tensor& x, bool self_loops, const char* name) {
+  const int64_t n = ptr.numel() - 1;
+  check_csr(ptr, idx, n, name);
+  check_features(x, n, "x");
+  TORCH_CHECK(dinv.dim() == 1 && dinv.numel() == n && dinv.scalar_type() == x.scalar_type() && dinv.is_contiguous(),
+              "deg_inv_sqrt must be a contiguous [num_nodes] tensor with the dtype of x");
+  at::Tensor out = at::empty_like(x);
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gcn_aggregate", [&] {
+    const scalar_t* d = dinv.data_ptr<scalar_t>();
+    std::vector<scalar_t> self;
+    if (self_loops) {
+      self.resize(n);
+      for (int64_t i = 0; i < n; ++i) self[i] = d[i] * d[i];
+    }
+    weighted_row_sum<scalar_t>(ptr.data_ptr<int64_t>(), idx.data_ptr<int64_t>(), nullptr, nullptr, d, d,
+                               self_loops ? self.data() : nullptr, x.data_ptr<scalar_t>(), n, n, x.size(1), hubs,
+                               out.data_ptr<scalar_t>());
+  });
+  return out;
+}
+
+at::Tensor gcn_aggregate_fwd(const at::Tensor& rowptr, const at::Tensor& col, const at::Tensor& colptr,
+                             const at::Tensor& row, const at::Tensor& hub_rows, const at::Tensor& hub_cols,
+                             const at::Tensor& deg_inv_sqrt, const at::Tensor& x, bool add_self_loops) {
+  return gcn_run(rowptr, col, hub_rows, deg_inv_sqrt, x, add_self_loops, "rowptr/col");
+}
+
+at::Tensor gcn_aggregate_bwd(const at::Tensor& grad_out, const at::Tensor& colptr, const at::Tensor& row,
+                             const at::Tensor& hub_cols, const at::Tensor& deg_inv_sqrt, bool add_self_loops) {
+  return gcn_run(colptr, row, hub_cols, deg_inv_sqrt, grad_out.contiguous(), add_self_loops, "colptr/row");
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(sslfast, CPU, m) {
+  m.impl("spmm_fwd", &spmm_fwd);
+  m.impl("spmm_bwd", &spmm_bwd);
+  m.impl("gcn_aggregate_fwd", &gcn_aggregate_fwd);
+  m.impl("gcn_aggregate_bwd", &gcn_aggregate_bwd);
+}
+
+}  // namespace sslfast::cpu

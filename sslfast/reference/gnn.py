@@ -1,0 +1,67 @@
+"""Eager-PyTorch definitions of the GNN ops: the executable spec (PyG conventions).
+
+``edge_index`` [2, E]: row 0 source j, row 1 target i; messages x[j] (times the edge weight)
+aggregate at i with index_add / scatter_reduce, as PyG's ``MessagePassing`` does. These build
+the E x F message tensor; the fused ops never do.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["spmm", "gcn_aggregate"]
+
+REDUCES = ("sum", "mean", "max", "min")
+
+
+def spmm(graph, x, reduce="sum", edge_weight=None):
+    """out[i] = reduce over edges j -> i of w_ji * x[j]; rows without in-edges are 0.
+
+    ``graph``: a ``Graph`` (its CSR-order weights are used when ``edge_weight`` is None) or an
+    edge_index; ``edge_weight`` is in the edge order of ``edge_index`` / of the Graph's input."""
+    from ..graph import Graph
+
+    if isinstance(graph, Graph):
+        edge_index = graph.edge_index()
+        weight = graph.edge_weight if edge_weight is None else edge_weight[graph.perm]
+    else:
+        edge_index, weight = graph, edge_weight
+    src, dst = edge_index[0], edge_index[1]
+    n = x.shape[0]
+    message = x[src]
+    if weight is not None:
+        message = message * weight.to(x.dtype).unsqueeze(1)
+    if reduce in ("sum", "mean"):
+        out = torch.zeros_like(x).index_add_(0, dst, message)
+        if reduce == "mean":
+            count = torch.bincount(dst, minlength=n).clamp(min=1).to(x.dtype)
+            out = out / count.unsqueeze(1)
+        return out
+    if reduce not in REDUCES:
+        raise ValueError(f"reduce must be one of {REDUCES}, got {reduce!r}")
+    index = dst.unsqueeze(1).expand_as(message)
+    return torch.zeros_like(x).scatter_reduce(0, index, message, reduce="amax" if reduce == "max" else "amin",
+                                              include_self=False)
+
+
+def gcn_aggregate(graph, x, add_self_loops=True, normalize=True):
+    """D^-1/2 (A + I) D^-1/2 x (PyG ``gcn_norm`` + propagate): D = in-degree (+1 with self loops),
+    edge weight of j -> i = d_j^-1/2 d_i^-1/2, zero where a degree is zero."""
+    from ..graph import Graph
+
+    if isinstance(graph, Graph):
+        edge_index, n = graph.edge_index(), graph.num_nodes
+    else:
+        edge_index, n = graph, x.shape[0]
+    src, dst = edge_index[0], edge_index[1]
+    if add_self_loops:
+        loop = torch.arange(n, device=x.device)
+        src, dst = torch.cat([src, loop]), torch.cat([dst, loop])
+    message = x[src]
+    if normalize:
+        deg = torch.zeros(n, dtype=x.dtype, device=x.device).index_add_(
+            0, dst, torch.ones_like(dst, dtype=x.dtype))
+        dinv = deg.pow(-0.5)
+        dinv = dinv.masked_fill(dinv == float("inf"), 0)
+        message = message * (dinv[src] * dinv[dst]).unsqueeze(1)
+    return torch.zeros_like(x).index_add_(0, dst, message)
