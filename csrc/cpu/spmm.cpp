@@ -23,7 +23,7 @@
 namespace sslfast::cpu {
 namespace {
 
-constexpr int64_t kFeatureBlock = 32;  // hub rows: features per parallel task
+constexpr int64_t kFeatureBlock = 64;  // hub rows: features per parallel task (= kTile below)
 
 enum class Reduce { Sum, Mean, Max, Min };
 
@@ -93,30 +93,61 @@ void for_rows(const int64_t* ptr, int64_t rows, int64_t features, const at::Tens
 // k over ptr[r]..ptr[r+1]; w[k] = weight[edge_of[k]] (edge_of = CSC -> CSR map) or weight[k].
 // Every scale / weight is optional (nullptr = 1, self_scale nullptr = no self term).
 // Serves spmm sum / mean forward, their x-gradient over CSC, and GCN forward / backward.
+//
+// Features go in tiles of kTile held in a local accumulator (fixed trip count: the compiler keeps
+// it in vector registers) while the row's edges stream by; gathered rows are prefetched ahead.
+constexpr int64_t kTile = 64;
+constexpr int64_t kPrefetch = 8;
+
+template <typename T, int64_t Width>
+inline void axpy_tile(T* __restrict acc, T w, const T* __restrict xj, int64_t width) {
+  if constexpr (Width > 0) {
+    for (int64_t f = 0; f < Width; ++f) acc[f] += w * xj[f];
+  } else {
+    for (int64_t f = 0; f < width; ++f) acc[f] += w * xj[f];
+  }
+}
+
+template <typename T, int64_t Width>
+inline void row_sum_tile(const int64_t* __restrict ptr, const int64_t* __restrict idx, const int64_t* edge_of,
+                         const T* weight, const T* nbr_scale, const T* row_scale, const T* self_scale,
+                         const T* __restrict x, int64_t x_rows, int64_t features, int64_t r, int64_t f0,
+                         int64_t width, T* __restrict out) {
+  alignas(64) T acc[kTile];
+  for (int64_t f = 0; f < kTile; ++f) acc[f] = T(0);
+  const int64_t begin = ptr[r], end = ptr[r + 1];
+  for (int64_t k = begin; k < end; ++k) {
+    if (k + kPrefetch < end) {
+      const int64_t ahead = idx[k + kPrefetch];
+      if (ahead >= 0 && ahead < x_rows) __builtin_prefetch(x + ahead * features + f0);
+    }
+    const int64_t j = idx[k];
+    if (j < 0 || j >= x_rows) continue;  // validated in Python; never read out of bounds
+    T w = T(1);
+    if (weight) w = weight[edge_of ? edge_of[k] : k];
+    if (nbr_scale) w *= nbr_scale[j];
+    axpy_tile<T, Width>(acc, w, x + j * features + f0, width);
+  }
+  const T s = row_scale ? row_scale[r] : T(1);
+  T* o = out + r * features + f0;
+  const T* xr = x + r * features + f0;
+  const T self = self_scale ? self_scale[r] : T(0);
+  for (int64_t f = 0; f < width; ++f) o[f] = s * (acc[f]) + (self_scale ? self * xr[f] : T(0));
+}
+
 template <typename T>
 void weighted_row_sum(const int64_t* ptr, const int64_t* idx, const int64_t* edge_of, const T* weight,
                       const T* nbr_scale, const T* row_scale, const T* self_scale, const T* x, int64_t rows,
                       int64_t x_rows, int64_t features, const at::Tensor& hubs, T* out) {
   for_rows(ptr, rows, features, hubs, [&](int64_t r, int64_t f0, int64_t f1) {
-    T* o = out + r * features;
-    for (int64_t f = f0; f < f1; ++f) o[f] = T(0);
-    for (int64_t k = ptr[r]; k < ptr[r + 1]; ++k) {
-      const int64_t j = idx[k];
-      if (j < 0 || j >= x_rows) continue;  // validated in Python; never read out of bounds
-      T w = T(1);
-      if (weight) w = weight[edge_of ? edge_of[k] : k];
-      if (nbr_scale) w *= nbr_scale[j];
-      const T* xj = x + j * features;
-      for (int64_t f = f0; f < f1; ++f) o[f] += w * xj[f];
-    }
-    if (row_scale) {
-      const T s = row_scale[r];
-      for (int64_t f = f0; f < f1; ++f) o[f] *= s;
-    }
-    if (self_scale) {
-      const T s = self_scale[r];
-      const T* xr = x + r * features;
-      for (int64_t f = f0; f < f1; ++f) o[f] += s * xr[f];
+    for (int64_t t = f0; t < f1; t += kTile) {
+      const int64_t width = std::min(kTile, f1 - t);
+      if (width == kTile)
+        row_sum_tile<T, kTile>(ptr, idx, edge_of, weight, nbr_scale, row_scale, self_scale, x, x_rows, features, r,
+                               t, width, out);
+      else
+        row_sum_tile<T, 0>(ptr, idx, edge_of, weight, nbr_scale, row_scale, self_scale, x, x_rows, features, r, t,
+                           width, out);
     }
   });
 }
@@ -128,28 +159,39 @@ template <typename T, bool IsMax>
 void extreme_rows(const int64_t* ptr, const int64_t* idx, const T* weight, const T* x, int64_t rows,
                   int64_t x_rows, int64_t features, const at::Tensor& hubs, T* out, int64_t* arg) {
   for_rows(ptr, rows, features, hubs, [&](int64_t r, int64_t f0, int64_t f1) {
-    T* o = out + r * features;
-    int64_t* a = arg + r * features;
-    for (int64_t f = f0; f < f1; ++f) {
-      o[f] = IsMax ? -std::numeric_limits<T>::infinity() : std::numeric_limits<T>::infinity();
-      a[f] = -1;
-    }
-    for (int64_t k = ptr[r]; k < ptr[r + 1]; ++k) {
-      const int64_t j = idx[k];
-      if (j < 0 || j >= x_rows) continue;
-      const T w = weight ? weight[k] : T(1);
-      const T* xj = x + j * features;
-      for (int64_t f = f0; f < f1; ++f) {
-        const T v = w * xj[f];
-        const bool better = IsMax ? (v > o[f]) : (v < o[f]);
-        if (a[f] < 0 || better || (std::isnan(v) && !std::isnan(o[f]))) {
-          o[f] = v;
-          a[f] = k;
+    for (int64_t t = f0; t < f1; t += kTile) {
+      const int64_t width = std::min(kTile, f1 - t);
+      alignas(64) T best[kTile];
+      alignas(64) int64_t best_k[kTile];
+      for (int64_t f = 0; f < kTile; ++f) {
+        best[f] = IsMax ? -std::numeric_limits<T>::infinity() : std::numeric_limits<T>::infinity();
+        best_k[f] = -1;
+      }
+      const int64_t begin = ptr[r], end = ptr[r + 1];
+      for (int64_t k = begin; k < end; ++k) {
+        if (k + kPrefetch < end) {
+          const int64_t ahead = idx[k + kPrefetch];
+          if (ahead >= 0 && ahead < x_rows) __builtin_prefetch(x + ahead * features + t);
+        }
+        const int64_t j = idx[k];
+        if (j < 0 || j >= x_rows) continue;
+        const T w = weight ? weight[k] : T(1);
+        const T* __restrict xj = x + j * features + t;
+        for (int64_t f = 0; f < width; ++f) {
+          const T v = w * xj[f];
+          // strict comparison keeps the first edge on ties; NaN wins (v != v), once
+          const bool take = best_k[f] < 0 || (IsMax ? v > best[f] : v < best[f]) || (v != v && best[f] == best[f]);
+          best[f] = take ? v : best[f];
+          best_k[f] = take ? k : best_k[f];
         }
       }
+      T* o = out + r * features + t;
+      int64_t* a = arg + r * features + t;
+      for (int64_t f = 0; f < width; ++f) {
+        o[f] = best_k[f] < 0 ? T(0) : best[f];
+        a[f] = best_k[f];
+      }
     }
-    for (int64_t f = f0; f < f1; ++f)
-      if (a[f] < 0) o[f] = T(0);
   });
 }
 
