@@ -52,4 +52,8 @@ TORCH_LIBRARY(sslfast, m) {
         "Tensor hub_cols, Tensor deg_inv_sqrt, Tensor x, bool add_self_loops) -> Tensor");
   m.def("gcn_aggregate_bwd(Tensor grad_out, Tensor colptr, Tensor row, Tensor hub_cols, "
         "Tensor deg_inv_sqrt, bool add_self_loops) -> Tensor");
+  m.def("sddmm_fwd(Tensor rowptr, Tensor col, Tensor colptr, Tensor row, Tensor csc_perm, "
+        "Tensor hub_rows, Tensor hub_cols, Tensor a, Tensor b) -> Tensor");
+  m.def("sddmm_bwd(Tensor grad_out, Tensor rowptr, Tensor col, Tensor colptr, Tensor row, "
+        "Tensor csc_perm, Tensor hub_rows, Tensor hub_cols, Tensor a, Tensor b) -> (Tensor, Tensor)");
 }

@@ -69,6 +69,8 @@ class Graph:
         self.row = target[self.csc_perm]
         self.colptr = _offsets(col[self.csc_perm], self.num_nodes)
         self.out_degree = self.colptr[1:] - self.colptr[:-1]
+        self.inv_perm = torch.empty_like(perm)
+        self.inv_perm[perm] = torch.arange(self.num_edges, device=perm.device)
         self.hub_rows = torch.nonzero(self.in_degree >= HUB_DEGREE).flatten()
         self.hub_cols = torch.nonzero(self.out_degree >= HUB_DEGREE).flatten()
         self._gcn_norm = {}

@@ -381,3 +381,123 @@ def test_core_op_rejects_inconsistent_graph():
     out, _ = torch.ops.sslfast.spmm_fwd(g.rowptr, bad_col, g.colptr, g.row, g.csc_perm, g.hub_rows, g.hub_cols,
                                         None, x[:n].contiguous(), "sum")
     assert torch.isfinite(out).all()
+
+
+# ---------------------------------------------------------------- modules vs PyG formulas
+
+
+def _dense_adjacency(edge_index, n):
+    """A[i, j] = number of edges j -> i."""
+    a = torch.zeros(n, n, dtype=torch.float64, device=DEVICE)
+    a.index_put_((edge_index[1], edge_index[0]), torch.ones(edge_index.shape[1], dtype=torch.float64,
+                                                            device=DEVICE), accumulate=True)
+    return a
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_modules_match_pyg_formulas(backend):
+    torch.manual_seed(0)
+    edge_index, n = special_edges()
+    x = randn(n, 6, seed=100)
+    a = _dense_adjacency(edge_index, n)
+    deg = a.sum(1)
+    sslfast.set_backend(backend)
+
+    gcn = sslfast.nn.GCNConv(6, 5).double().to(DEVICE)
+    torch.nn.init.normal_(gcn.bias)
+    a_hat = a + torch.eye(n, dtype=torch.float64, device=DEVICE)
+    dinv = a_hat.sum(1).pow(-0.5)
+    expected = (dinv[:, None] * a_hat * dinv[None, :]) @ (x @ gcn.lin.weight.t()) + gcn.bias
+    torch.testing.assert_close(gcn(x, edge_index), expected)
+    torch.testing.assert_close(gcn(x, Graph.from_edge_index(edge_index, n)), expected)
+
+    sage = sslfast.nn.SAGEConv(6, 4).double().to(DEVICE)
+    mean = (a @ x) / deg.clamp(min=1)[:, None]
+    torch.testing.assert_close(sage(x, edge_index), sage.lin_l(mean) + sage.lin_r(x))
+
+    mlp = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3)).double().to(DEVICE)
+    gin = sslfast.nn.GINConv(mlp, eps=0.3, train_eps=True).to(DEVICE)
+    out = gin(x, edge_index)
+    torch.testing.assert_close(out, mlp(1.3 * x + a @ x))
+    out.sum().backward()
+    assert gin.eps.grad is not None and x.grad is not None
+
+
+# ---------------------------------------------------------------- sddmm, edge loss, negatives
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("graph_name", list(GRAPHS) + ["hub"])
+def test_sddmm_matches_reference(backend, graph_name):
+    edge_index, n = hub_edges() if graph_name == "hub" else GRAPHS[graph_name]()
+    g = Graph.from_edge_index(edge_index, n)
+    a, b = randn(n, 13, seed=110), randn(n, 13, seed=111)
+    leaves = [a.detach().clone().requires_grad_(), b.detach().clone().requires_grad_()]
+    with sslfast.use_backend(backend):
+        got = sslfast.sddmm(g, *leaves)
+    want = (a[edge_index[0]] * b[edge_index[1]]).sum(-1)  # edge order of edge_index
+    torch.testing.assert_close(got, want)
+    upstream = torch.randn(want.shape, generator=gen(112), dtype=torch.float64).to(DEVICE)
+    got_grads = torch.autograd.grad(got, leaves, upstream)
+    want_grads = torch.autograd.grad(want, [a, b], upstream)
+    for x, y in zip(got_grads, want_grads):
+        torch.testing.assert_close(x, y)
+
+
+@pytest.mark.parametrize("backend", FAST_BACKENDS)
+def test_sddmm_gradcheck_opcheck_compile(backend):
+    edge_index, n = special_edges()
+    g = Graph.from_edge_index(edge_index, n)
+    a, b = randn(n, 3, seed=113), randn(n, 3, seed=114)
+    with sslfast.use_backend(backend):
+        assert torch.autograd.gradcheck(lambda p, q: sslfast.sddmm(g, p, q), (a, b))
+        torch.library.opcheck(torch.ops.sslfast.sddmm_fwd, (g.rowptr, g.col, g.colptr, g.row, g.csc_perm,
+                                                            g.hub_rows, g.hub_cols, a, b))
+        torch._dynamo.reset()
+        compiled = torch.compile(lambda p, q: sslfast.sddmm(g, p, q).sigmoid().sum(), fullgraph=True)
+        torch.testing.assert_close(compiled(a, b), sslfast.sddmm(g, a, b).sigmoid().sum())
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_inner_product_edge_loss_matches_pyg_gae(backend):
+    pos, n = random_edges(40, 120, seed=120), 40
+    neg = random_edges(40, 90, seed=121)
+    z = randn(n, 8, dtype=torch.float32, seed=122)
+    with sslfast.use_backend(backend):
+        loss = sslfast.inner_product_edge_loss(z, pos, neg)
+    (grad,) = torch.autograd.grad(loss, z)
+    zz = z.detach().double().requires_grad_()
+    # PyG GAE.recon_loss with InnerProductDecoder(sigmoid=True), EPS = 1e-15
+    p = torch.sigmoid((zz[pos[0]] * zz[pos[1]]).sum(-1))
+    q = torch.sigmoid((zz[neg[0]] * zz[neg[1]]).sum(-1))
+    expected = -torch.log(p + 1e-15).mean() - torch.log(1 - q + 1e-15).mean()
+    (expected_grad,) = torch.autograd.grad(expected, zz)
+    torch.testing.assert_close(loss.double(), expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(grad.double(), expected_grad, rtol=1e-4, atol=1e-6)
+
+
+def test_negative_sampling_avoids_edges():
+    edge_index, n = random_edges(50, 400, seed=130), 50
+    neg = sslfast.negative_sampling(edge_index, n, 300, generator=None)
+    assert neg.shape == (2, 300) and neg.dtype == torch.int64 and neg.device == edge_index.device
+    existing = set(map(tuple, edge_index.t().tolist()))
+    pairs = list(map(tuple, neg.t().tolist()))
+    assert not existing & set(pairs)
+    assert len(set(pairs)) == len(pairs) and all(s != d for s, d in pairs)
+    assert (neg >= 0).all() and (neg < n).all()
+    with pytest.raises(ValueError, match="num_neg"):
+        sslfast.negative_sampling(edge_index, n, -1)
+
+
+def test_sddmm_and_edge_loss_bad_input():
+    edge_index, n = special_edges()
+    g = Graph.from_edge_index(edge_index, n)
+    a = randn(n, 4, seed=140)
+    with pytest.raises(ValueError, match="b must have num_nodes"):
+        sslfast.sddmm(g, a, randn(n + 1, 4, seed=141))
+    with pytest.raises(ValueError, match="b must have the shape"):
+        sslfast.sddmm(g, a, randn(n, 5, seed=142))
+    with pytest.raises(ValueError, match="neg_edge_index"):
+        sslfast.inner_product_edge_loss(a, edge_index, torch.tensor([[0], [n]], device=DEVICE))
+    with pytest.raises(ValueError, match="pos_edge_index"):
+        sslfast.inner_product_edge_loss(a, torch.zeros(2, 0, dtype=torch.long, device=DEVICE), edge_index)

@@ -15,6 +15,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <limits>
 
@@ -48,7 +49,7 @@ void check_csr(const at::Tensor& ptr, const at::Tensor& idx, int64_t rows, const
 // Chunks of rows with about equal edge counts: chunk c is [bounds[c], bounds[c + 1]).
 std::vector<int64_t> edge_balanced_bounds(const int64_t* ptr, int64_t rows) {
   const int64_t edges = ptr[rows];
-  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(rows, 8 * at::get_num_threads()));
+  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(rows, 32 * at::get_num_threads()));
   std::vector<int64_t> bounds(chunks + 1);
   for (int64_t c = 0; c <= chunks; ++c) {
     const int64_t target = edges * c / chunks;
@@ -74,8 +75,13 @@ void for_rows(const int64_t* ptr, int64_t rows, int64_t features, const at::Tens
       if (hub[h] >= 0 && hub[h] < rows) is_hub[hub[h]] = 1;
   }
   const auto bounds = edge_balanced_bounds(ptr, rows);
-  at::parallel_for(0, int64_t(bounds.size()) - 1, 1, [&](int64_t c0, int64_t c1) {
-    for (int64_t c = c0; c < c1; ++c)
+  // Threads take chunks from a shared counter (dynamic schedule): a thread that runs late or
+  // slow on a shared machine does not hold the others up. Which thread writes a row changes
+  // from run to run, the row's summation order does not: still bitwise deterministic.
+  const int64_t chunks = int64_t(bounds.size()) - 1;
+  std::atomic<int64_t> next_chunk{0};
+  at::parallel_for(0, std::min<int64_t>(at::get_num_threads(), chunks), 1, [&](int64_t, int64_t) {
+    for (int64_t c = next_chunk.fetch_add(1); c < chunks; c = next_chunk.fetch_add(1))
       for (int64_t r = bounds[c]; r < bounds[c + 1]; ++r)
         if (num_hubs == 0 || !is_hub[r]) body(r, int64_t(0), features);
   });
@@ -393,9 +399,81 @@ at::Tensor gcn_aggregate_bwd(const at::Tensor& grad_out, const at::Tensor& colpt
   return gcn_run(colptr, row, hub_cols, deg_inv_sqrt, grad_out.contiguous(), add_self_loops, "colptr/row");
 }
 
+// ---------------------------------------------------------------- sddmm
+
+// scores[k] = <a[col[k]], b[i]> for the CSR edge k of target i: edge ranges split evenly over
+// threads (a hub's edges spread over all of them), each range walks rowptr from its first row.
+at::Tensor sddmm_fwd(const at::Tensor& rowptr, const at::Tensor& col, const at::Tensor& colptr, const at::Tensor& row,
+                     const at::Tensor& csc_perm, const at::Tensor& hub_rows, const at::Tensor& hub_cols,
+                     const at::Tensor& a, const at::Tensor& b) {
+  const int64_t n = rowptr.numel() - 1;
+  check_csr(rowptr, col, n, "rowptr/col");
+  check_features(a, n, "a");
+  check_features(b, n, "b");
+  CHECK_SAME_DTYPE(a, b);
+  TORCH_CHECK(a.size(1) == b.size(1), "a and b must have the same number of features");
+  const int64_t edges = col.numel(), features = a.size(1);
+  TORCH_CHECK(rowptr[n].item<int64_t>() == edges, "rowptr[-1] must equal E");
+  at::Tensor out = at::empty({edges}, a.options());
+  AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "sddmm_fwd", [&] {
+    const int64_t* ptr = rowptr.data_ptr<int64_t>();
+    const int64_t* idx = col.data_ptr<int64_t>();
+    const scalar_t* pa = a.data_ptr<scalar_t>();
+    const scalar_t* pb = b.data_ptr<scalar_t>();
+    scalar_t* o = out.data_ptr<scalar_t>();
+    at::parallel_for(0, edges, 1024, [&](int64_t k0, int64_t k1) {
+      int64_t i = std::upper_bound(ptr, ptr + n + 1, k0) - ptr - 1;
+      for (int64_t k = k0; k < k1; ++k) {
+        while (ptr[i + 1] <= k) ++i;
+        const int64_t j = idx[k];
+        if (j < 0 || j >= n) {
+          o[k] = scalar_t(0);
+          continue;
+        }
+        const scalar_t* __restrict aj = pa + j * features;
+        const scalar_t* __restrict bi = pb + i * features;
+        scalar_t acc = scalar_t(0);
+        for (int64_t f = 0; f < features; ++f) acc += aj[f] * bi[f];
+        o[k] = acc;
+      }
+    });
+  });
+  return out;
+}
+
+// grad_b[i] = sum over in-edges k of g[k] a[col[k]] (CSR); grad_a[j] = sum over out-edges of
+// g[k] b[i] (the transpose): both are the weighted row sum with the edge gradient as weight.
+std::tuple<at::Tensor, at::Tensor> sddmm_bwd(const at::Tensor& grad_out, const at::Tensor& rowptr,
+                                             const at::Tensor& col, const at::Tensor& colptr, const at::Tensor& row,
+                                             const at::Tensor& csc_perm, const at::Tensor& hub_rows,
+                                             const at::Tensor& hub_cols, const at::Tensor& a, const at::Tensor& b) {
+  const int64_t n = rowptr.numel() - 1;
+  check_csr(rowptr, col, n, "rowptr/col");
+  check_csr(colptr, row, n, "colptr/row");
+  check_features(a, n, "a");
+  check_features(b, n, "b");
+  TORCH_CHECK(csc_perm.numel() == col.numel() && row.numel() == col.numel(), "csc_perm/row must have E entries");
+  const at::Tensor grad = grad_out.contiguous();
+  TORCH_CHECK(grad.dim() == 1 && grad.numel() == col.numel() && grad.scalar_type() == a.scalar_type(),
+              "grad_out must be [E] with the dtype of a");
+  at::Tensor grad_a = at::empty_like(a), grad_b = at::empty_like(b);
+  AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "sddmm_bwd", [&] {
+    const scalar_t* g = grad.data_ptr<scalar_t>();
+    weighted_row_sum<scalar_t>(rowptr.data_ptr<int64_t>(), col.data_ptr<int64_t>(), nullptr, g, nullptr, nullptr,
+                               nullptr, a.data_ptr<scalar_t>(), n, n, a.size(1), hub_rows,
+                               grad_b.data_ptr<scalar_t>());
+    weighted_row_sum<scalar_t>(colptr.data_ptr<int64_t>(), row.data_ptr<int64_t>(), csc_perm.data_ptr<int64_t>(), g,
+                               nullptr, nullptr, nullptr, b.data_ptr<scalar_t>(), n, n, b.size(1), hub_cols,
+                               grad_a.data_ptr<scalar_t>());
+  });
+  return {grad_a, grad_b};
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(sslfast, CPU, m) {
+  m.impl("sddmm_fwd", &sddmm_fwd);
+  m.impl("sddmm_bwd", &sddmm_bwd);
   m.impl("spmm_fwd", &spmm_fwd);
   m.impl("spmm_bwd", &spmm_bwd);
   m.impl("gcn_aggregate_fwd", &gcn_aggregate_fwd);

@@ -183,9 +183,54 @@ at::Tensor gcn_aggregate_bwd(const at::Tensor& grad_out, const at::Tensor& colpt
   return gcn_run(colptr, row, hub_cols, deg_inv_sqrt, grad_out, add_self_loops, "colptr/row");
 }
 
+// scores[k] = <a[col[k]], b[i]>: the edge-weight-gradient kernel with grad = b and x = a.
+at::Tensor sddmm_fwd(const at::Tensor& rowptr, const at::Tensor& col, const at::Tensor& colptr, const at::Tensor& row,
+                     const at::Tensor& csc_perm, const at::Tensor& hub_rows, const at::Tensor& hub_cols,
+                     const at::Tensor& a, const at::Tensor& b) {
+  check_x(a);
+  check_x(b);
+  TORCH_CHECK(a.sizes() == b.sizes() && a.scalar_type() == b.scalar_type() && a.device() == b.device(),
+              "a and b must have the same shape, dtype and device");
+  check_graph(rowptr, col, hub_rows, a, "rowptr/col");
+  const c10::cuda::CUDAGuard guard(a.device());
+  at::Tensor out = at::empty({col.numel()}, a.options());
+  check_launch(sslfast::cuda::launch_weight_grad(dtype_of(a), rowptr.data_ptr<int64_t>(), col.data_ptr<int64_t>(),
+                                                 false, nullptr, b.data_ptr(), a.data_ptr(), out.data_ptr(),
+                                                 a.size(0), a.size(0), a.size(1), at::cuda::getCurrentCUDAStream()));
+  return out;
+}
+
+std::tuple<at::Tensor, at::Tensor> sddmm_bwd(const at::Tensor& grad_out, const at::Tensor& rowptr,
+                                             const at::Tensor& col, const at::Tensor& colptr, const at::Tensor& row,
+                                             const at::Tensor& csc_perm, const at::Tensor& hub_rows,
+                                             const at::Tensor& hub_cols, const at::Tensor& a, const at::Tensor& b) {
+  check_x(a);
+  check_x(b);
+  check_graph(rowptr, col, hub_rows, a, "rowptr/col");
+  check_graph(colptr, row, hub_cols, a, "colptr/row");
+  check_cuda_long(csc_perm, a, "csc_perm");
+  const at::Tensor grad = grad_out.contiguous();
+  TORCH_CHECK(grad.dim() == 1 && grad.numel() == col.numel() && grad.scalar_type() == a.scalar_type() &&
+                  grad.device() == a.device() && csc_perm.numel() == col.numel() && row.numel() == col.numel(),
+              "grad_out, row and csc_perm must have E entries (grad_out with the dtype of a)");
+  const c10::cuda::CUDAGuard guard(a.device());
+  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  at::Tensor grad_a = at::empty_like(a), grad_b = at::empty_like(b);
+  auto pb = row_sum_params(rowptr, col, hub_rows, a, grad_b);  // grad_b[i] = sum g[k] a[col[k]]
+  pb.weight = grad.data_ptr();
+  check_launch(sslfast::cuda::launch_row_sum(pb, stream));
+  auto pa = row_sum_params(colptr, row, hub_cols, b, grad_a);  // grad_a[j] = sum g[k] b[i]
+  pa.edge_of = csc_perm.data_ptr<int64_t>();
+  pa.weight = grad.data_ptr();
+  check_launch(sslfast::cuda::launch_row_sum(pa, stream));
+  return {grad_a, grad_b};
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(sslfast, CUDA, m) {
+  m.impl("sddmm_fwd", &sddmm_fwd);
+  m.impl("sddmm_bwd", &sddmm_bwd);
   m.impl("spmm_fwd", &spmm_fwd);
   m.impl("spmm_bwd", &spmm_bwd);
   m.impl("gcn_aggregate_fwd", &gcn_aggregate_fwd);

@@ -1,5 +1,6 @@
 """nn.Module wrappers around the fused ops."""
 
 from .contrastive import ClipLoss, InfoNCELoss, NTXentLoss, SigLipLoss
+from .gnn import GCNConv, GINConv, SAGEConv
 
-__all__ = ["NTXentLoss", "InfoNCELoss", "ClipLoss", "SigLipLoss"]
+__all__ = ["NTXentLoss", "InfoNCELoss", "ClipLoss", "SigLipLoss", "GCNConv", "SAGEConv", "GINConv"]

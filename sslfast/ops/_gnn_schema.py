@@ -25,6 +25,11 @@ SCHEMAS = {
                          "-> Tensor",
     "gcn_aggregate_bwd": "(Tensor grad_out, Tensor colptr, Tensor row, Tensor hub_cols, "
                          "Tensor deg_inv_sqrt, bool add_self_loops) -> Tensor",
+    "sddmm_fwd": "(Tensor rowptr, Tensor col, Tensor colptr, Tensor row, Tensor csc_perm, "
+                 "Tensor hub_rows, Tensor hub_cols, Tensor a, Tensor b) -> Tensor",
+    "sddmm_bwd": "(Tensor grad_out, Tensor rowptr, Tensor col, Tensor colptr, Tensor row, "
+                 "Tensor csc_perm, Tensor hub_rows, Tensor hub_cols, Tensor a, Tensor b) "
+                 "-> (Tensor, Tensor)",
 }
 
 EXTREME = ("max", "min")
@@ -46,6 +51,9 @@ def _fakes():
         "spmm_bwd": spmm_bwd,
         "gcn_aggregate_fwd": lambda rowptr, col, colptr, row, hr, hc, dinv, x, loops: torch.empty_like(x),
         "gcn_aggregate_bwd": lambda g, colptr, row, hc, dinv, loops: torch.empty_like(g),
+        "sddmm_fwd": lambda rowptr, col, colptr, row, csc_perm, hr, hc, a, b: a.new_empty(col.shape),
+        "sddmm_bwd": lambda g, rowptr, col, colptr, row, csc_perm, hr, hc, a, b: (
+            torch.empty_like(a), torch.empty_like(b)),
     }
 
 
@@ -74,7 +82,16 @@ def _autograd(ops):
         grad_x = ops.gcn_aggregate_bwd(grad_out, colptr, row, hub_cols, dinv, ctx.loops)
         return (None,) * 7 + (grad_x, None)
 
+    def sddmm_setup(ctx, inputs, output):
+        ctx.save_for_backward(*inputs)
+
+    def sddmm_backward(ctx, grad_out):
+        saved = ctx.saved_tensors
+        grad_a, grad_b = ops.sddmm_bwd(grad_out, *saved)
+        return (None,) * 7 + (grad_a, grad_b)
+
     return {
+        "sddmm_fwd": (sddmm_setup, sddmm_backward),
         "spmm_fwd": (spmm_setup, spmm_backward),
         "gcn_aggregate_fwd": (gcn_setup, gcn_backward),
     }

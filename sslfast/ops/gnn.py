@@ -1,4 +1,5 @@
-"""Fused GNN message passing: SpMM (sum / mean / max / min, edge weights) and GCN aggregation.
+"""Fused GNN message passing: SpMM (sum / mean / max / min, edge weights), GCN aggregation,
+SDDMM (per-edge dot products) and the GAE inner-product edge loss.
 
 Each public function takes a ``sslfast.graph.Graph`` (or a PyG ``edge_index``, turned into one
 Graph per call: build the Graph once and reuse it in training loops), validates, picks a backend
@@ -16,7 +17,7 @@ from ..graph import Graph
 from ..reference import gnn as reference
 from . import _validate as check
 
-__all__ = ["spmm", "gcn_aggregate"]
+__all__ = ["spmm", "gcn_aggregate", "sddmm", "inner_product_edge_loss", "negative_sampling"]
 
 REDUCES = ("sum", "mean", "max", "min")
 
@@ -39,12 +40,12 @@ def as_graph(graph, num_nodes=None) -> Graph:
     raise TypeError(f"graph must be a sslfast.graph.Graph or an edge_index tensor, got {type(graph).__name__}")
 
 
-def _check_x(x, graph: Graph):
-    check.tensor("x", x, ndim=2)
+def _check_x(x, graph: Graph, name="x"):
+    check.tensor(name, x, ndim=2)
     if x.shape[0] != graph.num_nodes:
-        raise ValueError(f"x must have num_nodes = {graph.num_nodes} rows, got shape {tuple(x.shape)}")
+        raise ValueError(f"{name} must have num_nodes = {graph.num_nodes} rows, got shape {tuple(x.shape)}")
     if x.device != graph.col.device:
-        raise ValueError(f"x is on {x.device} but the graph is on {graph.col.device}")
+        raise ValueError(f"{name} is on {x.device} but the graph is on {graph.col.device}")
 
 
 def _kernel_input(backend, device, t):
@@ -96,3 +97,71 @@ def gcn_aggregate(graph, x, add_self_loops=True, normalize=True):
     out = torch.ops.sslfast.gcn_aggregate_fwd(graph.rowptr, graph.col, graph.colptr, graph.row,
                                               graph.hub_rows, graph.hub_cols, dinv, xin, bool(add_self_loops))
     return out.to(x.dtype)
+
+
+def _check_pair(a, b, graph):
+    _check_x(a, graph, "a")
+    _check_x(b, graph, "b")
+    check.same_device_and_dtype([("a", a), ("b", b)])
+    if b.shape != a.shape:
+        raise ValueError(f"b must have the shape of a {tuple(a.shape)}, got {tuple(b.shape)}")
+
+
+def sddmm(graph, a, b):
+    """Per-edge dot products: out[e] = <a[j], b[i]> for edge e = (j -> i), in the order of the
+    edge_index the graph was built from. Gradients to a and b, over CSR / its transpose."""
+    graph = as_graph(graph, num_nodes=a.shape[0] if isinstance(a, torch.Tensor) and a.dim() == 2 else None)
+    _check_pair(a, b, graph)
+    backend = _resolve("sddmm", a.device)
+    if backend == "reference":
+        return reference.sddmm(graph, a, b)
+    ain, bin_ = _kernel_input(backend, a.device, a), _kernel_input(backend, b.device, b)
+    scores = torch.ops.sslfast.sddmm_fwd(graph.rowptr, graph.col, graph.colptr, graph.row, graph.csc_perm,
+                                         graph.hub_rows, graph.hub_cols, ain, bin_)
+    return scores[graph.inv_perm].to(a.dtype)
+
+
+def inner_product_edge_loss(z, pos_edge_index, neg_edge_index):
+    """GAE / VGAE reconstruction loss: BCE on the logits <z[j], z[i]> of positive and negative
+    edges, mean(softplus(-pos)) + mean(softplus(neg)) (PyG ``GAE.recon_loss`` without its 1e-15
+    epsilon: the exact, overflow-free form). Edge sets are edge_index tensors or Graphs; no
+    E x F tensor forward or backward."""
+    check.tensor("z", z, ndim=2)
+    losses = []
+    for name, edges in (("pos_edge_index", pos_edge_index), ("neg_edge_index", neg_edge_index)):
+        if isinstance(edges, torch.Tensor) and edges.layout == torch.strided and edges.dim() == 2 \
+                and edges.shape[0] == 2 and edges.shape[1] == 0:
+            raise ValueError(f"{name} must have at least one edge")
+        try:
+            graph = as_graph(edges, num_nodes=z.shape[0])
+        except (TypeError, ValueError) as error:
+            raise type(error)(f"{name}: {error}") from None
+        logits = sddmm(graph, z, z)
+        sign = -1.0 if name == "pos_edge_index" else 1.0
+        losses.append(torch.nn.functional.softplus(sign * logits.float()).mean())
+    return losses[0] + losses[1]
+
+
+def negative_sampling(edge_index, num_nodes, num_neg, generator=None):
+    """``num_neg`` uniform random (source, target) pairs that are not edges of ``edge_index``
+    and not self loops, sampled on the device of ``edge_index`` (PyG ``negative_sampling``,
+    'sparse' method). Returns [2, num_neg] int64 (fewer only if the graph is nearly complete)."""
+    edge_index = Graph.from_edge_index(edge_index, num_nodes).edge_index()
+    if isinstance(num_neg, bool) or not isinstance(num_neg, int) or num_neg < 0:
+        raise ValueError(f"num_neg must be an int >= 0, got {num_neg!r}")
+    device = edge_index.device
+    n = int(num_nodes)
+    existing = torch.unique(edge_index[0] * n + edge_index[1])
+    found = torch.empty(0, dtype=torch.int64, device=device)
+    for _ in range(8):
+        need = num_neg - found.numel()
+        if need <= 0 or n < 2:
+            break
+        draw = torch.randint(0, n * n, (2 * need + 16,), device=device, generator=generator)
+        pos = torch.searchsorted(existing, draw).clamp_(max=max(existing.numel() - 1, 0))
+        is_edge = existing[pos] == draw if existing.numel() else torch.zeros_like(draw, dtype=torch.bool)
+        keep = draw[~is_edge & (draw // n != draw % n)]
+        found = torch.unique(torch.cat([found, keep]))  # no repeated pair
+        if found.numel() > num_neg:
+            found = found[torch.randperm(found.numel(), device=device, generator=generator)[:num_neg]]
+    return torch.stack([found // n, found % n])

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["spmm", "gcn_aggregate"]
+__all__ = ["spmm", "gcn_aggregate", "sddmm", "inner_product_edge_loss"]
 
 REDUCES = ("sum", "mean", "max", "min")
 
@@ -65,3 +65,23 @@ def gcn_aggregate(graph, x, add_self_loops=True, normalize=True):
         dinv = dinv.masked_fill(dinv == float("inf"), 0)
         message = message * (dinv[src] * dinv[dst]).unsqueeze(1)
     return torch.zeros_like(x).index_add_(0, dst, message)
+
+
+def sddmm(graph, a, b):
+    """out[e] = <a[j], b[i]> for edge e = (j -> i), in the edge order of ``graph``'s input."""
+    from ..graph import Graph
+
+    if isinstance(graph, Graph):
+        src, dst = graph.col[graph.inv_perm], graph.target[graph.inv_perm]
+    else:
+        src, dst = graph[0], graph[1]
+    return (a[src] * b[dst]).sum(-1)
+
+
+def inner_product_edge_loss(z, pos_edge_index, neg_edge_index):
+    """-mean(log sigmoid(<z_j, z_i>)) over positives - mean(log(1 - sigmoid(.))) over negatives."""
+    import torch.nn.functional as F
+
+    pos = sddmm(pos_edge_index, z, z).float()
+    neg = sddmm(neg_edge_index, z, z).float()
+    return -F.logsigmoid(pos).mean() - F.logsigmoid(-neg).mean()
