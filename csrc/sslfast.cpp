@@ -56,4 +56,10 @@ TORCH_LIBRARY(sslfast, m) {
         "Tensor hub_rows, Tensor hub_cols, Tensor a, Tensor b) -> Tensor");
   m.def("sddmm_bwd(Tensor grad_out, Tensor rowptr, Tensor col, Tensor colptr, Tensor row, "
         "Tensor csc_perm, Tensor hub_rows, Tensor hub_cols, Tensor a, Tensor b) -> (Tensor, Tensor)");
+  m.def("gat_aggregate_fwd(Tensor rowptr, Tensor col, Tensor colptr, Tensor row, Tensor csc_perm, "
+        "Tensor hub_rows, Tensor hub_cols, Tensor x, Tensor alpha_src, Tensor alpha_dst, "
+        "float negative_slope) -> (Tensor, Tensor)");
+  m.def("gat_aggregate_bwd(Tensor grad_out, Tensor rowptr, Tensor col, Tensor colptr, Tensor row, "
+        "Tensor csc_perm, Tensor hub_rows, Tensor hub_cols, Tensor x, Tensor alpha_src, "
+        "Tensor alpha_dst, Tensor out, Tensor lse, float negative_slope) -> (Tensor, Tensor, Tensor)");
 }

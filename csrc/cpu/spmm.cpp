@@ -18,6 +18,7 @@
 #include <atomic>
 #include <cmath>
 #include <limits>
+#include <vector>
 
 #include "../checks.h"
 
@@ -469,9 +470,171 @@ std::tuple<at::Tensor, at::Tensor> sddmm_bwd(const at::Tensor& grad_out, const a
   return {grad_a, grad_b};
 }
 
+// ---------------------------------------------------------------- fused GAT aggregation
+
+// out[i, h] = sum over in-edges j -> i of softmax_i(leaky(alpha_src[j, h] + alpha_dst[i, h])) x[j, h]
+// in one pass per row (online softmax); lse[i, h] = the row's log-sum-exp, the only saved state
+// (O(N * H)). Backward recomputes the edge probabilities from it: deterministic, no E x H x F.
+template <typename T>
+inline T leaky(T v, T slope) { return v > T(0) ? v : slope * v; }
+
+template <typename T>
+void gat_forward(const int64_t* ptr, const int64_t* idx, const T* x, const T* a_src, const T* a_dst, T slope,
+                 int64_t n, int64_t heads, int64_t features, const at::Tensor& hubs, T* out, T* lse) {
+  const int64_t width = heads * features;
+  for_rows(ptr, n, heads, hubs, [&](int64_t i, int64_t h0, int64_t h1) {
+    thread_local std::vector<T> run_max, run_sum;
+    run_max.assign(heads, -std::numeric_limits<T>::infinity());
+    run_sum.assign(heads, T(0));
+    T* o = out + i * width;
+    for (int64_t h = h0; h < h1; ++h)
+      for (int64_t f = 0; f < features; ++f) o[h * features + f] = T(0);
+    for (int64_t k = ptr[i]; k < ptr[i + 1]; ++k) {
+      const int64_t j = idx[k];
+      if (j < 0 || j >= n) continue;
+      const T* xj = x + j * width;
+      for (int64_t h = h0; h < h1; ++h) {
+        const T e = leaky(a_src[j * heads + h] + a_dst[i * heads + h], slope);
+        T* oh = o + h * features;
+        if (e > run_max[h]) {  // rescale what was accumulated under the old maximum
+          const T scale = std::exp(run_max[h] - e);
+          run_sum[h] *= scale;
+          for (int64_t f = 0; f < features; ++f) oh[f] *= scale;
+          run_max[h] = e;
+        }
+        const T p = std::exp(e - run_max[h]);
+        run_sum[h] += p;
+        const T* __restrict xh = xj + h * features;
+        for (int64_t f = 0; f < features; ++f) oh[f] += p * xh[f];
+      }
+    }
+    for (int64_t h = h0; h < h1; ++h) {
+      const T s = run_sum[h];
+      const T inv = s > T(0) ? T(1) / s : T(0);
+      for (int64_t f = 0; f < features; ++f) o[h * features + f] *= inv;
+      lse[i * heads + h] = s > T(0) ? run_max[h] + std::log(s) : T(0);
+    }
+  });
+}
+
+std::tuple<at::Tensor, at::Tensor> gat_aggregate_fwd(const at::Tensor& rowptr, const at::Tensor& col,
+                                                     const at::Tensor& colptr, const at::Tensor& row,
+                                                     const at::Tensor& csc_perm, const at::Tensor& hub_rows,
+                                                     const at::Tensor& hub_cols, const at::Tensor& x,
+                                                     const at::Tensor& alpha_src, const at::Tensor& alpha_dst,
+                                                     double negative_slope) {
+  const int64_t n = rowptr.numel() - 1;
+  check_csr(rowptr, col, n, "rowptr/col");
+  CHECK_CPU(x);
+  CHECK_CONTIGUOUS(x);
+  CHECK_DIM(x, 3);
+  CHECK_FLOAT_OR_DOUBLE(x);
+  TORCH_CHECK(x.size(0) == n, "x must have num_nodes rows");
+  const int64_t heads = x.size(1), features = x.size(2);
+  for (const at::Tensor* a : {&alpha_src, &alpha_dst}) {
+    TORCH_CHECK(a->device().is_cpu() && a->is_contiguous() && a->scalar_type() == x.scalar_type() &&
+                    a->sizes() == at::IntArrayRef({n, heads}),
+                "alpha_src / alpha_dst must be contiguous [num_nodes, heads] tensors with the dtype of x");
+  }
+  at::Tensor out = at::empty_like(x);
+  at::Tensor lse = at::empty({n, heads}, x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gat_aggregate_fwd", [&] {
+    gat_forward<scalar_t>(rowptr.data_ptr<int64_t>(), col.data_ptr<int64_t>(), x.data_ptr<scalar_t>(),
+                          alpha_src.data_ptr<scalar_t>(), alpha_dst.data_ptr<scalar_t>(), scalar_t(negative_slope), n,
+                          heads, features, hub_rows, out.data_ptr<scalar_t>(), lse.data_ptr<scalar_t>());
+  });
+  return {out, lse};
+}
+
+// With p = exp(e - lse_i), dp = <g_i, x_j>, delta_i = <g_i, out_i>: de = p (dp - delta_i) and
+// ds = de * leaky'(raw). grad_alpha_dst[i] sums ds over in-edges (CSR pass); grad_x[j] sums
+// p g_i and grad_alpha_src[j] sums ds over out-edges (CSC pass, recomputing p and dp).
+std::tuple<at::Tensor, at::Tensor, at::Tensor> gat_aggregate_bwd(
+    const at::Tensor& grad_out, const at::Tensor& rowptr, const at::Tensor& col, const at::Tensor& colptr,
+    const at::Tensor& row, const at::Tensor& csc_perm, const at::Tensor& hub_rows, const at::Tensor& hub_cols,
+    const at::Tensor& x, const at::Tensor& alpha_src, const at::Tensor& alpha_dst, const at::Tensor& out,
+    const at::Tensor& lse, double negative_slope) {
+  const int64_t n = rowptr.numel() - 1;
+  check_csr(rowptr, col, n, "rowptr/col");
+  check_csr(colptr, row, n, "colptr/row");
+  CHECK_CPU(x);
+  CHECK_CONTIGUOUS(x);
+  CHECK_DIM(x, 3);
+  CHECK_FLOAT_OR_DOUBLE(x);
+  TORCH_CHECK(x.size(0) == n, "x must have num_nodes rows");
+  const int64_t heads = x.size(1), features = x.size(2), width = heads * features;
+  const at::Tensor g = grad_out.contiguous();
+  TORCH_CHECK(g.sizes() == x.sizes() && out.sizes() == x.sizes() && g.scalar_type() == x.scalar_type() &&
+                  out.scalar_type() == x.scalar_type() && out.is_contiguous(),
+              "grad_out and out must match x");
+  for (const at::Tensor* a : {&alpha_src, &alpha_dst, &lse})
+    TORCH_CHECK(a->is_contiguous() && a->scalar_type() == x.scalar_type() && a->sizes() == at::IntArrayRef({n, heads}),
+                "alpha_src, alpha_dst and lse must be contiguous [num_nodes, heads] tensors with the dtype of x");
+  at::Tensor grad_x = at::empty_like(x), grad_src = at::empty_like(alpha_src), grad_dst = at::empty_like(alpha_dst);
+  at::Tensor delta = at::empty({n, heads}, x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gat_aggregate_bwd", [&] {
+    using T = scalar_t;
+    const T slope = T(negative_slope);
+    const T *px = x.data_ptr<T>(), *pg = g.data_ptr<T>(), *po = out.data_ptr<T>(), *as = alpha_src.data_ptr<T>(),
+            *ad = alpha_dst.data_ptr<T>(), *pl = lse.data_ptr<T>();
+    T *pd = delta.data_ptr<T>(), *gx = grad_x.data_ptr<T>(), *gs = grad_src.data_ptr<T>(),
+      *gd = grad_dst.data_ptr<T>();
+    auto dot = [features](const T* a, const T* b) {
+      T acc = T(0);
+      for (int64_t f = 0; f < features; ++f) acc += a[f] * b[f];
+      return acc;
+    };
+    // edge (j -> i), head h: (p, ds)
+    auto edge_terms = [&](int64_t i, int64_t j, int64_t h, T& p, T& ds) {
+      const T raw = as[j * heads + h] + ad[i * heads + h];
+      p = std::exp(leaky(raw, slope) - pl[i * heads + h]);
+      const T dp = dot(pg + i * width + h * features, px + j * width + h * features);
+      ds = p * (dp - pd[i * heads + h]) * (raw > T(0) ? T(1) : slope);
+    };
+    const int64_t* ptr = rowptr.data_ptr<int64_t>();
+    const int64_t* idx = col.data_ptr<int64_t>();
+    for_rows(ptr, n, heads, hub_rows, [&](int64_t i, int64_t h0, int64_t h1) {
+      for (int64_t h = h0; h < h1; ++h) {
+        pd[i * heads + h] = dot(pg + i * width + h * features, po + i * width + h * features);
+        T acc = T(0);
+        for (int64_t k = ptr[i]; k < ptr[i + 1]; ++k) {
+          const int64_t j = idx[k];
+          if (j < 0 || j >= n) continue;
+          T p, ds;
+          edge_terms(i, j, h, p, ds);
+          acc += ds;
+        }
+        gd[i * heads + h] = acc;
+      }
+    });
+    const int64_t* cptr = colptr.data_ptr<int64_t>();
+    const int64_t* ridx = row.data_ptr<int64_t>();
+    for_rows(cptr, n, heads, hub_cols, [&](int64_t j, int64_t h0, int64_t h1) {
+      for (int64_t h = h0; h < h1; ++h) {
+        T* gxh = gx + j * width + h * features;
+        for (int64_t f = 0; f < features; ++f) gxh[f] = T(0);
+        T acc = T(0);
+        for (int64_t q = cptr[j]; q < cptr[j + 1]; ++q) {
+          const int64_t i = ridx[q];
+          if (i < 0 || i >= n) continue;
+          T p, ds;
+          edge_terms(i, j, h, p, ds);
+          acc += ds;
+          const T* __restrict gih = pg + i * width + h * features;
+          for (int64_t f = 0; f < features; ++f) gxh[f] += p * gih[f];
+        }
+        gs[j * heads + h] = acc;
+      }
+    });
+  });
+  return {grad_x, grad_src, grad_dst};
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(sslfast, CPU, m) {
+  m.impl("gat_aggregate_fwd", &gat_aggregate_fwd);
+  m.impl("gat_aggregate_bwd", &gat_aggregate_bwd);
   m.impl("sddmm_fwd", &sddmm_fwd);
   m.impl("sddmm_bwd", &sddmm_bwd);
   m.impl("spmm_fwd", &spmm_fwd);

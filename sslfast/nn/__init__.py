@@ -1,6 +1,6 @@
 """nn.Module wrappers around the fused ops."""
 
 from .contrastive import ClipLoss, InfoNCELoss, NTXentLoss, SigLipLoss
-from .gnn import GCNConv, GINConv, SAGEConv
+from .gnn import GATConv, GCNConv, GINConv, SAGEConv
 
-__all__ = ["NTXentLoss", "InfoNCELoss", "ClipLoss", "SigLipLoss", "GCNConv", "SAGEConv", "GINConv"]
+__all__ = ["NTXentLoss", "InfoNCELoss", "ClipLoss", "SigLipLoss", "GCNConv", "SAGEConv", "GATConv", "GINConv"]

@@ -2,7 +2,7 @@
 
 ``edge_index`` may be a PyG edge_index [2, E] (the Graph built from it is cached while the same
 tensor object comes back, as in full-batch training) or a prebuilt ``sslfast.graph.Graph``.
-Parameters and formulas follow PyG's ``GCNConv``, ``SAGEConv`` (mean) and ``GINConv``.
+Parameters and formulas follow PyG's ``GCNConv``, ``SAGEConv`` (mean), ``GATConv`` and ``GINConv``.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import torch
 from torch import nn
 
 from ..graph import Graph
-from ..ops.gnn import gcn_aggregate, spmm
+from ..ops.gnn import gat_aggregate, gcn_aggregate, spmm
 
-__all__ = ["GCNConv", "SAGEConv", "GINConv"]
+__all__ = ["GCNConv", "SAGEConv", "GATConv", "GINConv"]
 
 
 class _GraphCache(nn.Module):
@@ -85,3 +85,46 @@ class GINConv(_GraphCache):
     def forward(self, x, edge_index):
         graph = self.graph_of(edge_index, x.shape[0])
         return self.nn((1 + self.eps) * x + spmm(graph, x, "sum"))
+
+
+class GATConv(_GraphCache):
+    """PyG ``GATConv`` (dropout 0): x' = lin(x) as [N, H, C]; alpha_src / alpha_dst = <x', att>;
+    softmax over each target's in-edges (self loops replaced by one per node, as PyG's default)
+    of leaky_relu(alpha_src[j] + alpha_dst[i]); heads concatenated (or averaged) + bias.
+    Uses the fused ``gat_aggregate``."""
+
+    def __init__(self, in_channels, out_channels, heads=1, concat=True, negative_slope=0.2, dropout=0.0,
+                 add_self_loops=True, bias=True):
+        super().__init__()
+        if dropout:
+            raise ValueError(f"dropout must be 0 (attention dropout is not fused yet), got {dropout}")
+        self.heads, self.out_channels, self.concat = heads, out_channels, concat
+        self.negative_slope, self.add_self_loops = negative_slope, add_self_loops
+        self.lin = nn.Linear(in_channels, heads * out_channels, bias=False)
+        self.att_src = nn.Parameter(torch.empty(1, heads, out_channels))
+        self.att_dst = nn.Parameter(torch.empty(1, heads, out_channels))
+        self.bias = nn.Parameter(torch.zeros(heads * out_channels if concat else out_channels)) if bias else None
+        _glorot_(self.lin.weight)
+        for att in (self.att_src, self.att_dst):
+            _glorot_(att.view(heads, out_channels))
+        self._loop_source = None
+
+    def _with_self_loops(self, graph: Graph) -> Graph:
+        if not self.add_self_loops:
+            return graph
+        if self._loop_source is not graph:
+            edge_index = graph.edge_index()
+            edge_index = edge_index[:, edge_index[0] != edge_index[1]]
+            loops = torch.arange(graph.num_nodes, device=edge_index.device).expand(2, -1)
+            self._loop_graph = Graph.from_edge_index(torch.cat([edge_index, loops], dim=1), graph.num_nodes)
+            self._loop_source = graph
+        return self._loop_graph
+
+    def forward(self, x, edge_index):
+        graph = self._with_self_loops(self.graph_of(edge_index, x.shape[0]))
+        h = self.lin(x).view(-1, self.heads, self.out_channels)
+        alpha_src = (h * self.att_src).sum(-1)
+        alpha_dst = (h * self.att_dst).sum(-1)
+        out = gat_aggregate(graph, h, alpha_src, alpha_dst, self.negative_slope)
+        out = out.reshape(-1, self.heads * self.out_channels) if self.concat else out.mean(dim=1)
+        return out if self.bias is None else out + self.bias

@@ -30,6 +30,13 @@ SCHEMAS = {
     "sddmm_bwd": "(Tensor grad_out, Tensor rowptr, Tensor col, Tensor colptr, Tensor row, "
                  "Tensor csc_perm, Tensor hub_rows, Tensor hub_cols, Tensor a, Tensor b) "
                  "-> (Tensor, Tensor)",
+    "gat_aggregate_fwd": "(Tensor rowptr, Tensor col, Tensor colptr, Tensor row, Tensor csc_perm, "
+                         "Tensor hub_rows, Tensor hub_cols, Tensor x, Tensor alpha_src, "
+                         "Tensor alpha_dst, float negative_slope) -> (Tensor, Tensor)",
+    "gat_aggregate_bwd": "(Tensor grad_out, Tensor rowptr, Tensor col, Tensor colptr, Tensor row, "
+                         "Tensor csc_perm, Tensor hub_rows, Tensor hub_cols, Tensor x, "
+                         "Tensor alpha_src, Tensor alpha_dst, Tensor out, Tensor lse, "
+                         "float negative_slope) -> (Tensor, Tensor, Tensor)",
 }
 
 EXTREME = ("max", "min")
@@ -54,6 +61,10 @@ def _fakes():
         "sddmm_fwd": lambda rowptr, col, colptr, row, csc_perm, hr, hc, a, b: a.new_empty(col.shape),
         "sddmm_bwd": lambda g, rowptr, col, colptr, row, csc_perm, hr, hc, a, b: (
             torch.empty_like(a), torch.empty_like(b)),
+        "gat_aggregate_fwd": lambda rowptr, col, colptr, row, csc_perm, hr, hc, x, a_src, a_dst, slope: (
+            torch.empty_like(x), a_src.new_empty(a_src.shape)),
+        "gat_aggregate_bwd": lambda g, rowptr, col, colptr, row, csc_perm, hr, hc, x, a_src, a_dst, out, lse,
+        slope: (torch.empty_like(x), torch.empty_like(a_src), torch.empty_like(a_dst)),
     }
 
 
@@ -90,7 +101,19 @@ def _autograd(ops):
         grad_a, grad_b = ops.sddmm_bwd(grad_out, *saved)
         return (None,) * 7 + (grad_a, grad_b)
 
+    def gat_setup(ctx, inputs, output):
+        *graph, x, a_src, a_dst, slope = inputs
+        ctx.mark_non_differentiable(output[1])
+        ctx.save_for_backward(*graph, x, a_src, a_dst, output[0], output[1])
+        ctx.slope = slope
+
+    def gat_backward(ctx, grad_out, _grad_lse):
+        saved = ctx.saved_tensors
+        grads = ops.gat_aggregate_bwd(grad_out, *saved, ctx.slope)
+        return (None,) * 7 + tuple(grads) + (None,)
+
     return {
+        "gat_aggregate_fwd": (gat_setup, gat_backward),
         "sddmm_fwd": (sddmm_setup, sddmm_backward),
         "spmm_fwd": (spmm_setup, spmm_backward),
         "gcn_aggregate_fwd": (gcn_setup, gcn_backward),

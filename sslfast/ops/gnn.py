@@ -17,7 +17,7 @@ from ..graph import Graph
 from ..reference import gnn as reference
 from . import _validate as check
 
-__all__ = ["spmm", "gcn_aggregate", "sddmm", "inner_product_edge_loss", "negative_sampling"]
+__all__ = ["spmm", "gcn_aggregate", "sddmm", "gat_aggregate", "inner_product_edge_loss", "negative_sampling"]
 
 REDUCES = ("sum", "mean", "max", "min")
 
@@ -25,6 +25,8 @@ REDUCES = ("sum", "mean", "max", "min")
 # Triton version, so ``auto`` runs native on both device types (DESIGN.md: GNN GPU = CUDA C++).
 _NATIVE_DEVICES = _native.devices(has_cuda_kernel=True)
 _TRITON_DEVICES = ()
+# Ops with a CPU kernel only so far (on CUDA they run the reference).
+_CPU_ONLY_DEVICES = _native.devices(has_cuda_kernel=False)
 
 
 def _resolve(op_name, device):
@@ -165,3 +167,32 @@ def negative_sampling(edge_index, num_nodes, num_neg, generator=None):
         if found.numel() > num_neg:
             found = found[torch.randperm(found.numel(), device=device, generator=generator)[:num_neg]]
     return torch.stack([found // n, found % n])
+
+
+def gat_aggregate(graph, h, alpha_src, alpha_dst, negative_slope=0.2):
+    """Fused GAT aggregation (PyG ``GATConv`` propagate without dropout): for h [N, H, F],
+    out[i, k] = sum over in-edges j -> i of softmax_i(leaky_relu(alpha_src[j, k] + alpha_dst[i, k],
+    negative_slope)) * h[j, k]. One pass per row with an online softmax; extra memory O(N * H);
+    backward recomputes the edge probabilities. Rows without in-edges are 0 (add self loops to
+    the graph for PyG's default)."""
+    graph = as_graph(graph, num_nodes=h.shape[0] if isinstance(h, torch.Tensor) and h.dim() == 3 else None)
+    check.tensor("h", h, ndim=3)
+    if h.shape[0] != graph.num_nodes:
+        raise ValueError(f"h must have num_nodes = {graph.num_nodes} rows, got shape {tuple(h.shape)}")
+    if h.device != graph.col.device:
+        raise ValueError(f"h is on {h.device} but the graph is on {graph.col.device}")
+    for name, alpha in (("alpha_src", alpha_src), ("alpha_dst", alpha_dst)):
+        check.tensor(name, alpha, ndim=2)
+        check.same_device_and_dtype([("h", h), (name, alpha)])
+        if tuple(alpha.shape) != tuple(h.shape[:2]):
+            raise ValueError(f"{name} must have shape [num_nodes, heads] = {tuple(h.shape[:2])}, "
+                             f"got {tuple(alpha.shape)}")
+    negative_slope = float(negative_slope)
+    backend = _backend.resolve("gat_aggregate", h.device.type, _CPU_ONLY_DEVICES, triton_devices=_TRITON_DEVICES)
+    if backend == "reference":
+        return reference.gat_aggregate(graph, h, alpha_src, alpha_dst, negative_slope)
+    hin = _kernel_input(backend, h.device, h)
+    a_src, a_dst = alpha_src.to(hin.dtype).contiguous(), alpha_dst.to(hin.dtype).contiguous()
+    out, _ = torch.ops.sslfast.gat_aggregate_fwd(graph.rowptr, graph.col, graph.colptr, graph.row, graph.csc_perm,
+                                                 graph.hub_rows, graph.hub_cols, hin, a_src, a_dst, negative_slope)
+    return out.to(h.dtype)

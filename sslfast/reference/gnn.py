@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["spmm", "gcn_aggregate", "sddmm", "inner_product_edge_loss"]
+__all__ = ["spmm", "gcn_aggregate", "sddmm", "gat_aggregate", "inner_product_edge_loss"]
 
 REDUCES = ("sum", "mean", "max", "min")
 
@@ -85,3 +85,21 @@ def inner_product_edge_loss(z, pos_edge_index, neg_edge_index):
     pos = sddmm(pos_edge_index, z, z).float()
     neg = sddmm(neg_edge_index, z, z).float()
     return -F.logsigmoid(pos).mean() - F.logsigmoid(-neg).mean()
+
+
+def gat_aggregate(graph, h, alpha_src, alpha_dst, negative_slope=0.2):
+    """PyG GATConv's propagate: e = leaky_relu(alpha_src[j] + alpha_dst[i]) per edge and head,
+    softmax over each target's in-edges, out[i] = sum_j a_ji h[j] (E x H x F messages)."""
+    import torch.nn.functional as F
+    from ..graph import Graph
+
+    src, dst = (graph.col, graph.target) if isinstance(graph, Graph) else (graph[0], graph[1])
+    n, heads = h.shape[0], h.shape[1]
+    e = F.leaky_relu(alpha_src[src] + alpha_dst[dst], negative_slope)  # [E, H]
+    index = dst.unsqueeze(1).expand_as(e)
+    row_max = torch.full((n, heads), float("-inf"), dtype=e.dtype, device=e.device).scatter_reduce(
+        0, index, e.detach(), reduce="amax", include_self=True)
+    p = torch.exp(e - row_max[dst])
+    denom = torch.zeros(n, heads, dtype=e.dtype, device=e.device).index_add_(0, dst, p)
+    attention = p / denom[dst]
+    return torch.zeros_like(h).index_add_(0, dst, attention.unsqueeze(-1) * h[src])
