@@ -1,4 +1,4 @@
-"""Benchmark cases of the GNN family: spmm (sum, max) and gcn_aggregate on random and power-law
+"""Benchmark cases of the GNN family: spmm (sum, max), gcn_aggregate and gat_aggregate on random and power-law
 graphs; sslfast vs eager (the index_add / scatter_reduce reference) vs torch.compile, plus
 ``torch.sparse.mm`` on the same CSR as an extra baseline for spmm sum.
 
@@ -12,6 +12,8 @@ training loop does.
 """
 
 from __future__ import annotations
+
+import warnings
 
 import torch
 
@@ -50,8 +52,10 @@ def _graph(n, e, kind, device):
     if key not in _GRAPHS:
         _GRAPHS.clear()  # one graph alive at a time
         graph = Graph.from_edge_index(make_edges(n, e, kind).to(device), n)
-        graph.torch_csr = torch.sparse_csr_tensor(graph.rowptr, graph.col,
-                                                  torch.ones(e, device=device), (n, n))
+        with warnings.catch_warnings():  # "sparse CSR support is in beta"
+            warnings.simplefilter("ignore", UserWarning)
+            graph.torch_csr = torch.sparse_csr_tensor(graph.rowptr, graph.col,
+                                                      torch.ones(e, device=device), (n, n))
         _GRAPHS[key] = graph
     return _GRAPHS[key]
 
@@ -110,11 +114,31 @@ def gcn_case(n, e, f, kind="random", modes=("fwd", "fwd+bwd")) -> Case:
                 backend=_backend_of("gcn_aggregate"), modes=modes, cost=e * f, model_note=MODEL_NOTE)
 
 
+def gat_case(n, e, heads, f, kind="random", modes=("fwd+bwd",)) -> Case:
+    """GAT aggregation with H heads of F features; bytes: the spmm model with F -> H * F."""
+
+    def make_inputs(device, dtype, requires_grad):
+        graph = _graph(n, e, kind, device)
+        g = torch.Generator().manual_seed(SEED + 3)
+        h = torch.randn(n, heads, f, generator=g).to(device, dtype).requires_grad_(requires_grad)
+        a_src = torch.randn(n, heads, generator=g).to(device, dtype).requires_grad_(requires_grad)
+        a_dst = torch.randn(n, heads, generator=g).to(device, dtype).requires_grad_(requires_grad)
+        return Inputs((graph, h, a_src, a_dst), {}, [h, a_src, a_dst] if requires_grad else [])
+
+    per_edge, extra = _byte_models(n, e, heads * f)
+    return Case(FAMILY, "gat_aggregate", f"{kind} N={n} E={e} H={heads} F={f}",
+                {"N": n, "E": e, "H": heads, "F": f, "graph": kind}, make_inputs, sslfast.gat_aggregate,
+                reference.gat_aggregate, bytes=per_edge, extra_bytes=extra,
+                backend=lambda device: _backend.resolve("gat_aggregate", device.type, ops._CPU_ONLY_DEVICES,
+                                                        triton_devices=()),
+                modes=modes, cost=e * heads * f, model_note=MODEL_NOTE)
+
+
 @register_family(FAMILY)
 def cases(ctx: Context) -> list:
     if ctx.sizes == "tiny":
         return [spmm_case(300, 2000, 8), spmm_case(300, 2000, 8, "power_law", "max"),
-                gcn_case(300, 2000, 8)]
+                gcn_case(300, 2000, 8), gat_case(300, 2000, 2, 4)]
     big = dict(n=100_000, e=1_000_000, f=128)
     if ctx.device.type == "cuda":
         huge = dict(n=1_000_000, e=10_000_000, f=128)
@@ -126,4 +150,4 @@ def cases(ctx: Context) -> list:
         return [spmm_case(**big, modes=("fwd",), headline=True), gcn_case(**big, modes=("fwd+bwd",))]
     return [spmm_case(**big, headline=True), spmm_case(**big, kind="power_law", modes=("fwd",)),
             gcn_case(**big, modes=("fwd+bwd",)), gcn_case(**big, kind="power_law", modes=("fwd+bwd",)),
-            spmm_case(**big, reduce="max", modes=("fwd",))]
+            spmm_case(**big, reduce="max", modes=("fwd",)), gat_case(50_000, 500_000, 4, 32)]
