@@ -104,6 +104,11 @@ class Graph:
             return cls.from_edge_index(edge_index, n, adjacency.values())
         rowptr = adjacency.crow_indices().long().contiguous()
         col = adjacency.col_indices().long().contiguous()
+        if col.numel() and (int(col.min()) < 0 or int(col.max()) >= n):
+            raise ValueError(f"adjacency column indices must be in [0, {n}), got min {int(col.min())}, "
+                             f"max {int(col.max())}")
+        if rowptr[0] != 0 or rowptr[-1] != col.numel() or bool((rowptr[1:] < rowptr[:-1]).any()):
+            raise ValueError("adjacency crow_indices must start at 0, be non-decreasing and end at nnz")
         perm = torch.arange(col.numel(), device=col.device)
         return cls(rowptr, col, perm, n, adjacency.values().contiguous())
 

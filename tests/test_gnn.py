@@ -585,3 +585,20 @@ def test_gatconv_matches_pyg_formula(backend, concat):
     expected = torch.einsum("kij,jkc->ikc", att, h)
     expected = expected.reshape(n, 12) if concat else expected.mean(1)
     torch.testing.assert_close(out, expected + conv.bias)
+
+
+@pytest.mark.parametrize("backend", FAST_BACKENDS)
+def test_sanitize_every_kernel_once(backend):
+    """Small calls of every kernel, forward and backward (``make gpu-check`` runs the tests named
+    ``sanitize`` under compute-sanitizer memcheck): odd feature counts, a hub, empty rows."""
+    edge_index, n = hub_edges(n=3000, hub_degree=HUB_DEGREE + 5)
+    g = Graph.from_edge_index(edge_index, n)
+    w = randn(edge_index.shape[1], dtype=torch.float32, seed=180)
+    for f in (1, 7, 64):
+        x = randn(n, f, dtype=torch.float32, seed=181)
+        with sslfast.use_backend(backend):
+            for reduce in REDUCES:
+                sslfast.spmm(g, x, reduce, w).sum().backward()
+            sslfast.gcn_aggregate(g, x).sum().backward()
+            sslfast.sddmm(g, x, x).sum().backward()
+    assert x.grad is not None and w.grad is not None
