@@ -1,4 +1,4 @@
-"""sslfast: fused kernels for self-supervised learning (contrastive losses first).
+"""sslfast: fused kernels for self-supervised learning (contrastive losses, GNN message passing).
 
     import sslfast
     loss = sslfast.nt_xent(z1, z2, temperature=0.5)
@@ -8,8 +8,8 @@
 
 from . import _native
 from ._backend import BACKENDS, get_backend, set_backend, use_backend
-from .ops import (clip_loss, gat_aggregate, gcn_aggregate, info_nce, inner_product_edge_loss, negative_sampling, nt_xent,
-                  sddmm, siglip_loss, spmm)
+from .ops import (clip_loss, edge_softmax, gat_aggregate, gcn_aggregate, info_nce, inner_product_edge_loss,
+                  negative_sampling, nt_xent, sddmm, siglip_loss, spmm)
 from .ops._contrastive_schema import register_fakes_and_autograd as _register_contrastive
 from .ops._gnn_schema import register_fakes_and_autograd as _register_gnn
 
@@ -27,6 +27,7 @@ __version__ = "0.1.0"
 __all__ = [
     "BACKENDS", "get_backend", "set_backend", "use_backend",
     "nt_xent", "info_nce", "clip_loss", "siglip_loss",
-    "Graph", "graph", "spmm", "gcn_aggregate", "sddmm", "gat_aggregate", "inner_product_edge_loss", "negative_sampling",
+    "Graph", "graph", "spmm", "gcn_aggregate", "sddmm", "edge_softmax", "gat_aggregate",
+    "inner_product_edge_loss", "negative_sampling",
     "nn", "reference", "triton",
 ]

@@ -602,3 +602,27 @@ def test_sanitize_every_kernel_once(backend):
             sslfast.gcn_aggregate(g, x).sum().backward()
             sslfast.sddmm(g, x, x).sum().backward()
     assert x.grad is not None and w.grad is not None
+
+
+@pytest.mark.parametrize("heads", [None, 3])
+@pytest.mark.parametrize("graph_name", list(GRAPHS))
+def test_edge_softmax_matches_pyg_formula(heads, graph_name):
+    edge_index, n = GRAPHS[graph_name]()
+    g = Graph.from_edge_index(edge_index, n)
+    e = edge_index.shape[1]
+    scores = randn(*((e,) if heads is None else (e, heads)), seed=190)
+    got = sslfast.edge_softmax(g, scores)
+    dst = edge_index[1]
+    expected = torch.empty_like(scores)
+    for i in range(n):  # PyG softmax written per target
+        sel = dst == i
+        if sel.any():
+            expected[sel] = torch.softmax(scores[sel], dim=0)
+    torch.testing.assert_close(got, expected)
+    torch.testing.assert_close(got, reference.edge_softmax(edge_index, scores))
+    if e:
+        upstream = torch.randn(scores.shape, generator=gen(191), dtype=torch.float64).to(DEVICE)
+        torch.testing.assert_close(torch.autograd.grad(got, scores, upstream)[0],
+                                   torch.autograd.grad(expected, scores, upstream)[0])
+    with pytest.raises(ValueError, match="scores"):
+        sslfast.edge_softmax(g, randn(e + 1, seed=192))

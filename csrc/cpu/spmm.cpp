@@ -106,6 +106,14 @@ void for_rows(const int64_t* ptr, int64_t rows, int64_t features, const at::Tens
 constexpr int64_t kTile = 64;
 constexpr int64_t kPrefetch = 8;
 
+// Every cache line of the feature tile of row j (a single prefetch covers only one line).
+template <typename T>
+inline void prefetch_row(const T* x, int64_t j, int64_t x_rows, int64_t features, int64_t f0, int64_t width) {
+  if (j < 0 || j >= x_rows) return;
+  const char* p = reinterpret_cast<const char*>(x + j * features + f0);
+  for (int64_t b = 0; b < width * int64_t(sizeof(T)); b += 64) __builtin_prefetch(p + b);
+}
+
 template <typename T, int64_t Width>
 inline void axpy_tile(T* __restrict acc, T w, const T* __restrict xj, int64_t width) {
   if constexpr (Width > 0) {
@@ -124,10 +132,7 @@ inline void row_sum_tile(const int64_t* __restrict ptr, const int64_t* __restric
   for (int64_t f = 0; f < kTile; ++f) acc[f] = T(0);
   const int64_t begin = ptr[r], end = ptr[r + 1];
   for (int64_t k = begin; k < end; ++k) {
-    if (k + kPrefetch < end) {
-      const int64_t ahead = idx[k + kPrefetch];
-      if (ahead >= 0 && ahead < x_rows) __builtin_prefetch(x + ahead * features + f0);
-    }
+    if (k + kPrefetch < end) prefetch_row(x, idx[k + kPrefetch], x_rows, features, f0, width);
     const int64_t j = idx[k];
     if (j < 0 || j >= x_rows) continue;  // validated in Python; never read out of bounds
     T w = T(1);
@@ -176,10 +181,7 @@ void extreme_rows(const int64_t* ptr, const int64_t* idx, const T* weight, const
       }
       const int64_t begin = ptr[r], end = ptr[r + 1];
       for (int64_t k = begin; k < end; ++k) {
-        if (k + kPrefetch < end) {
-          const int64_t ahead = idx[k + kPrefetch];
-          if (ahead >= 0 && ahead < x_rows) __builtin_prefetch(x + ahead * features + t);
-        }
+        if (k + kPrefetch < end) prefetch_row(x, idx[k + kPrefetch], x_rows, features, t, width);
         const int64_t j = idx[k];
         if (j < 0 || j >= x_rows) continue;
         const T w = weight ? weight[k] : T(1);

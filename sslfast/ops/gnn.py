@@ -17,7 +17,7 @@ from ..graph import Graph
 from ..reference import gnn as reference
 from . import _validate as check
 
-__all__ = ["spmm", "gcn_aggregate", "sddmm", "gat_aggregate", "inner_product_edge_loss", "negative_sampling"]
+__all__ = ["spmm", "gcn_aggregate", "sddmm", "edge_softmax", "gat_aggregate", "inner_product_edge_loss", "negative_sampling"]
 
 REDUCES = ("sum", "mean", "max", "min")
 
@@ -196,3 +196,28 @@ def gat_aggregate(graph, h, alpha_src, alpha_dst, negative_slope=0.2):
     out, _ = torch.ops.sslfast.gat_aggregate_fwd(graph.rowptr, graph.col, graph.colptr, graph.row, graph.csc_perm,
                                                  graph.hub_rows, graph.hub_cols, hin, a_src, a_dst, negative_slope)
     return out.to(h.dtype)
+
+
+def edge_softmax(graph, scores):
+    """Softmax of per-edge ``scores`` [E] or [E, H] over each target's in-edges (PyG
+    ``softmax(src, index=edge_index[1])``), in the edge order of the graph's input.
+
+    A composite of ``torch.segment_reduce`` over the Graph's CSR segments (one max, one sum;
+    deterministic, autograd and compile through PyTorch), not a custom kernel: its output is
+    already E x H, so fusing buys less here than in ``gat_aggregate``, which never builds it."""
+    graph = as_graph(graph)
+    check.tensor("scores", scores)
+    if scores.dim() not in (1, 2) or scores.shape[0] != graph.num_edges:
+        raise ValueError(f"scores must have shape [E] or [E, H] with E = {graph.num_edges}, "
+                         f"got {tuple(scores.shape)}")
+    if scores.device != graph.col.device:
+        raise ValueError(f"scores is on {scores.device} but the graph is on {graph.col.device}")
+    if graph.num_edges == 0:
+        return scores.clone()
+    csr = scores[graph.perm]
+    lengths = graph.in_degree
+    row_max = torch.segment_reduce(csr.detach(), "max", lengths=lengths, unsafe=True)
+    shifted = torch.exp(csr - torch.repeat_interleave(row_max, lengths, dim=0, output_size=graph.num_edges))
+    denom = torch.segment_reduce(shifted, "sum", lengths=lengths, unsafe=True)
+    out = shifted / torch.repeat_interleave(denom, lengths, dim=0, output_size=graph.num_edges)
+    return out[graph.inv_perm]

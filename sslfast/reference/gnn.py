@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["spmm", "gcn_aggregate", "sddmm", "gat_aggregate", "inner_product_edge_loss"]
+__all__ = ["spmm", "gcn_aggregate", "sddmm", "edge_softmax", "gat_aggregate", "inner_product_edge_loss"]
 
 REDUCES = ("sum", "mean", "max", "min")
 
@@ -103,3 +103,18 @@ def gat_aggregate(graph, h, alpha_src, alpha_dst, negative_slope=0.2):
     denom = torch.zeros(n, heads, dtype=e.dtype, device=e.device).index_add_(0, dst, p)
     attention = p / denom[dst]
     return torch.zeros_like(h).index_add_(0, dst, attention.unsqueeze(-1) * h[src])
+
+
+def edge_softmax(graph, scores):
+    """PyG ``softmax(scores, index=target)``: per target, exp(s - max) / sum exp(s - max)."""
+    from ..graph import Graph
+
+    dst = graph.target[graph.inv_perm] if isinstance(graph, Graph) else graph[1]
+    n = graph.num_nodes if isinstance(graph, Graph) else int(dst.max()) + 1 if dst.numel() else 0
+    shape = (n,) + tuple(scores.shape[1:])
+    index = dst.view(-1, *([1] * (scores.dim() - 1))).expand_as(scores)
+    row_max = torch.full(shape, float("-inf"), dtype=scores.dtype, device=scores.device).scatter_reduce(
+        0, index, scores.detach(), reduce="amax", include_self=True)
+    p = torch.exp(scores - row_max[dst])
+    denom = torch.zeros(shape, dtype=scores.dtype, device=scores.device).index_add_(0, dst, p)
+    return p / denom[dst]
