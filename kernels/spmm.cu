@@ -1,5 +1,6 @@
-// CUDA GNN kernels: SpMM sum / mean (and GCN aggregation, and every x-gradient over the
-// transpose) as one weighted row-sum kernel, max / min with argmax, and the edge-weight gradient.
+// CUDA GNN kernels: SpMM sum / mean (and GCN aggregation, SDDMM's backward, and every x-gradient
+// over the transpose) as one weighted row-sum kernel, max / min with argmax, the edge-weight
+// gradient (also SDDMM's forward), and the fused GAT aggregation (online softmax) + its backward.
 // Math: sslfast/reference/gnn.py; contract: kernels/spmm.h. Plain CUDA, no torch headers.
 //
 // Layout: one warp per destination row, lanes across features with 16-byte vector loads when
@@ -246,6 +247,145 @@ __global__ void __launch_bounds__(kThreads) weight_grad_kernel(const int64_t* pt
   }
 }
 
+// ---------------------------------------------------------------- fused GAT
+
+template <typename A>
+__device__ __forceinline__ A leaky(A v, A slope) { return v > A(0) ? v : slope * v; }
+
+template <typename A>
+__device__ __forceinline__ A warp_sum(A v) {
+#pragma unroll
+  for (int offset = kWarp / 2; offset > 0; offset /= 2) v += __shfl_xor_sync(kFullMask, v, offset);
+  return v;
+}
+
+__device__ __forceinline__ float exp_acc(float v) { return __expf(v); }
+__device__ __forceinline__ double exp_acc(double v) { return exp(v); }
+__device__ __forceinline__ float log_acc(float v) { return __logf(v); }
+__device__ __forceinline__ double log_acc(double v) { return log(v); }
+
+// One warp per target row; per head, lanes over 32-feature chunks; every lane computes the same
+// edge score, so the online-softmax state is warp-uniform.
+template <typename T>
+__global__ void __launch_bounds__(kThreads) gat_forward_kernel(const int64_t* ptr, const int64_t* idx, const T* x,
+                                                               const T* a_src, const T* a_dst, double slope_f, T* out,
+                                                               typename AccOf<T>::type* lse, int64_t n, int64_t heads, int64_t features) {
+  using A = typename AccOf<T>::type;
+  const int64_t i = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / kWarp;
+  const int lane = threadIdx.x % kWarp;
+  if (i >= n) return;
+  const A slope = A(slope_f);
+  const int64_t begin = ptr[i], end = ptr[i + 1], width = heads * features;
+  for (int64_t h = 0; h < heads; ++h) {
+    const A dst_score = to_acc(a_dst[i * heads + h]);
+    for (int64_t f0 = 0; f0 < features; f0 += kWarp) {
+      const int64_t f = f0 + lane;
+      A run_max = A(0), run_sum = A(0), acc = A(0);
+      bool any = false;
+      for (int64_t k = begin; k < end; ++k) {
+        const int64_t j = idx[k];
+        if (j < 0 || j >= n) continue;
+        const A e = leaky(to_acc(a_src[j * heads + h]) + dst_score, slope);
+        if (!any || e > run_max) {
+          const A scale = any ? exp_acc(run_max - e) : A(0);
+          run_sum *= scale;
+          acc *= scale;
+          run_max = e;
+          any = true;
+        }
+        const A p = exp_acc(e - run_max);
+        run_sum += p;
+        if (f < features) acc += p * to_acc(x[j * width + h * features + f]);
+      }
+      if (f < features) out[i * width + h * features + f] = from_acc<T>(run_sum > A(0) ? acc / run_sum : A(0));
+      if (f0 == 0 && lane == 0) lse[i * heads + h] = run_sum > A(0) ? run_max + log_acc(run_sum) : A(0);
+    }
+  }
+}
+
+// Edge (j -> i), head h: p = exp(leaky(raw) - lse_i) and the warp-reduced dp = <grad_i, x_j>.
+template <typename T>
+struct GatEdge {
+  using A = typename AccOf<T>::type;
+  const T *grad, *x, *a_src, *a_dst;
+  const A *lse, *delta;
+  A slope;
+  int64_t heads, features;
+
+  // (p, ds) for the edge; all lanes of the warp must call it together.
+  __device__ __forceinline__ void terms(int64_t i, int64_t j, int64_t h, int lane, A& p, A& ds) const {
+    const int64_t width = heads * features;
+    const A raw = to_acc(a_src[j * heads + h]) + to_acc(a_dst[i * heads + h]);
+    p = exp_acc(leaky(raw, slope) - lse[i * heads + h]);
+    A dp = A(0);
+    for (int64_t f = lane; f < features; f += kWarp)
+      dp += to_acc(grad[i * width + h * features + f]) * to_acc(x[j * width + h * features + f]);
+    dp = warp_sum(dp);
+    ds = p * (dp - delta[i * heads + h]) * (raw > A(0) ? A(1) : slope);
+  }
+};
+
+template <typename T>
+__global__ void __launch_bounds__(kThreads) gat_delta_kernel(const T* grad, const T* out,
+                                                             typename AccOf<T>::type* delta, int64_t n,
+                                                             int64_t heads, int64_t features) {
+  using A = typename AccOf<T>::type;
+  const int64_t pair = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / kWarp;  // (i, h)
+  const int lane = threadIdx.x % kWarp;
+  if (pair >= n * heads) return;
+  A acc = A(0);
+  for (int64_t f = lane; f < features; f += kWarp)
+    acc += to_acc(grad[pair * features + f]) * to_acc(out[pair * features + f]);
+  acc = warp_sum(acc);
+  if (lane == 0) delta[pair] = acc;
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kThreads) gat_grad_dst_kernel(const int64_t* ptr, const int64_t* idx, GatEdge<T> e,
+                                                                T* grad_dst, int64_t n) {
+  using A = typename AccOf<T>::type;
+  const int64_t i = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / kWarp;
+  const int lane = threadIdx.x % kWarp;
+  if (i >= n) return;
+  for (int64_t h = 0; h < e.heads; ++h) {
+    A acc = A(0);
+    for (int64_t k = ptr[i]; k < ptr[i + 1]; ++k) {
+      const int64_t j = idx[k];
+      if (j < 0 || j >= n) continue;  // warp-uniform
+      A p, ds;
+      e.terms(i, j, h, lane, p, ds);
+      acc += ds;
+    }
+    if (lane == 0) grad_dst[i * e.heads + h] = from_acc<T>(acc);
+  }
+}
+
+template <typename T>
+__global__ void __launch_bounds__(kThreads) gat_grad_src_kernel(const int64_t* colptr, const int64_t* row,
+                                                                GatEdge<T> e, T* grad_x, T* grad_src, int64_t n) {
+  using A = typename AccOf<T>::type;
+  const int64_t j = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / kWarp;
+  const int lane = threadIdx.x % kWarp;
+  if (j >= n) return;
+  const int64_t width = e.heads * e.features;
+  for (int64_t h = 0; h < e.heads; ++h) {
+    for (int64_t f0 = 0; f0 < e.features; f0 += kWarp) {
+      const int64_t f = f0 + lane;
+      A acc_x = A(0), acc_s = A(0);
+      for (int64_t q = colptr[j]; q < colptr[j + 1]; ++q) {
+        const int64_t i = row[q];
+        if (i < 0 || i >= n) continue;  // warp-uniform
+        A p, ds;
+        e.terms(i, j, h, lane, p, ds);
+        acc_s += ds;
+        if (f < e.features) acc_x += p * to_acc(e.grad[i * width + h * e.features + f]);
+      }
+      if (f < e.features) grad_x[j * width + h * e.features + f] = from_acc<T>(acc_x);
+      if (f0 == 0 && lane == 0) grad_src[j * e.heads + h] = from_acc<T>(acc_s);
+    }
+  }
+}
+
 int64_t warp_blocks(int64_t rows) { return (rows * kWarp + kThreads - 1) / kThreads; }
 
 bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
@@ -330,6 +470,42 @@ cudaError_t launch_weight_grad(DType dtype, const int64_t* ptr, const int64_t* i
     weight_grad_kernel<T><<<dim3(unsigned(warp_blocks(rows))), kThreads, 0, stream>>>(
         ptr, idx, row_mean, arg, static_cast<const T*>(grad), static_cast<const T*>(x), static_cast<T*>(grad_w),
         rows, x_rows, features);
+    return cudaGetLastError();
+  });
+}
+
+cudaError_t launch_gat_forward(DType dtype, const int64_t* ptr, const int64_t* idx, const void* x,
+                               const void* alpha_src, const void* alpha_dst, double negative_slope, void* out,
+                               void* lse, int64_t n, int64_t heads, int64_t features, cudaStream_t stream) {
+  if (n == 0 || heads == 0) return cudaSuccess;
+  return dispatch(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    gat_forward_kernel<T><<<dim3(unsigned(warp_blocks(n))), kThreads, 0, stream>>>(
+        ptr, idx, static_cast<const T*>(x), static_cast<const T*>(alpha_src), static_cast<const T*>(alpha_dst),
+        negative_slope, static_cast<T*>(out), static_cast<typename AccOf<T>::type*>(lse), n, heads,
+        features);
+    return cudaGetLastError();
+  });
+}
+
+cudaError_t launch_gat_backward(DType dtype, const int64_t* ptr, const int64_t* idx, const int64_t* colptr,
+                                const int64_t* row, const void* grad, const void* x, const void* alpha_src,
+                                const void* alpha_dst, const void* out, const void* lse, double negative_slope,
+                                void* delta, void* grad_x, void* grad_alpha_src, void* grad_alpha_dst, int64_t n,
+                                int64_t heads, int64_t features, cudaStream_t stream) {
+  if (n == 0 || heads == 0) return cudaSuccess;
+  return dispatch(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    using A = typename AccOf<T>::type;
+    A* d = static_cast<A*>(delta);
+    gat_delta_kernel<T><<<dim3(unsigned(warp_blocks(n * heads))), kThreads, 0, stream>>>(
+        static_cast<const T*>(grad), static_cast<const T*>(out), d, n, heads, features);
+    GatEdge<T> e{static_cast<const T*>(grad), static_cast<const T*>(x), static_cast<const T*>(alpha_src),
+                 static_cast<const T*>(alpha_dst), static_cast<const A*>(lse), d, A(negative_slope), heads, features};
+    const dim3 grid(unsigned(warp_blocks(n)));
+    gat_grad_dst_kernel<T><<<grid, kThreads, 0, stream>>>(ptr, idx, e, static_cast<T*>(grad_alpha_dst), n);
+    gat_grad_src_kernel<T><<<grid, kThreads, 0, stream>>>(colptr, row, e, static_cast<T*>(grad_x),
+                                                          static_cast<T*>(grad_alpha_src), n);
     return cudaGetLastError();
   });
 }

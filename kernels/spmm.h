@@ -61,4 +61,21 @@ cudaError_t launch_weight_grad(DType dtype, const int64_t* ptr, const int64_t* i
                                const int64_t* arg, const void* grad, const void* x, void* grad_w, int64_t rows,
                                int64_t x_rows, int64_t features, cudaStream_t stream);
 
+// Fused GAT aggregation, x [N, H, F] row-major, alpha_src / alpha_dst [N, H] in x's dtype,
+// lse [N, H] in the accumulation type (float32; float64 for float64): for target i and head h,
+// out[i, h] = sum_k softmax_k(leaky(alpha_src[j_k, h] + alpha_dst[i, h])) x[j_k, h] (online
+// softmax, one warp per row); lse[i, h] = the row's log-sum-exp (0 without in-edges).
+cudaError_t launch_gat_forward(DType dtype, const int64_t* ptr, const int64_t* idx, const void* x,
+                               const void* alpha_src, const void* alpha_dst, double negative_slope, void* out,
+                               void* lse, int64_t n, int64_t heads, int64_t features, cudaStream_t stream);
+
+// Its backward, by recompute: delta (scratch, [N, H] in the accumulation type: float32, float64
+// for float64) = <grad_i, out_i>; a CSR pass writes grad_alpha_dst, a CSC pass (edge_of = CSC ->
+// CSR map, unused beyond bounds) writes grad_x and grad_alpha_src. No atomics.
+cudaError_t launch_gat_backward(DType dtype, const int64_t* ptr, const int64_t* idx, const int64_t* colptr,
+                                const int64_t* row, const void* grad, const void* x, const void* alpha_src,
+                                const void* alpha_dst, const void* out, const void* lse, double negative_slope,
+                                void* delta, void* grad_x, void* grad_alpha_src, void* grad_alpha_dst, int64_t n,
+                                int64_t heads, int64_t features, cudaStream_t stream);
+
 }  // namespace sslfast::cuda

@@ -1,5 +1,6 @@
-// GNN message passing on CPU: SpMM (sum / mean / max / min, optional edge weights) and the
-// GCN aggregation with fused symmetric normalization (math: sslfast/reference/gnn.py).
+// GNN message passing on CPU: SpMM (sum / mean / max / min, optional edge weights), the GCN
+// aggregation with fused symmetric normalization, SDDMM and the fused GAT aggregation (math:
+// sslfast/reference/gnn.py).
 //
 // Everything runs on destination-sorted CSR (rowptr, col) built once by sslfast.graph.Graph;
 // backward w.r.t. x runs the same row kernels over the cached transpose (colptr, row, csc_perm),

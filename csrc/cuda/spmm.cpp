@@ -226,9 +226,65 @@ std::tuple<at::Tensor, at::Tensor> sddmm_bwd(const at::Tensor& grad_out, const a
   return {grad_a, grad_b};
 }
 
+void check_gat(const at::Tensor& x, const at::Tensor& alpha_src, const at::Tensor& alpha_dst) {
+  TORCH_CHECK(x.is_cuda() && x.dim() == 3 && x.is_contiguous(), "x must be a contiguous [N, H, F] CUDA tensor");
+  dtype_of(x);
+  for (const at::Tensor* a : {&alpha_src, &alpha_dst})
+    TORCH_CHECK(a->device() == x.device() && a->is_contiguous() && a->scalar_type() == x.scalar_type() &&
+                    a->sizes() == at::IntArrayRef({x.size(0), x.size(1)}),
+                "alpha_src / alpha_dst must be contiguous [num_nodes, heads] tensors with the dtype of x");
+}
+
+std::tuple<at::Tensor, at::Tensor> gat_aggregate_fwd(const at::Tensor& rowptr, const at::Tensor& col,
+                                                     const at::Tensor& colptr, const at::Tensor& row,
+                                                     const at::Tensor& csc_perm, const at::Tensor& hub_rows,
+                                                     const at::Tensor& hub_cols, const at::Tensor& x,
+                                                     const at::Tensor& alpha_src, const at::Tensor& alpha_dst,
+                                                     double negative_slope) {
+  check_gat(x, alpha_src, alpha_dst);
+  check_graph(rowptr, col, hub_rows, x, "rowptr/col");
+  const c10::cuda::CUDAGuard guard(x.device());
+  at::Tensor out = at::empty_like(x);
+  at::Tensor lse = at::empty({x.size(0), x.size(1)}, x.options().dtype(acc_type(x)));
+  check_launch(sslfast::cuda::launch_gat_forward(dtype_of(x), rowptr.data_ptr<int64_t>(), col.data_ptr<int64_t>(),
+                                                 x.data_ptr(), alpha_src.data_ptr(), alpha_dst.data_ptr(),
+                                                 negative_slope, out.data_ptr(), lse.data_ptr(), x.size(0),
+                                                 x.size(1), x.size(2), at::cuda::getCurrentCUDAStream()));
+  return {out, lse};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> gat_aggregate_bwd(
+    const at::Tensor& grad_out, const at::Tensor& rowptr, const at::Tensor& col, const at::Tensor& colptr,
+    const at::Tensor& row, const at::Tensor& csc_perm, const at::Tensor& hub_rows, const at::Tensor& hub_cols,
+    const at::Tensor& x, const at::Tensor& alpha_src, const at::Tensor& alpha_dst, const at::Tensor& out,
+    const at::Tensor& lse, double negative_slope) {
+  check_gat(x, alpha_src, alpha_dst);
+  check_graph(rowptr, col, hub_rows, x, "rowptr/col");
+  check_graph(colptr, row, hub_cols, x, "colptr/row");
+  const at::Tensor grad = grad_out.contiguous();
+  TORCH_CHECK(grad.sizes() == x.sizes() && out.sizes() == x.sizes() && grad.scalar_type() == x.scalar_type() &&
+                  out.scalar_type() == x.scalar_type() && out.is_contiguous() && grad.device() == x.device() &&
+                  out.device() == x.device(),
+              "grad_out and out must match x");
+  TORCH_CHECK(lse.device() == x.device() && lse.is_contiguous() && lse.scalar_type() == acc_type(x) &&
+                  lse.sizes() == alpha_src.sizes(),
+              "lse must be the [num_nodes, heads] accumulation-type tensor from gat_aggregate_fwd");
+  const c10::cuda::CUDAGuard guard(x.device());
+  at::Tensor grad_x = at::empty_like(x), grad_src = at::empty_like(alpha_src), grad_dst = at::empty_like(alpha_dst);
+  at::Tensor delta = at::empty(alpha_src.sizes(), x.options().dtype(acc_type(x)));
+  check_launch(sslfast::cuda::launch_gat_backward(
+      dtype_of(x), rowptr.data_ptr<int64_t>(), col.data_ptr<int64_t>(), colptr.data_ptr<int64_t>(),
+      row.data_ptr<int64_t>(), grad.data_ptr(), x.data_ptr(), alpha_src.data_ptr(), alpha_dst.data_ptr(),
+      out.data_ptr(), lse.data_ptr(), negative_slope, delta.data_ptr(), grad_x.data_ptr(), grad_src.data_ptr(),
+      grad_dst.data_ptr(), x.size(0), x.size(1), x.size(2), at::cuda::getCurrentCUDAStream()));
+  return {grad_x, grad_src, grad_dst};
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(sslfast, CUDA, m) {
+  m.impl("gat_aggregate_fwd", &gat_aggregate_fwd);
+  m.impl("gat_aggregate_bwd", &gat_aggregate_bwd);
   m.impl("sddmm_fwd", &sddmm_fwd);
   m.impl("sddmm_bwd", &sddmm_bwd);
   m.impl("spmm_fwd", &spmm_fwd);

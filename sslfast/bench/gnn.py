@@ -18,7 +18,6 @@ import warnings
 import torch
 
 import sslfast
-from sslfast import _backend
 from sslfast.graph import Graph
 from sslfast.ops import gnn as ops
 from sslfast.reference import gnn as reference
@@ -129,8 +128,7 @@ def gat_case(n, e, heads, f, kind="random", modes=("fwd+bwd",)) -> Case:
     return Case(FAMILY, "gat_aggregate", f"{kind} N={n} E={e} H={heads} F={f}",
                 {"N": n, "E": e, "H": heads, "F": f, "graph": kind}, make_inputs, sslfast.gat_aggregate,
                 reference.gat_aggregate, bytes=per_edge, extra_bytes=extra,
-                backend=lambda device: _backend.resolve("gat_aggregate", device.type, ops._CPU_ONLY_DEVICES,
-                                                        triton_devices=()),
+                backend=_backend_of("gat_aggregate"),
                 modes=modes, cost=e * heads * f, model_note=MODEL_NOTE)
 
 

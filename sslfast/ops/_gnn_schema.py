@@ -1,5 +1,7 @@
 """Schemas, fake kernels and autograd formulas of the GNN core ops (``sslfast::spmm_*``,
-``sslfast::gcn_aggregate_*``); the strings are identical to csrc/sslfast.cpp.
+``gcn_aggregate_*``, ``sddmm_*``, ``gat_aggregate_*``); the strings are identical to
+csrc/sslfast.cpp. ``gat_aggregate_fwd`` also returns the per-(row, head) log-sum-exp in the
+accumulation dtype (float64 for float64, float32 otherwise), the backward's only saved state.
 
 Core-op contract: the graph arrives as tensors (destination-sorted CSR ``rowptr``/``col``, its
 transpose ``colptr``/``row`` with ``csc_perm`` = CSR position of each CSC entry, and the hub lists
@@ -62,7 +64,8 @@ def _fakes():
         "sddmm_bwd": lambda g, rowptr, col, colptr, row, csc_perm, hr, hc, a, b: (
             torch.empty_like(a), torch.empty_like(b)),
         "gat_aggregate_fwd": lambda rowptr, col, colptr, row, csc_perm, hr, hc, x, a_src, a_dst, slope: (
-            torch.empty_like(x), a_src.new_empty(a_src.shape)),
+            torch.empty_like(x),
+            a_src.new_empty(a_src.shape, dtype=torch.float64 if x.dtype == torch.float64 else torch.float32)),
         "gat_aggregate_bwd": lambda g, rowptr, col, colptr, row, csc_perm, hr, hc, x, a_src, a_dst, out, lse,
         slope: (torch.empty_like(x), torch.empty_like(a_src), torch.empty_like(a_dst)),
     }

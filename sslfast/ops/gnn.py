@@ -25,8 +25,6 @@ REDUCES = ("sum", "mean", "max", "min")
 # Triton version, so ``auto`` runs native on both device types (DESIGN.md: GNN GPU = CUDA C++).
 _NATIVE_DEVICES = _native.devices(has_cuda_kernel=True)
 _TRITON_DEVICES = ()
-# Ops with a CPU kernel only so far (on CUDA they run the reference).
-_CPU_ONLY_DEVICES = _native.devices(has_cuda_kernel=False)
 
 
 def _resolve(op_name, device):
@@ -188,7 +186,7 @@ def gat_aggregate(graph, h, alpha_src, alpha_dst, negative_slope=0.2):
             raise ValueError(f"{name} must have shape [num_nodes, heads] = {tuple(h.shape[:2])}, "
                              f"got {tuple(alpha.shape)}")
     negative_slope = float(negative_slope)
-    backend = _backend.resolve("gat_aggregate", h.device.type, _CPU_ONLY_DEVICES, triton_devices=_TRITON_DEVICES)
+    backend = _resolve("gat_aggregate", h.device)
     if backend == "reference":
         return reference.gat_aggregate(graph, h, alpha_src, alpha_dst, negative_slope)
     hin = _kernel_input(backend, h.device, h)
