@@ -60,4 +60,27 @@ TORCH_LIBRARY(sslfast, m) {
         "bool l1) -> Tensor");
   m.def("masked_patch_loss_bwd(Tensor grad_loss, Tensor pred, Tensor imgs, Tensor mask, int patch_size, "
         "bool norm_pix, bool l1) -> Tensor");
+
+  // GNN family (csrc/cpu/spmm.cpp; CUDA: csrc/cuda/spmm.cpp -> kernels/spmm.cu). The graph is a
+  // destination-sorted CSR plus its cached transpose (sslfast/graph.py); forward ops take the
+  // transpose too so that autograd can hand it to the backward op.
+  m.def("spmm_fwd(Tensor rowptr, Tensor col, Tensor colptr, Tensor row, Tensor csc_perm, "
+        "Tensor hub_rows, Tensor hub_cols, Tensor? weight, Tensor x, str reduce) -> (Tensor, Tensor)");
+  m.def("spmm_bwd(Tensor grad_out, Tensor rowptr, Tensor col, Tensor colptr, Tensor row, "
+        "Tensor csc_perm, Tensor hub_rows, Tensor hub_cols, Tensor? weight, Tensor x, Tensor arg, "
+        "str reduce, bool weight_requires_grad) -> (Tensor, Tensor)");
+  m.def("gcn_aggregate_fwd(Tensor rowptr, Tensor col, Tensor colptr, Tensor row, Tensor hub_rows, "
+        "Tensor hub_cols, Tensor deg_inv_sqrt, Tensor x, bool add_self_loops) -> Tensor");
+  m.def("gcn_aggregate_bwd(Tensor grad_out, Tensor colptr, Tensor row, Tensor hub_cols, "
+        "Tensor deg_inv_sqrt, bool add_self_loops) -> Tensor");
+  m.def("sddmm_fwd(Tensor rowptr, Tensor col, Tensor colptr, Tensor row, Tensor csc_perm, "
+        "Tensor hub_rows, Tensor hub_cols, Tensor a, Tensor b) -> Tensor");
+  m.def("sddmm_bwd(Tensor grad_out, Tensor rowptr, Tensor col, Tensor colptr, Tensor row, "
+        "Tensor csc_perm, Tensor hub_rows, Tensor hub_cols, Tensor a, Tensor b) -> (Tensor, Tensor)");
+  m.def("gat_aggregate_fwd(Tensor rowptr, Tensor col, Tensor colptr, Tensor row, Tensor csc_perm, "
+        "Tensor hub_rows, Tensor hub_cols, Tensor x, Tensor alpha_src, Tensor alpha_dst, "
+        "float negative_slope) -> (Tensor, Tensor)");
+  m.def("gat_aggregate_bwd(Tensor grad_out, Tensor rowptr, Tensor col, Tensor colptr, Tensor row, "
+        "Tensor csc_perm, Tensor hub_rows, Tensor hub_cols, Tensor x, Tensor alpha_src, "
+        "Tensor alpha_dst, Tensor out, Tensor lse, float negative_slope) -> (Tensor, Tensor, Tensor)");
 }

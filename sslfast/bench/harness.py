@@ -87,6 +87,11 @@ class Case:
     cost: float = 1.0
     backward: Callable[[Any], None] | None = None  # default: scalar.backward() / out.backward(ones)
     model_note: str = ""  # one line saying what flops / bytes count, for the Markdown report
+    # Further named byte models (JSON: bytes_<name>, gbps_<name>), and further named baselines
+    # timed side by side like eager (e.g. torch.sparse.mm for spmm): JSON impls[<name>] and
+    # speedup_vs[<name>]; the table's last column shows their ratios.
+    extra_bytes: dict = dataclasses.field(default_factory=dict)
+    baselines: dict = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -287,7 +292,7 @@ def run_mode(case: Case, mode: str, device, dtype, plan: Plan, compiled) -> dict
     backward = mode == "fwd+bwd"
     inputs = case.make_inputs(device, dtype, backward)
     fns = {"sslfast": case.sslfast_fn, "eager": case.reference_fn}
-    results = {name: {"error": None} for name in IMPLS}
+    results = {name: {"error": None} for name in IMPLS + tuple(case.baselines)}
     if plan.compile:
         if isinstance(compiled, BaseException):
             results["compile"]["error"] = _error_text(compiled)
@@ -295,6 +300,7 @@ def run_mode(case: Case, mode: str, device, dtype, plan: Plan, compiled) -> dict
             fns["compile"] = compiled
     else:
         results["compile"]["error"] = "skipped (--no-compile)"
+    fns.update(case.baselines)
 
     def runner(fn):
         def run():
@@ -382,6 +388,10 @@ def run_mode(case: Case, mode: str, device, dtype, plan: Plan, compiled) -> dict
                     res[f"tflops_{key}"] = extra / (med * 1e-3) / 1e12
         if nbytes:
             res["gbps"] = nbytes / (med * 1e-3) / 1e9
+        for key, model in case.extra_bytes.items():
+            extra = model(mode)
+            if extra:
+                res[f"gbps_{key}"] = extra / (med * 1e-3) / 1e9
 
     def ratio(base):
         a, b = results[base].get("median_ms"), results["sslfast"].get("median_ms")
@@ -412,8 +422,12 @@ def run_mode(case: Case, mode: str, device, dtype, plan: Plan, compiled) -> dict
         "speedup_vs_eager": ratio("eager"),
         "speedup_vs_compile": ratio("compile"),
     }
+    if case.baselines:
+        record["speedup_vs"] = {name: ratio(name) for name in case.baselines}
     for key, model in case.extra_flops.items():
         record[f"flops_{key}"] = model(mode)
+    for key, model in case.extra_bytes.items():
+        record[f"bytes_{key}"] = model(mode)
     del inputs
     return record
 
@@ -527,7 +541,8 @@ def _fmt_mib(res) -> str:
 
 def table_rows(records) -> tuple[list, list]:
     header = ["op", "size", "mode", "backend", "sslfast ms [p20-p80]", "eager ms", "compile ms",
-              "vs eager", "vs compile", "peak MiB sslfast/eager/compile", "sslfast TFLOP/s"]
+              "vs eager", "vs compile", "peak MiB sslfast/eager/compile", "sslfast TFLOP/s",
+              "vs other"]
     rows = []
     for r in records:
         im = r["impls"]
@@ -544,6 +559,7 @@ def table_rows(records) -> tuple[list, list]:
             _fmt_ms_range(im["sslfast"]), _fmt_ms(im["eager"]), _fmt_ms(im["compile"]),
             _fmt_x(r["speedup_vs_eager"]), _fmt_x(r["speedup_vs_compile"]),
             "/".join(_fmt_mib(im[n]) for n in IMPLS), perf_s,
+            " ".join(f"{name} {_fmt_x(x)}" for name, x in (r.get("speedup_vs") or {}).items()) or "-",
         ])
     return header, rows
 
@@ -594,7 +610,7 @@ def format_markdown(records, env: dict) -> str:
 def _errors(records) -> list:
     out = []
     for r in records:
-        for name in IMPLS:
+        for name in r["impls"]:
             err = r["impls"][name].get("error")
             if err and not err.startswith("skipped"):
                 out.append(f"{r['op']} {r['case']} {r['mode']} [{name}]: {err}")

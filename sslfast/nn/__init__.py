@@ -1,6 +1,8 @@
 """nn.Module wrappers around the fused ops."""
 
 from .contrastive import ClipLoss, InfoNCELoss, NTXentLoss, SigLipLoss
+from .gnn import GATConv, GCNConv, GINConv, SAGEConv
 from .masking import RandomMasking
 
-__all__ = ["NTXentLoss", "InfoNCELoss", "ClipLoss", "SigLipLoss", "RandomMasking"]
+__all__ = ["NTXentLoss", "InfoNCELoss", "ClipLoss", "SigLipLoss", "RandomMasking",
+           "GCNConv", "SAGEConv", "GATConv", "GINConv"]

@@ -1,0 +1,47 @@
+"""pytest-benchmark suite of the GNN family: sslfast vs eager, forward+backward.
+
+    pytest benchmarks/bench_gnn.py --benchmark-only
+
+Small sizes (seconds on 2 CPU cores); ``python -m sslfast.bench --only gnn`` is the full
+comparison (torch.compile, torch.sparse.mm, memory, N = 100k / E = 1M). Inputs come from the
+same case builders.
+"""
+
+import pytest
+
+pytest.importorskip("pytest_benchmark", reason="pytest-benchmark is not installed")
+
+import torch  # noqa: E402
+
+from sslfast.bench import gnn as cases  # noqa: E402
+from sslfast.bench.harness import call_once, clear_grads  # noqa: E402
+
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+DTYPE = torch.float32
+
+CASES = {
+    "spmm_sum": lambda: cases.spmm_case(20_000, 200_000, 64),
+    "spmm_sum_power_law": lambda: cases.spmm_case(20_000, 200_000, 64, "power_law"),
+    "gcn_aggregate": lambda: cases.gcn_case(20_000, 200_000, 64),
+    "gat_aggregate": lambda: cases.gat_case(10_000, 100_000, 4, 16),
+}
+
+
+@pytest.mark.parametrize("impl", ["sslfast", "eager"])
+@pytest.mark.parametrize("op", list(CASES))
+def test_fwd_bwd(benchmark, op, impl):
+    case = CASES[op]()
+    inputs = case.make_inputs(DEVICE, DTYPE, True)
+    fn = case.sslfast_fn if impl == "sslfast" else case.reference_fn
+
+    def run():
+        clear_grads(inputs)
+        call_once(fn, inputs, True)
+        if DEVICE.type == "cuda":
+            torch.cuda.synchronize()
+
+    benchmark.group = f"{op} {case.label} fwd+bwd"
+    benchmark.extra_info.update(device=str(DEVICE), backend=case.backend(DEVICE) if impl == "sslfast" else "eager",
+                                bytes_model=case.bytes("fwd+bwd"))
+    benchmark.pedantic(run, rounds=5, warmup_rounds=1, iterations=1)
+    assert all(t.grad is not None for t in inputs.leaves)

@@ -1,0 +1,653 @@
+// GNN message passing on CPU: SpMM (sum / mean / max / min, optional edge weights), the GCN
+// aggregation with fused symmetric normalization, SDDMM and the fused GAT aggregation (math:
+// sslfast/reference/gnn.py).
+//
+// Everything runs on destination-sorted CSR (rowptr, col) built once by sslfast.graph.Graph;
+// backward w.r.t. x runs the same row kernels over the cached transpose (colptr, row, csc_perm),
+// so every output row is written by exactly one thread: deterministic, no atomics, never an
+// E x F message tensor. Offsets are int64.
+//
+// Load balance: rows are cut into chunks of about equal edge count (binary search on rowptr);
+// rows of degree >= kHubDegree ("hubs", listed by the Graph) are skipped there and done one at a
+// time afterwards, split over feature blocks, so a power-law hub does not serialize one thread.
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "../checks.h"
+
+namespace sslfast::cpu {
+namespace {
+
+constexpr int64_t kFeatureBlock = 64;  // hub rows: features per parallel task (= kTile below)
+
+enum class Reduce { Sum, Mean, Max, Min };
+
+Reduce parse_reduce(c10::string_view name) {
+  if (name == "sum") return Reduce::Sum;
+  if (name == "mean") return Reduce::Mean;
+  if (name == "max") return Reduce::Max;
+  if (name == "min") return Reduce::Min;
+  TORCH_CHECK(false, "reduce must be one of 'sum', 'mean', 'max', 'min', got '", std::string(name), "'");
+}
+
+void check_csr(const at::Tensor& ptr, const at::Tensor& idx, int64_t rows, const char* what) {
+  TORCH_CHECK(ptr.device().is_cpu() && idx.device().is_cpu(), what, ": index tensors must be on CPU");
+  TORCH_CHECK(ptr.scalar_type() == at::kLong && idx.scalar_type() == at::kLong, what,
+              ": offsets and indices must be int64");
+  TORCH_CHECK(ptr.dim() == 1 && ptr.numel() == rows + 1, what, ": offsets must have num_nodes + 1 = ",
+              rows + 1, " entries, got ", ptr.sizes());
+  TORCH_CHECK(idx.dim() == 1, what, ": indices must be 1-D");
+  TORCH_CHECK(ptr.is_contiguous() && idx.is_contiguous(), what, ": must be contiguous");
+}
+
+// Chunks of rows with about equal edge counts: chunk c is [bounds[c], bounds[c + 1]).
+std::vector<int64_t> edge_balanced_bounds(const int64_t* ptr, int64_t rows) {
+  const int64_t edges = ptr[rows];
+  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(rows, 32 * at::get_num_threads()));
+  std::vector<int64_t> bounds(chunks + 1);
+  for (int64_t c = 0; c <= chunks; ++c) {
+    const int64_t target = edges * c / chunks;
+    // first row whose edge range starts at or after target; rows with few edges fill the rest
+    bounds[c] = std::lower_bound(ptr, ptr + rows, target) - ptr;
+  }
+  bounds[0] = 0;
+  bounds[chunks] = rows;
+  for (int64_t c = 1; c <= chunks; ++c) bounds[c] = std::max(bounds[c], bounds[c - 1]);
+  return bounds;
+}
+
+// Runs body(row, f0, f1) for every row: non-hub rows in edge-balanced chunks over all features,
+// hub rows (is_hub[row]) afterwards, each split into feature blocks run in parallel.
+template <typename Body>
+void for_rows(const int64_t* ptr, int64_t rows, int64_t features, const at::Tensor& hubs, const Body& body) {
+  const int64_t* hub = hubs.data_ptr<int64_t>();
+  const int64_t num_hubs = hubs.numel();
+  std::vector<uint8_t> is_hub;
+  if (num_hubs > 0) {
+    is_hub.assign(rows, 0);
+    for (int64_t h = 0; h < num_hubs; ++h)
+      if (hub[h] >= 0 && hub[h] < rows) is_hub[hub[h]] = 1;
+  }
+  const auto bounds = edge_balanced_bounds(ptr, rows);
+  // Threads take chunks from a shared counter (dynamic schedule): a thread that runs late or
+  // slow on a shared machine does not hold the others up. Which thread writes a row changes
+  // from run to run, the row's summation order does not: still bitwise deterministic.
+  const int64_t chunks = int64_t(bounds.size()) - 1;
+  std::atomic<int64_t> next_chunk{0};
+  at::parallel_for(0, std::min<int64_t>(at::get_num_threads(), chunks), 1, [&](int64_t, int64_t) {
+    for (int64_t c = next_chunk.fetch_add(1); c < chunks; c = next_chunk.fetch_add(1))
+      for (int64_t r = bounds[c]; r < bounds[c + 1]; ++r)
+        if (num_hubs == 0 || !is_hub[r]) body(r, int64_t(0), features);
+  });
+  const int64_t blocks = (features + kFeatureBlock - 1) / kFeatureBlock;
+  for (int64_t h = 0; h < num_hubs; ++h) {
+    const int64_t r = hub[h];
+    if (r < 0 || r >= rows) continue;
+    at::parallel_for(0, blocks, 1, [&](int64_t b0, int64_t b1) {
+      body(r, b0 * kFeatureBlock, std::min(features, b1 * kFeatureBlock));
+    });
+  }
+}
+
+// out[r] = row_scale[r] * sum_k w[k] * nbr_scale[idx[k]] * x[idx[k]] + self_scale[r] * x[r],
+// k over ptr[r]..ptr[r+1]; w[k] = weight[edge_of[k]] (edge_of = CSC -> CSR map) or weight[k].
+// Every scale / weight is optional (nullptr = 1, self_scale nullptr = no self term).
+// Serves spmm sum / mean forward, their x-gradient over CSC, and GCN forward / backward.
+//
+// Features go in tiles of kTile held in a local accumulator (fixed trip count: the compiler keeps
+// it in vector registers) while the row's edges stream by; gathered rows are prefetched ahead.
+constexpr int64_t kTile = 64;
+constexpr int64_t kPrefetch = 8;
+
+// Every cache line of the feature tile of row j (a single prefetch covers only one line).
+template <typename T>
+inline void prefetch_row(const T* x, int64_t j, int64_t x_rows, int64_t features, int64_t f0, int64_t width) {
+  if (j < 0 || j >= x_rows) return;
+  const char* p = reinterpret_cast<const char*>(x + j * features + f0);
+  for (int64_t b = 0; b < width * int64_t(sizeof(T)); b += 64) __builtin_prefetch(p + b);
+}
+
+template <typename T, int64_t Width>
+inline void axpy_tile(T* __restrict acc, T w, const T* __restrict xj, int64_t width) {
+  if constexpr (Width > 0) {
+    for (int64_t f = 0; f < Width; ++f) acc[f] += w * xj[f];
+  } else {
+    for (int64_t f = 0; f < width; ++f) acc[f] += w * xj[f];
+  }
+}
+
+template <typename T, int64_t Width>
+inline void row_sum_tile(const int64_t* __restrict ptr, const int64_t* __restrict idx, const int64_t* edge_of,
+                         const T* weight, const T* nbr_scale, const T* row_scale, const T* self_scale,
+                         const T* __restrict x, int64_t x_rows, int64_t features, int64_t r, int64_t f0,
+                         int64_t width, int64_t prefetch_width, T* __restrict out) {
+  alignas(64) T acc[kTile];
+  for (int64_t f = 0; f < kTile; ++f) acc[f] = T(0);
+  const int64_t begin = ptr[r], end = ptr[r + 1];
+  for (int64_t k = begin; k < end; ++k) {
+    if (prefetch_width && k + kPrefetch < end)
+      prefetch_row(x, idx[k + kPrefetch], x_rows, features, f0, prefetch_width);
+    const int64_t j = idx[k];
+    if (j < 0 || j >= x_rows) continue;  // validated in Python; never read out of bounds
+    T w = T(1);
+    if (weight) w = weight[edge_of ? edge_of[k] : k];
+    if (nbr_scale) w *= nbr_scale[j];
+    axpy_tile<T, Width>(acc, w, x + j * features + f0, width);
+  }
+  const T s = row_scale ? row_scale[r] : T(1);
+  T* o = out + r * features + f0;
+  const T* xr = x + r * features + f0;
+  const T self = self_scale ? self_scale[r] : T(0);
+  for (int64_t f = 0; f < width; ++f) o[f] = s * (acc[f]) + (self_scale ? self * xr[f] : T(0));
+}
+
+template <typename T>
+void weighted_row_sum(const int64_t* ptr, const int64_t* idx, const int64_t* edge_of, const T* weight,
+                      const T* nbr_scale, const T* row_scale, const T* self_scale, const T* x, int64_t rows,
+                      int64_t x_rows, int64_t features, const at::Tensor& hubs, T* out) {
+  for_rows(ptr, rows, features, hubs, [&](int64_t r, int64_t f0, int64_t f1) {
+    for (int64_t t = f0; t < f1; t += kTile) {
+      const int64_t width = std::min(kTile, f1 - t);
+      // Every 4th tile prefetches the next 4 tiles of each gathered row (one miss per row slice
+      // instead of one per tile); the tiles between find theirs in L1 / L2.
+      const int64_t prefetch_width = (t - f0) % (4 * kTile) == 0 ? std::min(4 * kTile, f1 - t) : 0;
+      if (width == kTile)
+        row_sum_tile<T, kTile>(ptr, idx, edge_of, weight, nbr_scale, row_scale, self_scale, x, x_rows, features, r,
+                               t, width, prefetch_width, out);
+      else
+        row_sum_tile<T, 0>(ptr, idx, edge_of, weight, nbr_scale, row_scale, self_scale, x, x_rows, features, r, t,
+                           width, prefetch_width, out);
+    }
+  });
+}
+
+// max / min: out[r, f] = extreme over in-edges of w * x[j, f]; arg[r, f] = CSR position of the
+// chosen edge (first one on ties), -1 and out = 0 for rows without in-edges (PyG's scatter).
+// NaN wins, so NaN in gives NaN out.
+template <typename T, bool IsMax>
+void extreme_rows(const int64_t* ptr, const int64_t* idx, const T* weight, const T* x, int64_t rows,
+                  int64_t x_rows, int64_t features, const at::Tensor& hubs, T* out, int64_t* arg) {
+  for_rows(ptr, rows, features, hubs, [&](int64_t r, int64_t f0, int64_t f1) {
+    for (int64_t t = f0; t < f1; t += kTile) {
+      const int64_t width = std::min(kTile, f1 - t);
+      alignas(64) T best[kTile];
+      alignas(64) int64_t best_k[kTile];
+      for (int64_t f = 0; f < kTile; ++f) {
+        best[f] = IsMax ? -std::numeric_limits<T>::infinity() : std::numeric_limits<T>::infinity();
+        best_k[f] = -1;
+      }
+      const int64_t begin = ptr[r], end = ptr[r + 1];
+      for (int64_t k = begin; k < end; ++k) {
+        if (k + kPrefetch < end) prefetch_row(x, idx[k + kPrefetch], x_rows, features, t, width);
+        const int64_t j = idx[k];
+        if (j < 0 || j >= x_rows) continue;
+        const T w = weight ? weight[k] : T(1);
+        const T* __restrict xj = x + j * features + t;
+        for (int64_t f = 0; f < width; ++f) {
+          const T v = w * xj[f];
+          // strict comparison keeps the first edge on ties; NaN wins (v != v), once
+          const bool take = best_k[f] < 0 || (IsMax ? v > best[f] : v < best[f]) || (v != v && best[f] == best[f]);
+          best[f] = take ? v : best[f];
+          best_k[f] = take ? k : best_k[f];
+        }
+      }
+      T* o = out + r * features + t;
+      int64_t* a = arg + r * features + t;
+      for (int64_t f = 0; f < width; ++f) {
+        o[f] = best_k[f] < 0 ? T(0) : best[f];
+        a[f] = best_k[f];
+      }
+    }
+  });
+}
+
+// x-gradient of max / min over the transpose: grad_x[j, f] = sum over out-edges k (CSR position
+// edge_of[q]) to target i with arg[i, f] == k of w[k] * grad[i, f].
+template <typename T>
+void extreme_grad_x(const int64_t* colptr, const int64_t* row, const int64_t* edge_of, const T* weight,
+                    const int64_t* arg, const T* grad, int64_t x_rows, int64_t out_rows, int64_t features,
+                    const at::Tensor& hubs, T* grad_x) {
+  for_rows(colptr, x_rows, features, hubs, [&](int64_t j, int64_t f0, int64_t f1) {
+    T* gx = grad_x + j * features;
+    for (int64_t f = f0; f < f1; ++f) gx[f] = T(0);
+    for (int64_t q = colptr[j]; q < colptr[j + 1]; ++q) {
+      const int64_t i = row[q], k = edge_of[q];
+      if (i < 0 || i >= out_rows) continue;
+      const T w = weight ? weight[k] : T(1);
+      const int64_t* ai = arg + i * features;
+      const T* gi = grad + i * features;
+      for (int64_t f = f0; f < f1; ++f)
+        if (ai[f] == k) gx[f] += w * gi[f];
+    }
+  });
+}
+
+// Edge-weight gradient, one destination row per task (each edge belongs to one row):
+// sum / mean: grad_w[k] = row_scale[i] * <grad[i], x[j]>;
+// max / min:  grad_w[k] = sum_f [arg[i, f] == k] grad[i, f] * x[j, f].
+template <typename T>
+void weight_grad(const int64_t* ptr, const int64_t* idx, const T* row_scale, const int64_t* arg, const T* grad,
+                 const T* x, int64_t rows, int64_t x_rows, int64_t features, T* grad_w) {
+  at::parallel_for(0, rows, 256, [&](int64_t r0, int64_t r1) {
+    for (int64_t i = r0; i < r1; ++i) {
+      const T* gi = grad + i * features;
+      for (int64_t k = ptr[i]; k < ptr[i + 1]; ++k) {
+        const int64_t j = idx[k];
+        if (j < 0 || j >= x_rows) {
+          grad_w[k] = T(0);
+          continue;
+        }
+        const T* xj = x + j * features;
+        T acc = T(0);
+        if (arg) {
+          const int64_t* ai = arg + i * features;
+          for (int64_t f = 0; f < features; ++f)
+            if (ai[f] == k) acc += gi[f] * xj[f];
+        } else {
+          for (int64_t f = 0; f < features; ++f) acc += gi[f] * xj[f];
+          if (row_scale) acc *= row_scale[i];
+        }
+        grad_w[k] = acc;
+      }
+    }
+  });
+}
+
+template <typename T>
+std::vector<T> inverse_degrees(const int64_t* ptr, int64_t rows) {
+  std::vector<T> inv(rows);
+  for (int64_t r = 0; r < rows; ++r) {
+    const int64_t d = ptr[r + 1] - ptr[r];
+    inv[r] = d > 0 ? T(1) / T(d) : T(0);
+  }
+  return inv;
+}
+
+void check_features(const at::Tensor& x, int64_t rows, const char* name) {
+  CHECK_CPU(x);
+  CHECK_CONTIGUOUS(x);
+  CHECK_DIM(x, 2);
+  CHECK_FLOAT_OR_DOUBLE(x);
+  TORCH_CHECK(x.size(0) == rows, name, " must have num_nodes = ", rows, " rows, got ", x.size(0));
+}
+
+void check_weight(const c10::optional<at::Tensor>& weight, const at::Tensor& x, int64_t edges) {
+  if (!weight) return;
+  CHECK_CPU(*weight);
+  CHECK_CONTIGUOUS(*weight);
+  TORCH_CHECK(weight->dim() == 1 && weight->numel() == edges, "edge_weight must have E = ", edges,
+              " entries, got ", weight->sizes());
+  TORCH_CHECK(weight->scalar_type() == x.scalar_type(), "edge_weight must have the dtype of x");
+}
+
+// ---------------------------------------------------------------- spmm
+
+std::tuple<at::Tensor, at::Tensor> spmm_fwd(const at::Tensor& rowptr, const at::Tensor& col, const at::Tensor& colptr,
+                                            const at::Tensor& row, const at::Tensor& csc_perm,
+                                            const at::Tensor& hub_rows, const at::Tensor& hub_cols,
+                                            const c10::optional<at::Tensor>& weight, const at::Tensor& x,
+                                            c10::string_view reduce_name) {
+  const Reduce reduce = parse_reduce(reduce_name);
+  const int64_t n = rowptr.numel() - 1;
+  check_csr(rowptr, col, n, "rowptr/col");
+  check_features(x, n, "x");
+  const int64_t edges = col.numel();
+  TORCH_CHECK(rowptr[n].item<int64_t>() == edges, "rowptr[-1] must equal E");
+  check_weight(weight, x, edges);
+  const int64_t features = x.size(1);
+  at::Tensor out = at::empty_like(x);
+  const bool extreme = reduce == Reduce::Max || reduce == Reduce::Min;
+  at::Tensor arg = extreme ? at::empty({n, features}, x.options().dtype(at::kLong)) : at::empty({0}, x.options().dtype(at::kLong));
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "spmm_fwd", [&] {
+    const int64_t* ptr = rowptr.data_ptr<int64_t>();
+    const scalar_t* w = weight ? weight->data_ptr<scalar_t>() : nullptr;
+    if (extreme) {
+      if (reduce == Reduce::Max)
+        extreme_rows<scalar_t, true>(ptr, col.data_ptr<int64_t>(), w, x.data_ptr<scalar_t>(), n, n, features,
+                                     hub_rows, out.data_ptr<scalar_t>(), arg.data_ptr<int64_t>());
+      else
+        extreme_rows<scalar_t, false>(ptr, col.data_ptr<int64_t>(), w, x.data_ptr<scalar_t>(), n, n, features,
+                                      hub_rows, out.data_ptr<scalar_t>(), arg.data_ptr<int64_t>());
+      return;
+    }
+    std::vector<scalar_t> inv;
+    if (reduce == Reduce::Mean) inv = inverse_degrees<scalar_t>(ptr, n);
+    weighted_row_sum<scalar_t>(ptr, col.data_ptr<int64_t>(), nullptr, w, nullptr,
+                               reduce == Reduce::Mean ? inv.data() : nullptr, nullptr, x.data_ptr<scalar_t>(), n,
+                               n, features, hub_rows, out.data_ptr<scalar_t>());
+  });
+  return {out, arg};
+}
+
+std::tuple<at::Tensor, at::Tensor> spmm_bwd(const at::Tensor& grad_out, const at::Tensor& rowptr,
+                                            const at::Tensor& col, const at::Tensor& colptr, const at::Tensor& row,
+                                            const at::Tensor& csc_perm, const at::Tensor& hub_rows,
+                                            const at::Tensor& hub_cols, const c10::optional<at::Tensor>& weight,
+                                            const at::Tensor& x, const at::Tensor& arg,
+                                            c10::string_view reduce_name, bool weight_requires_grad) {
+  const Reduce reduce = parse_reduce(reduce_name);
+  const int64_t n = rowptr.numel() - 1;
+  check_csr(rowptr, col, n, "rowptr/col");
+  check_csr(colptr, row, n, "colptr/row");
+  TORCH_CHECK(csc_perm.numel() == col.numel() && row.numel() == col.numel(), "csc_perm/row must have E entries");
+  check_features(x, n, "x");
+  const at::Tensor grad = grad_out.contiguous();
+  TORCH_CHECK(grad.sizes() == x.sizes() && grad.scalar_type() == x.scalar_type(),
+              "grad_out must match x in shape and dtype");
+  check_weight(weight, x, col.numel());
+  const bool extreme = reduce == Reduce::Max || reduce == Reduce::Min;
+  if (extreme) TORCH_CHECK(arg.sizes() == x.sizes() && arg.scalar_type() == at::kLong, "arg must be int64 like x");
+  const int64_t features = x.size(1);
+  at::Tensor grad_x = at::empty_like(x);
+  at::Tensor grad_w = weight && weight_requires_grad ? at::empty_like(*weight) : at::empty({0}, x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "spmm_bwd", [&] {
+    const scalar_t* w = weight ? weight->data_ptr<scalar_t>() : nullptr;
+    const int64_t* ptr = rowptr.data_ptr<int64_t>();
+    std::vector<scalar_t> inv;
+    if (reduce == Reduce::Mean) inv = inverse_degrees<scalar_t>(ptr, n);
+    const scalar_t* inv_deg = reduce == Reduce::Mean ? inv.data() : nullptr;
+    const int64_t* arg_ptr = extreme ? arg.data_ptr<int64_t>() : nullptr;
+    if (extreme)
+      extreme_grad_x<scalar_t>(colptr.data_ptr<int64_t>(), row.data_ptr<int64_t>(), csc_perm.data_ptr<int64_t>(), w,
+                               arg_ptr, grad.data_ptr<scalar_t>(), n, n, features, hub_cols,
+                               grad_x.data_ptr<scalar_t>());
+    else  // the transpose: grad_x[j] = sum over out-edges of w * grad[i] / deg(i)
+      weighted_row_sum<scalar_t>(colptr.data_ptr<int64_t>(), row.data_ptr<int64_t>(), csc_perm.data_ptr<int64_t>(),
+                                 w, inv_deg, nullptr, nullptr, grad.data_ptr<scalar_t>(), n, n, features, hub_cols,
+                                 grad_x.data_ptr<scalar_t>());
+    if (grad_w.numel() > 0)
+      weight_grad<scalar_t>(ptr, col.data_ptr<int64_t>(), inv_deg, arg_ptr, grad.data_ptr<scalar_t>(),
+                            x.data_ptr<scalar_t>(), n, n, features, grad_w.data_ptr<scalar_t>());
+  });
+  return {grad_x, grad_w};
+}
+
+// ---------------------------------------------------------------- GCN aggregation
+
+// out = D^-1/2 (A + I) D^-1/2 x with dinv = D^-1/2 given per node (normalize=False: dinv = 1);
+// self_loops adds the dinv[i]^2 x[i] term. Backward is the same kernel on the transpose.
+at::Tensor gcn_run(const at::Tensor& ptr, const at::Tensor& idx, const at::Tensor& hubs, const at::Tensor& dinv,
+                   const at::Tensor& x, bool self_loops, const char* name) {
+  const int64_t n = ptr.numel() - 1;
+  check_csr(ptr, idx, n, name);
+  check_features(x, n, "x");
+  TORCH_CHECK(dinv.dim() == 1 && dinv.numel() == n && dinv.scalar_type() == x.scalar_type() && dinv.is_contiguous(),
+              "deg_inv_sqrt must be a contiguous [num_nodes] tensor with the dtype of x");
+  at::Tensor out = at::empty_like(x);
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gcn_aggregate", [&] {
+    const scalar_t* d = dinv.data_ptr<scalar_t>();
+    std::vector<scalar_t> self;
+    if (self_loops) {
+      self.resize(n);
+      for (int64_t i = 0; i < n; ++i) self[i] = d[i] * d[i];
+    }
+    weighted_row_sum<scalar_t>(ptr.data_ptr<int64_t>(), idx.data_ptr<int64_t>(), nullptr, nullptr, d, d,
+                               self_loops ? self.data() : nullptr, x.data_ptr<scalar_t>(), n, n, x.size(1), hubs,
+                               out.data_ptr<scalar_t>());
+  });
+  return out;
+}
+
+at::Tensor gcn_aggregate_fwd(const at::Tensor& rowptr, const at::Tensor& col, const at::Tensor& colptr,
+                             const at::Tensor& row, const at::Tensor& hub_rows, const at::Tensor& hub_cols,
+                             const at::Tensor& deg_inv_sqrt, const at::Tensor& x, bool add_self_loops) {
+  return gcn_run(rowptr, col, hub_rows, deg_inv_sqrt, x, add_self_loops, "rowptr/col");
+}
+
+at::Tensor gcn_aggregate_bwd(const at::Tensor& grad_out, const at::Tensor& colptr, const at::Tensor& row,
+                             const at::Tensor& hub_cols, const at::Tensor& deg_inv_sqrt, bool add_self_loops) {
+  return gcn_run(colptr, row, hub_cols, deg_inv_sqrt, grad_out.contiguous(), add_self_loops, "colptr/row");
+}
+
+// ---------------------------------------------------------------- sddmm
+
+// scores[k] = <a[col[k]], b[i]> for the CSR edge k of target i: edge ranges split evenly over
+// threads (a hub's edges spread over all of them), each range walks rowptr from its first row.
+at::Tensor sddmm_fwd(const at::Tensor& rowptr, const at::Tensor& col, const at::Tensor& colptr, const at::Tensor& row,
+                     const at::Tensor& csc_perm, const at::Tensor& hub_rows, const at::Tensor& hub_cols,
+                     const at::Tensor& a, const at::Tensor& b) {
+  const int64_t n = rowptr.numel() - 1;
+  check_csr(rowptr, col, n, "rowptr/col");
+  check_features(a, n, "a");
+  check_features(b, n, "b");
+  CHECK_SAME_DTYPE(a, b);
+  TORCH_CHECK(a.size(1) == b.size(1), "a and b must have the same number of features");
+  const int64_t edges = col.numel(), features = a.size(1);
+  TORCH_CHECK(rowptr[n].item<int64_t>() == edges, "rowptr[-1] must equal E");
+  at::Tensor out = at::empty({edges}, a.options());
+  AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "sddmm_fwd", [&] {
+    const int64_t* ptr = rowptr.data_ptr<int64_t>();
+    const int64_t* idx = col.data_ptr<int64_t>();
+    const scalar_t* pa = a.data_ptr<scalar_t>();
+    const scalar_t* pb = b.data_ptr<scalar_t>();
+    scalar_t* o = out.data_ptr<scalar_t>();
+    at::parallel_for(0, edges, 1024, [&](int64_t k0, int64_t k1) {
+      int64_t i = std::upper_bound(ptr, ptr + n + 1, k0) - ptr - 1;
+      for (int64_t k = k0; k < k1; ++k) {
+        while (ptr[i + 1] <= k) ++i;
+        const int64_t j = idx[k];
+        if (j < 0 || j >= n) {
+          o[k] = scalar_t(0);
+          continue;
+        }
+        const scalar_t* __restrict aj = pa + j * features;
+        const scalar_t* __restrict bi = pb + i * features;
+        scalar_t acc = scalar_t(0);
+        for (int64_t f = 0; f < features; ++f) acc += aj[f] * bi[f];
+        o[k] = acc;
+      }
+    });
+  });
+  return out;
+}
+
+// grad_b[i] = sum over in-edges k of g[k] a[col[k]] (CSR); grad_a[j] = sum over out-edges of
+// g[k] b[i] (the transpose): both are the weighted row sum with the edge gradient as weight.
+std::tuple<at::Tensor, at::Tensor> sddmm_bwd(const at::Tensor& grad_out, const at::Tensor& rowptr,
+                                             const at::Tensor& col, const at::Tensor& colptr, const at::Tensor& row,
+                                             const at::Tensor& csc_perm, const at::Tensor& hub_rows,
+                                             const at::Tensor& hub_cols, const at::Tensor& a, const at::Tensor& b) {
+  const int64_t n = rowptr.numel() - 1;
+  check_csr(rowptr, col, n, "rowptr/col");
+  check_csr(colptr, row, n, "colptr/row");
+  check_features(a, n, "a");
+  check_features(b, n, "b");
+  TORCH_CHECK(csc_perm.numel() == col.numel() && row.numel() == col.numel(), "csc_perm/row must have E entries");
+  const at::Tensor grad = grad_out.contiguous();
+  TORCH_CHECK(grad.dim() == 1 && grad.numel() == col.numel() && grad.scalar_type() == a.scalar_type(),
+              "grad_out must be [E] with the dtype of a");
+  at::Tensor grad_a = at::empty_like(a), grad_b = at::empty_like(b);
+  AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "sddmm_bwd", [&] {
+    const scalar_t* g = grad.data_ptr<scalar_t>();
+    weighted_row_sum<scalar_t>(rowptr.data_ptr<int64_t>(), col.data_ptr<int64_t>(), nullptr, g, nullptr, nullptr,
+                               nullptr, a.data_ptr<scalar_t>(), n, n, a.size(1), hub_rows,
+                               grad_b.data_ptr<scalar_t>());
+    weighted_row_sum<scalar_t>(colptr.data_ptr<int64_t>(), row.data_ptr<int64_t>(), csc_perm.data_ptr<int64_t>(), g,
+                               nullptr, nullptr, nullptr, b.data_ptr<scalar_t>(), n, n, b.size(1), hub_cols,
+                               grad_a.data_ptr<scalar_t>());
+  });
+  return {grad_a, grad_b};
+}
+
+// ---------------------------------------------------------------- fused GAT aggregation
+
+// out[i, h] = sum over in-edges j -> i of softmax_i(leaky(alpha_src[j, h] + alpha_dst[i, h])) x[j, h]
+// in one pass per row (online softmax); lse[i, h] = the row's log-sum-exp, the only saved state
+// (O(N * H)). Backward recomputes the edge probabilities from it: deterministic, no E x H x F.
+template <typename T>
+inline T leaky(T v, T slope) { return v > T(0) ? v : slope * v; }
+
+template <typename T>
+void gat_forward(const int64_t* ptr, const int64_t* idx, const T* x, const T* a_src, const T* a_dst, T slope,
+                 int64_t n, int64_t heads, int64_t features, const at::Tensor& hubs, T* out, T* lse) {
+  const int64_t width = heads * features;
+  for_rows(ptr, n, heads, hubs, [&](int64_t i, int64_t h0, int64_t h1) {
+    thread_local std::vector<T> run_max, run_sum;
+    run_max.assign(heads, -std::numeric_limits<T>::infinity());
+    run_sum.assign(heads, T(0));
+    T* o = out + i * width;
+    for (int64_t h = h0; h < h1; ++h)
+      for (int64_t f = 0; f < features; ++f) o[h * features + f] = T(0);
+    for (int64_t k = ptr[i]; k < ptr[i + 1]; ++k) {
+      const int64_t j = idx[k];
+      if (j < 0 || j >= n) continue;
+      const T* xj = x + j * width;
+      for (int64_t h = h0; h < h1; ++h) {
+        const T e = leaky(a_src[j * heads + h] + a_dst[i * heads + h], slope);
+        T* oh = o + h * features;
+        if (e > run_max[h]) {  // rescale what was accumulated under the old maximum
+          const T scale = std::exp(run_max[h] - e);
+          run_sum[h] *= scale;
+          for (int64_t f = 0; f < features; ++f) oh[f] *= scale;
+          run_max[h] = e;
+        }
+        const T p = std::exp(e - run_max[h]);
+        run_sum[h] += p;
+        const T* __restrict xh = xj + h * features;
+        for (int64_t f = 0; f < features; ++f) oh[f] += p * xh[f];
+      }
+    }
+    for (int64_t h = h0; h < h1; ++h) {
+      const T s = run_sum[h];
+      const T inv = s > T(0) ? T(1) / s : T(0);
+      for (int64_t f = 0; f < features; ++f) o[h * features + f] *= inv;
+      lse[i * heads + h] = s > T(0) ? run_max[h] + std::log(s) : T(0);
+    }
+  });
+}
+
+std::tuple<at::Tensor, at::Tensor> gat_aggregate_fwd(const at::Tensor& rowptr, const at::Tensor& col,
+                                                     const at::Tensor& colptr, const at::Tensor& row,
+                                                     const at::Tensor& csc_perm, const at::Tensor& hub_rows,
+                                                     const at::Tensor& hub_cols, const at::Tensor& x,
+                                                     const at::Tensor& alpha_src, const at::Tensor& alpha_dst,
+                                                     double negative_slope) {
+  const int64_t n = rowptr.numel() - 1;
+  check_csr(rowptr, col, n, "rowptr/col");
+  CHECK_CPU(x);
+  CHECK_CONTIGUOUS(x);
+  CHECK_DIM(x, 3);
+  CHECK_FLOAT_OR_DOUBLE(x);
+  TORCH_CHECK(x.size(0) == n, "x must have num_nodes rows");
+  const int64_t heads = x.size(1), features = x.size(2);
+  for (const at::Tensor* a : {&alpha_src, &alpha_dst}) {
+    TORCH_CHECK(a->device().is_cpu() && a->is_contiguous() && a->scalar_type() == x.scalar_type() &&
+                    a->sizes() == at::IntArrayRef({n, heads}),
+                "alpha_src / alpha_dst must be contiguous [num_nodes, heads] tensors with the dtype of x");
+  }
+  at::Tensor out = at::empty_like(x);
+  at::Tensor lse = at::empty({n, heads}, x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gat_aggregate_fwd", [&] {
+    gat_forward<scalar_t>(rowptr.data_ptr<int64_t>(), col.data_ptr<int64_t>(), x.data_ptr<scalar_t>(),
+                          alpha_src.data_ptr<scalar_t>(), alpha_dst.data_ptr<scalar_t>(), scalar_t(negative_slope), n,
+                          heads, features, hub_rows, out.data_ptr<scalar_t>(), lse.data_ptr<scalar_t>());
+  });
+  return {out, lse};
+}
+
+// With p = exp(e - lse_i), dp = <g_i, x_j>, delta_i = <g_i, out_i>: de = p (dp - delta_i) and
+// ds = de * leaky'(raw). grad_alpha_dst[i] sums ds over in-edges (CSR pass); grad_x[j] sums
+// p g_i and grad_alpha_src[j] sums ds over out-edges (CSC pass, recomputing p and dp).
+std::tuple<at::Tensor, at::Tensor, at::Tensor> gat_aggregate_bwd(
+    const at::Tensor& grad_out, const at::Tensor& rowptr, const at::Tensor& col, const at::Tensor& colptr,
+    const at::Tensor& row, const at::Tensor& csc_perm, const at::Tensor& hub_rows, const at::Tensor& hub_cols,
+    const at::Tensor& x, const at::Tensor& alpha_src, const at::Tensor& alpha_dst, const at::Tensor& out,
+    const at::Tensor& lse, double negative_slope) {
+  const int64_t n = rowptr.numel() - 1;
+  check_csr(rowptr, col, n, "rowptr/col");
+  check_csr(colptr, row, n, "colptr/row");
+  CHECK_CPU(x);
+  CHECK_CONTIGUOUS(x);
+  CHECK_DIM(x, 3);
+  CHECK_FLOAT_OR_DOUBLE(x);
+  TORCH_CHECK(x.size(0) == n, "x must have num_nodes rows");
+  const int64_t heads = x.size(1), features = x.size(2), width = heads * features;
+  const at::Tensor g = grad_out.contiguous();
+  TORCH_CHECK(g.sizes() == x.sizes() && out.sizes() == x.sizes() && g.scalar_type() == x.scalar_type() &&
+                  out.scalar_type() == x.scalar_type() && out.is_contiguous(),
+              "grad_out and out must match x");
+  for (const at::Tensor* a : {&alpha_src, &alpha_dst, &lse})
+    TORCH_CHECK(a->is_contiguous() && a->scalar_type() == x.scalar_type() && a->sizes() == at::IntArrayRef({n, heads}),
+                "alpha_src, alpha_dst and lse must be contiguous [num_nodes, heads] tensors with the dtype of x");
+  at::Tensor grad_x = at::empty_like(x), grad_src = at::empty_like(alpha_src), grad_dst = at::empty_like(alpha_dst);
+  at::Tensor delta = at::empty({n, heads}, x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gat_aggregate_bwd", [&] {
+    using T = scalar_t;
+    const T slope = T(negative_slope);
+    const T *px = x.data_ptr<T>(), *pg = g.data_ptr<T>(), *po = out.data_ptr<T>(), *as = alpha_src.data_ptr<T>(),
+            *ad = alpha_dst.data_ptr<T>(), *pl = lse.data_ptr<T>();
+    T *pd = delta.data_ptr<T>(), *gx = grad_x.data_ptr<T>(), *gs = grad_src.data_ptr<T>(),
+      *gd = grad_dst.data_ptr<T>();
+    auto dot = [features](const T* a, const T* b) {
+      T acc = T(0);
+      for (int64_t f = 0; f < features; ++f) acc += a[f] * b[f];
+      return acc;
+    };
+    // edge (j -> i), head h: (p, ds)
+    auto edge_terms = [&](int64_t i, int64_t j, int64_t h, T& p, T& ds) {
+      const T raw = as[j * heads + h] + ad[i * heads + h];
+      p = std::exp(leaky(raw, slope) - pl[i * heads + h]);
+      const T dp = dot(pg + i * width + h * features, px + j * width + h * features);
+      ds = p * (dp - pd[i * heads + h]) * (raw > T(0) ? T(1) : slope);
+    };
+    const int64_t* ptr = rowptr.data_ptr<int64_t>();
+    const int64_t* idx = col.data_ptr<int64_t>();
+    for_rows(ptr, n, heads, hub_rows, [&](int64_t i, int64_t h0, int64_t h1) {
+      for (int64_t h = h0; h < h1; ++h) {
+        pd[i * heads + h] = dot(pg + i * width + h * features, po + i * width + h * features);
+        T acc = T(0);
+        for (int64_t k = ptr[i]; k < ptr[i + 1]; ++k) {
+          const int64_t j = idx[k];
+          if (j < 0 || j >= n) continue;
+          T p, ds;
+          edge_terms(i, j, h, p, ds);
+          acc += ds;
+        }
+        gd[i * heads + h] = acc;
+      }
+    });
+    const int64_t* cptr = colptr.data_ptr<int64_t>();
+    const int64_t* ridx = row.data_ptr<int64_t>();
+    for_rows(cptr, n, heads, hub_cols, [&](int64_t j, int64_t h0, int64_t h1) {
+      for (int64_t h = h0; h < h1; ++h) {
+        T* gxh = gx + j * width + h * features;
+        for (int64_t f = 0; f < features; ++f) gxh[f] = T(0);
+        T acc = T(0);
+        for (int64_t q = cptr[j]; q < cptr[j + 1]; ++q) {
+          const int64_t i = ridx[q];
+          if (i < 0 || i >= n) continue;
+          T p, ds;
+          edge_terms(i, j, h, p, ds);
+          acc += ds;
+          const T* __restrict gih = pg + i * width + h * features;
+          for (int64_t f = 0; f < features; ++f) gxh[f] += p * gih[f];
+        }
+        gs[j * heads + h] = acc;
+      }
+    });
+  });
+  return {grad_x, grad_src, grad_dst};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(sslfast, CPU, m) {
+  m.impl("gat_aggregate_fwd", &gat_aggregate_fwd);
+  m.impl("gat_aggregate_bwd", &gat_aggregate_bwd);
+  m.impl("sddmm_fwd", &sddmm_fwd);
+  m.impl("sddmm_bwd", &sddmm_bwd);
+  m.impl("spmm_fwd", &spmm_fwd);
+  m.impl("spmm_bwd", &spmm_bwd);
+  m.impl("gcn_aggregate_fwd", &gcn_aggregate_fwd);
+  m.impl("gcn_aggregate_bwd", &gcn_aggregate_bwd);
+}
+
+}  // namespace sslfast::cpu

@@ -1,0 +1,151 @@
+"""Benchmark cases of the GNN family: spmm (sum, max), gcn_aggregate and gat_aggregate on random and power-law
+graphs; sslfast vs eager (the index_add / scatter_reduce reference) vs torch.compile, plus
+``torch.sparse.mm`` on the same CSR as an extra baseline for spmm sum.
+
+Byte models (float32, F features, N nodes, E edges, s bytes per value), forward:
+* ``per_edge`` (the GB/s column): every gathered row counted once per edge:
+  E*F*s (gathers) + N*F*s (output) + 8*E + 8*(N+1) (indices, offsets);
+* ``per_node`` (JSON ``gbps_per_node``): every input row once: 2*N*F*s + 8*E + 8*(N+1).
+Forward+backward counts the forward twice (the backward is the same traffic over the transpose).
+The graph is built once per case (``Graph.from_edge_index``), outside the timed region, as a
+training loop does.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+import sslfast
+from sslfast.graph import Graph
+from sslfast.ops import gnn as ops
+from sslfast.reference import gnn as reference
+
+from .harness import Case, Context, Inputs, register_family
+
+FAMILY = "gnn"
+SEED = 4321
+MODEL_NOTE = ("gnn: GB/s against the per-edge byte model (each gathered row once per edge); "
+              "JSON gbps_per_node counts each row once per node")
+
+_GRAPHS: dict = {}
+
+
+def make_edges(n: int, e: int, kind: str, seed: int = SEED) -> torch.Tensor:
+    """``random``: uniform sources and targets. ``power_law``: targets drawn with density
+    ~ u^2.5 over a fixed node permutation (the top node gets ~ E * N^-0.4 in-edges, > 10k at
+    N = 100k, E = 1M), sources uniform."""
+    g = torch.Generator().manual_seed(seed)
+    src = torch.randint(0, n, (e,), generator=g)
+    if kind == "random":
+        dst = torch.randint(0, n, (e,), generator=g)
+    else:
+        rank = (n * torch.rand(e, generator=g, dtype=torch.float64) ** 2.5).long().clamp_(max=n - 1)
+        dst = torch.randperm(n, generator=g)[rank]
+    return torch.stack([src, dst])
+
+
+def _graph(n, e, kind, device):
+    key = (n, e, kind, str(device))
+    if key not in _GRAPHS:
+        _GRAPHS.clear()  # one graph alive at a time
+        graph = Graph.from_edge_index(make_edges(n, e, kind).to(device), n)
+        with warnings.catch_warnings():  # "sparse CSR support is in beta"
+            warnings.simplefilter("ignore", UserWarning)
+            graph.torch_csr = torch.sparse_csr_tensor(graph.rowptr, graph.col,
+                                                      torch.ones(e, device=device), (n, n))
+        _GRAPHS[key] = graph
+    return _GRAPHS[key]
+
+
+def _byte_models(n, e, f, dtype_bytes=4):
+    index = 8 * e + 8 * (n + 1)
+
+    def per_edge(mode):
+        fwd = e * f * dtype_bytes + n * f * dtype_bytes + index
+        return fwd if mode == "fwd" else 2 * fwd
+
+    def per_node(mode):
+        fwd = 2 * n * f * dtype_bytes + index
+        return fwd if mode == "fwd" else 2 * fwd
+
+    return per_edge, {"per_node": per_node}
+
+
+def _backend_of(op_name):
+    return lambda device: ops._resolve(op_name, device)
+
+
+def _sparse_mm(graph, x, reduce="sum"):
+    if x.dtype != graph.torch_csr.dtype:
+        graph.torch_csr = graph.torch_csr.to(x.dtype)
+    return torch.sparse.mm(graph.torch_csr, x)
+
+
+def spmm_case(n, e, f, kind="random", reduce="sum", modes=("fwd", "fwd+bwd"), headline=False) -> Case:
+    def make_inputs(device, dtype, requires_grad):
+        graph = _graph(n, e, kind, device)
+        g = torch.Generator().manual_seed(SEED + 1)
+        x = torch.randn(n, f, generator=g).to(device, dtype).requires_grad_(requires_grad)
+        return Inputs((graph, x), {"reduce": reduce}, [x] if requires_grad else [])
+
+    per_edge, extra = _byte_models(n, e, f)
+    baselines = {"sparse.mm": _sparse_mm} if reduce == "sum" else {}
+    return Case(FAMILY, "spmm", f"{kind} N={n} E={e} F={f} {reduce}",
+                {"N": n, "E": e, "F": f, "graph": kind, "reduce": reduce}, make_inputs,
+                sslfast.spmm, reference.spmm, bytes=per_edge, extra_bytes=extra,
+                backend=_backend_of("spmm"), modes=modes, headline=headline, cost=e * f,
+                model_note=MODEL_NOTE, baselines=baselines)
+
+
+def gcn_case(n, e, f, kind="random", modes=("fwd", "fwd+bwd")) -> Case:
+    def make_inputs(device, dtype, requires_grad):
+        graph = _graph(n, e, kind, device)
+        g = torch.Generator().manual_seed(SEED + 2)
+        x = torch.randn(n, f, generator=g).to(device, dtype).requires_grad_(requires_grad)
+        return Inputs((graph, x), {}, [x] if requires_grad else [])
+
+    per_edge, extra = _byte_models(n, e, f)
+    return Case(FAMILY, "gcn_aggregate", f"{kind} N={n} E={e} F={f}",
+                {"N": n, "E": e, "F": f, "graph": kind}, make_inputs, sslfast.gcn_aggregate,
+                reference.gcn_aggregate, bytes=per_edge, extra_bytes=extra,
+                backend=_backend_of("gcn_aggregate"), modes=modes, cost=e * f, model_note=MODEL_NOTE)
+
+
+def gat_case(n, e, heads, f, kind="random", modes=("fwd+bwd",)) -> Case:
+    """GAT aggregation with H heads of F features; bytes: the spmm model with F -> H * F."""
+
+    def make_inputs(device, dtype, requires_grad):
+        graph = _graph(n, e, kind, device)
+        g = torch.Generator().manual_seed(SEED + 3)
+        h = torch.randn(n, heads, f, generator=g).to(device, dtype).requires_grad_(requires_grad)
+        a_src = torch.randn(n, heads, generator=g).to(device, dtype).requires_grad_(requires_grad)
+        a_dst = torch.randn(n, heads, generator=g).to(device, dtype).requires_grad_(requires_grad)
+        return Inputs((graph, h, a_src, a_dst), {}, [h, a_src, a_dst] if requires_grad else [])
+
+    per_edge, extra = _byte_models(n, e, heads * f)
+    return Case(FAMILY, "gat_aggregate", f"{kind} N={n} E={e} H={heads} F={f}",
+                {"N": n, "E": e, "H": heads, "F": f, "graph": kind}, make_inputs, sslfast.gat_aggregate,
+                reference.gat_aggregate, bytes=per_edge, extra_bytes=extra,
+                backend=_backend_of("gat_aggregate"),
+                modes=modes, cost=e * heads * f, model_note=MODEL_NOTE)
+
+
+@register_family(FAMILY)
+def cases(ctx: Context) -> list:
+    if ctx.sizes == "tiny":
+        return [spmm_case(300, 2000, 8), spmm_case(300, 2000, 8, "power_law", "max"),
+                gcn_case(300, 2000, 8), gat_case(300, 2000, 2, 4)]
+    big = dict(n=100_000, e=1_000_000, f=128)
+    if ctx.device.type == "cuda":
+        huge = dict(n=1_000_000, e=10_000_000, f=128)
+        out = [spmm_case(**big, headline=True), spmm_case(**big, kind="power_law"),
+               spmm_case(**huge, kind="power_law"), gcn_case(**huge, kind="power_law"),
+               spmm_case(**big, reduce="max")]
+        return out[:3] if ctx.sizes == "quick" else out
+    if ctx.sizes == "quick":
+        return [spmm_case(**big, modes=("fwd",), headline=True), gcn_case(**big, modes=("fwd+bwd",))]
+    return [spmm_case(**big, headline=True), spmm_case(**big, kind="power_law", modes=("fwd",)),
+            gcn_case(**big, modes=("fwd+bwd",)), gcn_case(**big, kind="power_law", modes=("fwd+bwd",)),
+            spmm_case(**big, reduce="max", modes=("fwd",)), gat_case(50_000, 500_000, 4, 32)]

@@ -1,0 +1,163 @@
+"""``Graph``: a destination-sorted CSR adjacency with its cached transpose, built once.
+
+PyG conventions: ``edge_index`` is integer [2, E], row 0 the source j, row 1 the target i;
+messages flow j -> i and aggregate at i. The CSR is sorted by target (``rowptr`` over targets,
+``col`` = sources), edges of one target in their original order (stable sort), so every kernel
+writes each output row from one thread: deterministic without atomics. The transpose (CSC:
+``colptr`` over sources, ``row`` = targets, ``csc_perm`` = CSR position of each CSC entry) serves
+the backward passes. Offsets and indices are int64. Degrees and the GCN normalization are cached.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["Graph", "HUB_DEGREE"]
+
+# Rows with at least this many edges are "hubs": the kernels split them over feature blocks (CPU)
+# or a whole thread block (CUDA) instead of giving them to one thread / one warp.
+HUB_DEGREE = 2048
+
+
+def _offsets(sorted_keys: torch.Tensor, n: int) -> torch.Tensor:
+    counts = torch.bincount(sorted_keys, minlength=n) if sorted_keys.numel() else \
+        torch.zeros(n, dtype=torch.int64, device=sorted_keys.device)
+    ptr = torch.zeros(n + 1, dtype=torch.int64, device=sorted_keys.device)
+    torch.cumsum(counts, 0, out=ptr[1:])
+    return ptr
+
+
+def _check_edge_index(edge_index, num_nodes):
+    if not isinstance(edge_index, torch.Tensor):
+        raise TypeError(f"edge_index must be a torch.Tensor, got {type(edge_index).__name__}")
+    if edge_index.dtype in (torch.bool,) or edge_index.is_floating_point() or edge_index.is_complex():
+        raise TypeError(f"edge_index must be an integer tensor, got dtype {edge_index.dtype}")
+    if edge_index.dim() != 2 or edge_index.shape[0] != 2:
+        raise ValueError(f"edge_index must have shape [2, E], got {tuple(edge_index.shape)}")
+    edge_index = edge_index.long()
+    if num_nodes is None:
+        num_nodes = int(edge_index.max()) + 1 if edge_index.numel() else 0
+    if isinstance(num_nodes, bool) or not isinstance(num_nodes, int) or num_nodes < 0:
+        raise ValueError(f"num_nodes must be an int >= 0, got {num_nodes!r}")
+    if edge_index.numel():
+        lo, hi = int(edge_index.min()), int(edge_index.max())
+        if lo < 0 or hi >= num_nodes:
+            raise ValueError(f"edge_index entries must be in [0, num_nodes = {num_nodes}), "
+                             f"got min {lo}, max {hi}")
+    return edge_index, num_nodes
+
+
+class Graph:
+    """A graph ready for the sslfast GNN kernels (see the module docstring).
+
+    Attributes: ``num_nodes``, ``num_edges``, ``rowptr`` [N+1], ``col`` [E] (sources, CSR order),
+    ``perm`` [E] (original edge id of each CSR position), ``colptr`` [N+1], ``row`` [E]
+    (targets, CSC order), ``csc_perm`` [E], ``hub_rows`` / ``hub_cols`` (rows / columns of
+    degree >= HUB_DEGREE), ``edge_weight`` (CSR order, or None), ``in_degree``, ``out_degree``.
+    """
+
+    def __init__(self, rowptr, col, perm, num_nodes, edge_weight=None):
+        self.num_nodes = int(num_nodes)
+        self.rowptr, self.col, self.perm = rowptr, col, perm
+        self.num_edges = int(col.numel())
+        self.edge_weight = edge_weight
+        self.in_degree = rowptr[1:] - rowptr[:-1]
+        target = torch.repeat_interleave(torch.arange(self.num_nodes, device=col.device), self.in_degree)
+        self.target = target  # CSR-order targets: with col, the edge_index in CSR order
+        # Stable sort by source: within a column, entries stay in CSR (= target) order.
+        self.csc_perm = torch.sort(col, stable=True).indices if self.num_edges else col.clone()
+        self.row = target[self.csc_perm]
+        self.colptr = _offsets(col[self.csc_perm], self.num_nodes)
+        self.out_degree = self.colptr[1:] - self.colptr[:-1]
+        self.inv_perm = torch.empty_like(perm)
+        self.inv_perm[perm] = torch.arange(self.num_edges, device=perm.device)
+        self.hub_rows = torch.nonzero(self.in_degree >= HUB_DEGREE).flatten()
+        self.hub_cols = torch.nonzero(self.out_degree >= HUB_DEGREE).flatten()
+        self._gcn_norm = {}
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def from_edge_index(cls, edge_index, num_nodes=None, edge_weight=None) -> "Graph":
+        """From a PyG ``edge_index`` [2, E] (row 0 source, row 1 target), or from a
+        ``torch.sparse_csr`` / ``sparse_coo`` adjacency ``A`` [N, N] read as ``out = A @ x``
+        (``A[i, j]`` is the edge j -> i, like PyG's ``adj_t``; its values become edge weights)."""
+        if isinstance(edge_index, torch.Tensor) and edge_index.layout in (torch.sparse_csr, torch.sparse_coo):
+            return cls.from_sparse(edge_index)
+        edge_index, num_nodes = _check_edge_index(edge_index, num_nodes)
+        edge_weight = cls._check_weight(edge_weight, edge_index.shape[1], edge_index.device)
+        src, dst = edge_index[0], edge_index[1]
+        perm = torch.sort(dst, stable=True).indices if dst.numel() else dst.clone()
+        rowptr = _offsets(dst[perm], num_nodes)
+        weight = None if edge_weight is None else edge_weight[perm]
+        return cls(rowptr, src[perm].contiguous(), perm, num_nodes, weight)
+
+    @classmethod
+    def from_sparse(cls, adjacency: torch.Tensor) -> "Graph":
+        if adjacency.dim() != 2 or adjacency.shape[0] != adjacency.shape[1]:
+            raise ValueError(f"adjacency must be a square [N, N] sparse matrix, got {tuple(adjacency.shape)}")
+        n = adjacency.shape[0]
+        if adjacency.layout == torch.sparse_coo:
+            adjacency = adjacency.coalesce()
+            target, source = adjacency.indices()
+            edge_index = torch.stack([source, target])
+            return cls.from_edge_index(edge_index, n, adjacency.values())
+        rowptr = adjacency.crow_indices().long().contiguous()
+        col = adjacency.col_indices().long().contiguous()
+        if col.numel() and (int(col.min()) < 0 or int(col.max()) >= n):
+            raise ValueError(f"adjacency column indices must be in [0, {n}), got min {int(col.min())}, "
+                             f"max {int(col.max())}")
+        if rowptr[0] != 0 or rowptr[-1] != col.numel() or bool((rowptr[1:] < rowptr[:-1]).any()):
+            raise ValueError("adjacency crow_indices must start at 0, be non-decreasing and end at nnz")
+        perm = torch.arange(col.numel(), device=col.device)
+        return cls(rowptr, col, perm, n, adjacency.values().contiguous())
+
+    @staticmethod
+    def _check_weight(edge_weight, num_edges, device):
+        if edge_weight is None:
+            return None
+        if not isinstance(edge_weight, torch.Tensor):
+            raise TypeError(f"edge_weight must be a torch.Tensor, got {type(edge_weight).__name__}")
+        if not edge_weight.is_floating_point():
+            raise TypeError(f"edge_weight must be a floating-point tensor, got dtype {edge_weight.dtype}")
+        if edge_weight.dim() != 1 or edge_weight.shape[0] != num_edges:
+            raise ValueError(f"edge_weight must have shape [E] = [{num_edges}], got {tuple(edge_weight.shape)}")
+        if edge_weight.device != device:
+            raise ValueError(f"edge_weight is on {edge_weight.device} but edge_index is on {device}")
+        return edge_weight
+
+    # ------------------------------------------------------------------ derived
+
+    def csr_edge_weight(self, edge_weight):
+        """``edge_weight`` in original edge order -> CSR order (differentiable gather)."""
+        edge_weight = self._check_weight(edge_weight, self.num_edges, self.col.device)
+        return edge_weight[self.perm]
+
+    def gcn_norm(self, add_self_loops: bool, dtype: torch.dtype) -> torch.Tensor:
+        """D^-1/2 per node; D = in-degree (+ 1 with self loops); 0 where D = 0 (PyG gcn_norm)."""
+        key = (bool(add_self_loops), dtype)
+        if key not in self._gcn_norm:
+            deg = self.in_degree.to(torch.float64) + (1.0 if add_self_loops else 0.0)
+            dinv = deg.pow(-0.5)
+            dinv = torch.where(deg > 0, dinv, torch.zeros_like(dinv))
+            self._gcn_norm[key] = dinv.to(dtype).contiguous()
+        return self._gcn_norm[key]
+
+    def gcn_norm_ones(self, dtype: torch.dtype) -> torch.Tensor:
+        """All-ones node scale: ``gcn_aggregate(normalize=False)`` runs the same kernel with it."""
+        key = ("ones", dtype)
+        if key not in self._gcn_norm:
+            self._gcn_norm[key] = torch.ones(self.num_nodes, dtype=dtype, device=self.col.device)
+        return self._gcn_norm[key]
+
+    def edge_index(self) -> torch.Tensor:
+        """[2, E] in CSR order (source, target)."""
+        return torch.stack([self.col, self.target])
+
+    def to(self, device) -> "Graph":
+        weight = None if self.edge_weight is None else self.edge_weight.to(device)
+        return Graph(self.rowptr.to(device), self.col.to(device), self.perm.to(device), self.num_nodes, weight)
+
+    def __repr__(self):
+        return (f"Graph(num_nodes={self.num_nodes}, num_edges={self.num_edges}, "
+                f"device={self.col.device}, weighted={self.edge_weight is not None})")

@@ -1,0 +1,130 @@
+"""GNN layers on the fused ops, with PyG-compatible ``forward(x, edge_index)``.
+
+``edge_index`` may be a PyG edge_index [2, E] (the Graph built from it is cached while the same
+tensor object comes back, as in full-batch training) or a prebuilt ``sslfast.graph.Graph``.
+Parameters and formulas follow PyG's ``GCNConv``, ``SAGEConv`` (mean), ``GATConv`` and ``GINConv``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ..graph import Graph
+from ..ops.gnn import gat_aggregate, gcn_aggregate, spmm
+
+__all__ = ["GCNConv", "SAGEConv", "GATConv", "GINConv"]
+
+
+class _GraphCache(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self._edge_index = None
+        self._graph = None
+
+    def graph_of(self, edge_index, num_nodes) -> Graph:
+        if isinstance(edge_index, Graph):
+            return edge_index
+        if self._edge_index is not edge_index or self._graph.num_nodes != num_nodes:
+            self._graph = Graph.from_edge_index(edge_index, num_nodes=num_nodes)
+            self._edge_index = edge_index
+        return self._graph
+
+
+def _glorot_(weight):
+    bound = math.sqrt(6.0 / (weight.shape[0] + weight.shape[1]))
+    with torch.no_grad():
+        weight.uniform_(-bound, bound)
+
+
+class GCNConv(_GraphCache):
+    """PyG ``GCNConv``: out = D^-1/2 (A + I) D^-1/2 (x W^T) + b (``gcn_aggregate``)."""
+
+    def __init__(self, in_channels, out_channels, add_self_loops=True, normalize=True, bias=True):
+        super().__init__()
+        self.add_self_loops, self.normalize = add_self_loops, normalize
+        self.lin = nn.Linear(in_channels, out_channels, bias=False)
+        self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
+        _glorot_(self.lin.weight)
+
+    def forward(self, x, edge_index):
+        graph = self.graph_of(edge_index, x.shape[0])
+        out = gcn_aggregate(graph, self.lin(x), add_self_loops=self.add_self_loops, normalize=self.normalize)
+        return out if self.bias is None else out + self.bias
+
+
+class SAGEConv(_GraphCache):
+    """PyG ``SAGEConv`` (aggr='mean', root_weight=True): out = lin_l(mean_j x_j) + lin_r(x)."""
+
+    def __init__(self, in_channels, out_channels, aggr="mean", root_weight=True, bias=True):
+        super().__init__()
+        self.aggr, self.root_weight = aggr, root_weight
+        self.lin_l = nn.Linear(in_channels, out_channels, bias=bias)
+        self.lin_r = nn.Linear(in_channels, out_channels, bias=False) if root_weight else None
+
+    def forward(self, x, edge_index):
+        graph = self.graph_of(edge_index, x.shape[0])
+        out = self.lin_l(spmm(graph, x, self.aggr))
+        return out + self.lin_r(x) if self.root_weight else out
+
+
+class GINConv(_GraphCache):
+    """PyG ``GINConv``: out = nn((1 + eps) * x + sum_j x_j)."""
+
+    def __init__(self, nn_module, eps=0.0, train_eps=False):
+        super().__init__()
+        self.nn = nn_module
+        self.initial_eps = eps
+        if train_eps:
+            self.eps = nn.Parameter(torch.tensor([float(eps)]))
+        else:
+            self.register_buffer("eps", torch.tensor([float(eps)]))
+
+    def forward(self, x, edge_index):
+        graph = self.graph_of(edge_index, x.shape[0])
+        return self.nn((1 + self.eps) * x + spmm(graph, x, "sum"))
+
+
+class GATConv(_GraphCache):
+    """PyG ``GATConv`` (dropout 0): x' = lin(x) as [N, H, C]; alpha_src / alpha_dst = <x', att>;
+    softmax over each target's in-edges (self loops replaced by one per node, as PyG's default)
+    of leaky_relu(alpha_src[j] + alpha_dst[i]); heads concatenated (or averaged) + bias.
+    Uses the fused ``gat_aggregate``."""
+
+    def __init__(self, in_channels, out_channels, heads=1, concat=True, negative_slope=0.2, dropout=0.0,
+                 add_self_loops=True, bias=True):
+        super().__init__()
+        if dropout:
+            raise ValueError(f"dropout must be 0 (attention dropout is not fused yet), got {dropout}")
+        self.heads, self.out_channels, self.concat = heads, out_channels, concat
+        self.negative_slope, self.add_self_loops = negative_slope, add_self_loops
+        self.lin = nn.Linear(in_channels, heads * out_channels, bias=False)
+        self.att_src = nn.Parameter(torch.empty(1, heads, out_channels))
+        self.att_dst = nn.Parameter(torch.empty(1, heads, out_channels))
+        self.bias = nn.Parameter(torch.zeros(heads * out_channels if concat else out_channels)) if bias else None
+        _glorot_(self.lin.weight)
+        for att in (self.att_src, self.att_dst):
+            _glorot_(att.view(heads, out_channels))
+        self._loop_source = None
+
+    def _with_self_loops(self, graph: Graph) -> Graph:
+        if not self.add_self_loops:
+            return graph
+        if self._loop_source is not graph:
+            edge_index = graph.edge_index()
+            edge_index = edge_index[:, edge_index[0] != edge_index[1]]
+            loops = torch.arange(graph.num_nodes, device=edge_index.device).expand(2, -1)
+            self._loop_graph = Graph.from_edge_index(torch.cat([edge_index, loops], dim=1), graph.num_nodes)
+            self._loop_source = graph
+        return self._loop_graph
+
+    def forward(self, x, edge_index):
+        graph = self._with_self_loops(self.graph_of(edge_index, x.shape[0]))
+        h = self.lin(x).view(-1, self.heads, self.out_channels)
+        alpha_src = (h * self.att_src).sum(-1)
+        alpha_dst = (h * self.att_dst).sum(-1)
+        out = gat_aggregate(graph, h, alpha_src, alpha_dst, self.negative_slope)
+        out = out.reshape(-1, self.heads * self.out_channels) if self.concat else out.mean(dim=1)
+        return out if self.bias is None else out + self.bias

@@ -1,0 +1,131 @@
+"""Schemas, fake kernels and autograd formulas of the GNN core ops (``sslfast::spmm_*``,
+``gcn_aggregate_*``, ``sddmm_*``, ``gat_aggregate_*``); the strings are identical to
+csrc/sslfast.cpp. ``gat_aggregate_fwd`` also returns the per-(row, head) log-sum-exp in the
+accumulation dtype (float64 for float64, float32 otherwise), the backward's only saved state.
+
+Core-op contract: the graph arrives as tensors (destination-sorted CSR ``rowptr``/``col``, its
+transpose ``colptr``/``row`` with ``csc_perm`` = CSR position of each CSC entry, and the hub lists
+of both), so ``torch.compile`` sees plain tensors. ``weight`` is in CSR order. ``spmm_fwd``
+returns ``(out, arg)``; ``arg`` is the int64 [N, F] CSR position chosen by max / min (-1 where a
+row has no in-edge) and an empty tensor for sum / mean. Backward w.r.t. x runs over the
+transpose: deterministic, no atomics.
+"""
+
+from __future__ import annotations
+
+import torch
+
+SCHEMAS = {
+    "spmm_fwd": "(Tensor rowptr, Tensor col, Tensor colptr, Tensor row, Tensor csc_perm, "
+                "Tensor hub_rows, Tensor hub_cols, Tensor? weight, Tensor x, str reduce) "
+                "-> (Tensor, Tensor)",
+    "spmm_bwd": "(Tensor grad_out, Tensor rowptr, Tensor col, Tensor colptr, Tensor row, "
+                "Tensor csc_perm, Tensor hub_rows, Tensor hub_cols, Tensor? weight, Tensor x, "
+                "Tensor arg, str reduce, bool weight_requires_grad) -> (Tensor, Tensor)",
+    "gcn_aggregate_fwd": "(Tensor rowptr, Tensor col, Tensor colptr, Tensor row, Tensor hub_rows, "
+                         "Tensor hub_cols, Tensor deg_inv_sqrt, Tensor x, bool add_self_loops) "
+                         "-> Tensor",
+    "gcn_aggregate_bwd": "(Tensor grad_out, Tensor colptr, Tensor row, Tensor hub_cols, "
+                         "Tensor deg_inv_sqrt, bool add_self_loops) -> Tensor",
+    "sddmm_fwd": "(Tensor rowptr, Tensor col, Tensor colptr, Tensor row, Tensor csc_perm, "
+                 "Tensor hub_rows, Tensor hub_cols, Tensor a, Tensor b) -> Tensor",
+    "sddmm_bwd": "(Tensor grad_out, Tensor rowptr, Tensor col, Tensor colptr, Tensor row, "
+                 "Tensor csc_perm, Tensor hub_rows, Tensor hub_cols, Tensor a, Tensor b) "
+                 "-> (Tensor, Tensor)",
+    "gat_aggregate_fwd": "(Tensor rowptr, Tensor col, Tensor colptr, Tensor row, Tensor csc_perm, "
+                         "Tensor hub_rows, Tensor hub_cols, Tensor x, Tensor alpha_src, "
+                         "Tensor alpha_dst, float negative_slope) -> (Tensor, Tensor)",
+    "gat_aggregate_bwd": "(Tensor grad_out, Tensor rowptr, Tensor col, Tensor colptr, Tensor row, "
+                         "Tensor csc_perm, Tensor hub_rows, Tensor hub_cols, Tensor x, "
+                         "Tensor alpha_src, Tensor alpha_dst, Tensor out, Tensor lse, "
+                         "float negative_slope) -> (Tensor, Tensor, Tensor)",
+}
+
+EXTREME = ("max", "min")
+
+
+def _fakes():
+    def spmm_fwd(rowptr, col, colptr, row, csc_perm, hub_rows, hub_cols, weight, x, reduce):
+        arg_shape = x.shape if reduce in EXTREME else (0,)
+        return torch.empty_like(x), x.new_empty(arg_shape, dtype=torch.int64)
+
+    def spmm_bwd(grad_out, rowptr, col, colptr, row, csc_perm, hub_rows, hub_cols, weight, x, arg,
+                 reduce, weight_requires_grad):
+        grad_w = (torch.empty_like(weight) if weight is not None and weight_requires_grad
+                  else x.new_empty((0,)))
+        return torch.empty_like(x), grad_w
+
+    return {
+        "spmm_fwd": spmm_fwd,
+        "spmm_bwd": spmm_bwd,
+        "gcn_aggregate_fwd": lambda rowptr, col, colptr, row, hr, hc, dinv, x, loops: torch.empty_like(x),
+        "gcn_aggregate_bwd": lambda g, colptr, row, hc, dinv, loops: torch.empty_like(g),
+        "sddmm_fwd": lambda rowptr, col, colptr, row, csc_perm, hr, hc, a, b: a.new_empty(col.shape),
+        "sddmm_bwd": lambda g, rowptr, col, colptr, row, csc_perm, hr, hc, a, b: (
+            torch.empty_like(a), torch.empty_like(b)),
+        "gat_aggregate_fwd": lambda rowptr, col, colptr, row, csc_perm, hr, hc, x, a_src, a_dst, slope: (
+            torch.empty_like(x),
+            a_src.new_empty(a_src.shape, dtype=torch.float64 if x.dtype == torch.float64 else torch.float32)),
+        "gat_aggregate_bwd": lambda g, rowptr, col, colptr, row, csc_perm, hr, hc, x, a_src, a_dst, out, lse,
+        slope: (torch.empty_like(x), torch.empty_like(a_src), torch.empty_like(a_dst)),
+    }
+
+
+def _autograd(ops):
+    def spmm_setup(ctx, inputs, output):
+        rowptr, col, colptr, row, csc_perm, hub_rows, hub_cols, weight, x, reduce = inputs
+        ctx.mark_non_differentiable(output[1])
+        ctx.save_for_backward(rowptr, col, colptr, row, csc_perm, hub_rows, hub_cols, weight, x,
+                              output[1])
+        ctx.reduce = reduce
+
+    def spmm_backward(ctx, grad_out, _grad_arg):
+        rowptr, col, colptr, row, csc_perm, hub_rows, hub_cols, weight, x, arg = ctx.saved_tensors
+        weight_grad = weight is not None and ctx.needs_input_grad[7]
+        grad_x, grad_w = ops.spmm_bwd(grad_out, rowptr, col, colptr, row, csc_perm, hub_rows,
+                                      hub_cols, weight, x, arg, ctx.reduce, weight_grad)
+        return (None,) * 7 + (grad_w if weight_grad else None, grad_x, None)
+
+    def gcn_setup(ctx, inputs, output):
+        rowptr, col, colptr, row, hub_rows, hub_cols, dinv, x, loops = inputs
+        ctx.save_for_backward(colptr, row, hub_cols, dinv)
+        ctx.loops = loops
+
+    def gcn_backward(ctx, grad_out):
+        colptr, row, hub_cols, dinv = ctx.saved_tensors
+        grad_x = ops.gcn_aggregate_bwd(grad_out, colptr, row, hub_cols, dinv, ctx.loops)
+        return (None,) * 7 + (grad_x, None)
+
+    def sddmm_setup(ctx, inputs, output):
+        ctx.save_for_backward(*inputs)
+
+    def sddmm_backward(ctx, grad_out):
+        saved = ctx.saved_tensors
+        grad_a, grad_b = ops.sddmm_bwd(grad_out, *saved)
+        return (None,) * 7 + (grad_a, grad_b)
+
+    def gat_setup(ctx, inputs, output):
+        *graph, x, a_src, a_dst, slope = inputs
+        ctx.mark_non_differentiable(output[1])
+        ctx.save_for_backward(*graph, x, a_src, a_dst, output[0], output[1])
+        ctx.slope = slope
+
+    def gat_backward(ctx, grad_out, _grad_lse):
+        saved = ctx.saved_tensors
+        grads = ops.gat_aggregate_bwd(grad_out, *saved, ctx.slope)
+        return (None,) * 7 + tuple(grads) + (None,)
+
+    return {
+        "gat_aggregate_fwd": (gat_setup, gat_backward),
+        "sddmm_fwd": (sddmm_setup, sddmm_backward),
+        "spmm_fwd": (spmm_setup, spmm_backward),
+        "gcn_aggregate_fwd": (gcn_setup, gcn_backward),
+    }
+
+
+def register_fakes_and_autograd(namespace: str) -> None:
+    for name, fake in _fakes().items():
+        torch.library.register_fake(f"{namespace}::{name}", fake)
+    ops = getattr(torch.ops, namespace)
+    for name, (setup_context, backward) in _autograd(ops).items():
+        torch.library.register_autograd(f"{namespace}::{name}", backward, setup_context=setup_context)

@@ -1,0 +1,628 @@
+"""GNN message passing: Graph construction, spmm (every reduce, edge weights) and gcn_aggregate
+on every runnable backend vs the float64 eager reference (index_add / scatter_reduce, PyG
+conventions), gradients, gradcheck, opcheck, compile, determinism, hubs, Cora, bad input."""
+
+import os
+import pickle
+import re
+
+import pytest
+import torch
+
+import sslfast
+from sslfast.graph import HUB_DEGREE, Graph
+from sslfast.ops._gnn_schema import SCHEMAS
+from sslfast.reference import gnn as reference
+
+from conftest import DEVICE, runnable_backends
+
+BACKENDS = [b for b in runnable_backends(torch.device(DEVICE).type) if b != "triton"]
+FAST_BACKENDS = [b for b in BACKENDS if b != "reference"]
+REDUCES = ["sum", "mean", "max", "min"]
+PLANETOID = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "planetoid")
+
+
+def gen(seed):
+    return torch.Generator().manual_seed(seed)
+
+
+def randn(*shape, dtype=torch.float64, seed=0, requires_grad=True):
+    t = torch.randn(*shape, generator=gen(seed), dtype=torch.float64)
+    return t.to(DEVICE, dtype).requires_grad_(requires_grad)
+
+
+def random_edges(n, e, seed=0):
+    return torch.randint(0, n, (2, e), generator=gen(seed)).to(DEVICE) if n else \
+        torch.zeros(2, 0, dtype=torch.long, device=DEVICE)
+
+
+def special_edges():
+    """Isolated nodes (0 and 9), self loops, duplicate edges, a node with many in-edges."""
+    src = [1, 2, 3, 3, 3, 4, 5, 5, 6, 7, 8, 8, 2, 1]
+    dst = [2, 2, 3, 5, 5, 4, 1, 6, 6, 8, 7, 7, 6, 6]
+    return torch.tensor([src, dst], device=DEVICE), 10
+
+
+def hub_edges(n=20000, hub_degree=HUB_DEGREE * 5 + 37, seed=3):
+    """Power-law-like: node 0 receives hub_degree edges, node 1 sends hub_degree, plus noise."""
+    g = gen(seed)
+    into = torch.stack([torch.randint(0, n, (hub_degree,), generator=g), torch.zeros(hub_degree, dtype=torch.long)])
+    out = torch.stack([torch.ones(hub_degree, dtype=torch.long), torch.randint(0, n, (hub_degree,), generator=g)])
+    noise = torch.randint(0, n, (2, 3 * n), generator=g)
+    return torch.cat([into, out, noise], dim=1).to(DEVICE), n
+
+
+GRAPHS = {
+    "random": lambda: (random_edges(37, 200, seed=1), 37),
+    "special": special_edges,
+    "no_edges": lambda: (torch.zeros(2, 0, dtype=torch.long, device=DEVICE), 5),
+}
+
+
+def outputs_and_grads(fn, x, weight, backend, upstream_seed=99):
+    leaves = [t.detach().clone().requires_grad_(True) for t in (x, weight) if t is not None]
+    xl, wl = leaves[0], (leaves[1] if weight is not None else None)
+    with sslfast.use_backend(backend):
+        out = fn(xl, wl)
+    upstream = torch.randn(out.shape, generator=gen(upstream_seed), dtype=torch.float64).to(out)
+    grads = torch.autograd.grad(out, leaves, upstream, allow_unused=True)
+    grads = [torch.zeros_like(t) if g is None else g for g, t in zip(grads, leaves)]
+    return out.detach(), grads
+
+
+# ---------------------------------------------------------------- Graph
+
+
+def test_graph_csr_and_transpose():
+    edge_index, n = special_edges()
+    g = Graph.from_edge_index(edge_index, n)
+    src, dst = edge_index.cpu()
+    assert g.rowptr.dtype == torch.int64 and g.colptr.dtype == torch.int64
+    assert g.rowptr[-1] == g.colptr[-1] == edge_index.shape[1]
+    # CSR: targets sorted, each edge present once, original order kept within a target (stable)
+    assert torch.equal(g.target.cpu(), dst[g.perm.cpu()]) and torch.equal(g.col.cpu(), src[g.perm.cpu()])
+    assert torch.all(g.target[1:] >= g.target[:-1])
+    for i in range(n):
+        rows = g.perm[g.rowptr[i]:g.rowptr[i + 1]]
+        assert torch.all(rows[1:] > rows[:-1])
+    # CSC: csc_perm maps each CSC entry to its CSR position; sources sorted
+    assert torch.equal(g.row, g.target[g.csc_perm]) and torch.all(g.col[g.csc_perm][1:] >= g.col[g.csc_perm][:-1])
+    assert torch.equal(g.in_degree.cpu(), torch.bincount(dst, minlength=n))
+    assert torch.equal(g.out_degree.cpu(), torch.bincount(src, minlength=n))
+    assert g.num_nodes == n and g.num_edges == edge_index.shape[1]
+    assert g.hub_rows.numel() == 0
+
+
+def test_graph_from_sparse_matches_edge_index():
+    edge_index, n = random_edges(23, 90, seed=5), 23
+    w = torch.rand(90, generator=gen(6), dtype=torch.float64).to(DEVICE)
+    x = randn(n, 5, seed=7, requires_grad=False)
+    expected = reference.spmm(edge_index, x, "sum", w)
+    # adjacency read as out = A @ x: A[target, source]
+    coo = torch.sparse_coo_tensor(edge_index.flip(0), w, (n, n))
+    for adjacency in (coo, coo.coalesce().to_sparse_csr()):
+        g = Graph.from_edge_index(adjacency)
+        torch.testing.assert_close(sslfast.spmm(g, x), expected)
+
+
+def test_graph_hubs_listed():
+    edge_index, n = hub_edges()
+    g = Graph.from_edge_index(edge_index, n)
+    assert g.hub_rows.tolist() == [0] and 1 in g.hub_cols.tolist()
+
+
+# ---------------------------------------------------------------- spmm parity
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("reduce", REDUCES)
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("graph_name", list(GRAPHS))
+def test_spmm_matches_reference(backend, reduce, weighted, graph_name):
+    edge_index, n = GRAPHS[graph_name]()
+    g = Graph.from_edge_index(edge_index, n)
+    for f in (1, 7, 33):
+        x = randn(n, f, seed=f)
+        w = randn(edge_index.shape[1], seed=100 + f) if weighted else None
+        got, got_grads = outputs_and_grads(lambda a, b: sslfast.spmm(g, a, reduce, b), x, w, backend)
+        want, want_grads = outputs_and_grads(lambda a, b: reference.spmm(edge_index, a, reduce, b), x, w,
+                                             "reference")
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+        for a, b in zip(got_grads, want_grads):
+            torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("backend", FAST_BACKENDS)
+@pytest.mark.parametrize("reduce", REDUCES)
+def test_spmm_float32_within_eager_error(backend, reduce):
+    edge_index, n = random_edges(129, 1000, seed=11), 129
+    g = Graph.from_edge_index(edge_index, n)
+    x, w = randn(n, 65, dtype=torch.float32, seed=12), randn(1000, dtype=torch.float32, seed=13)
+    got, got_grads = outputs_and_grads(lambda a, b: sslfast.spmm(g, a, reduce, b), x, w, backend)
+    eager, eager_grads = outputs_and_grads(lambda a, b: reference.spmm(edge_index, a, reduce, b), x, w, "reference")
+    truth, truth_grads = outputs_and_grads(lambda a, b: reference.spmm(edge_index, a, reduce, b),
+                                           x.double(), w.double(), "reference")
+    for a, e, t in zip([got] + got_grads, [eager] + eager_grads, [truth] + truth_grads):
+        err, eager_err = (a.double() - t).abs().max().item(), (e.double() - t).abs().max().item()
+        assert err <= 2 * eager_err + 1e-5 * (1 + t.abs().max().item())
+
+
+@pytest.mark.parametrize("backend", FAST_BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_spmm_half_inputs(backend, dtype):
+    edge_index, n = random_edges(40, 300, seed=14), 40
+    g = Graph.from_edge_index(edge_index, n)
+    x = randn(n, 16, dtype=dtype, seed=15, requires_grad=False)
+    with sslfast.use_backend(backend):
+        got = sslfast.spmm(g, x, "mean")
+    assert got.dtype == dtype
+    torch.testing.assert_close(got.double(), reference.spmm(edge_index, x.double(), "mean"), rtol=2e-2, atol=2e-2)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("reduce", ["sum", "mean", "max"])
+def test_spmm_power_law_hub(backend, reduce):
+    edge_index, n = hub_edges()
+    g = Graph.from_edge_index(edge_index, n)
+    x, w = randn(n, 33, seed=20), randn(edge_index.shape[1], seed=21)
+    got, got_grads = outputs_and_grads(lambda a, b: sslfast.spmm(g, a, reduce, b), x, w, backend)
+    want, want_grads = outputs_and_grads(lambda a, b: reference.spmm(edge_index, a, reduce, b), x, w, "reference")
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
+    for a, b in zip(got_grads, want_grads):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("backend", FAST_BACKENDS)
+def test_spmm_graph_weights_and_override(backend):
+    edge_index, n = random_edges(30, 150, seed=22), 30
+    w_graph, w_call = randn(150, seed=23, requires_grad=False), randn(150, seed=24, requires_grad=False)
+    g = Graph.from_edge_index(edge_index, n, edge_weight=w_graph)
+    x = randn(n, 4, seed=25, requires_grad=False)
+    with sslfast.use_backend(backend):
+        torch.testing.assert_close(sslfast.spmm(g, x), reference.spmm(edge_index, x, "sum", w_graph))
+        torch.testing.assert_close(sslfast.spmm(g, x, edge_weight=w_call),
+                                   reference.spmm(edge_index, x, "sum", w_call))
+        # an edge_index is accepted directly (one Graph built per call)
+        torch.testing.assert_close(sslfast.spmm(edge_index, x, "max"), reference.spmm(edge_index, x, "max"))
+
+
+# ---------------------------------------------------------------- gcn_aggregate
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("add_self_loops", [True, False])
+@pytest.mark.parametrize("normalize", [True, False])
+@pytest.mark.parametrize("graph_name", list(GRAPHS) + ["hub"])
+def test_gcn_aggregate_matches_reference(backend, add_self_loops, normalize, graph_name):
+    edge_index, n = hub_edges() if graph_name == "hub" else GRAPHS[graph_name]()
+    g = Graph.from_edge_index(edge_index, n)
+    x = randn(n, 9, seed=30)
+
+    def fused(a, _):
+        return sslfast.gcn_aggregate(g, a, add_self_loops=add_self_loops, normalize=normalize)
+
+    def eager(a, _):
+        return reference.gcn_aggregate(edge_index, a, add_self_loops=add_self_loops, normalize=normalize)
+
+    got, (got_grad,) = outputs_and_grads(fused, x, None, backend)
+    want, (want_grad,) = outputs_and_grads(eager, x, None, "reference")
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(got_grad, want_grad, rtol=1e-10, atol=1e-12)
+
+
+def test_gcn_aggregate_matches_pyg_formula():
+    """PyG GCNConv propagate written out: A_hat = A + I, D_hat = rowsum, D^-1/2 A_hat D^-1/2 x."""
+    edge_index, n = random_edges(12, 40, seed=31), 12
+    x = randn(n, 3, seed=32, requires_grad=False)
+    dense = torch.zeros(n, n, dtype=torch.float64, device=DEVICE)
+    dense.index_put_((edge_index[1], edge_index[0]), torch.ones(40, dtype=torch.float64, device=DEVICE),
+                     accumulate=True)
+    a_hat = dense + torch.eye(n, dtype=torch.float64, device=DEVICE)
+    dinv = a_hat.sum(1).pow(-0.5)
+    expected = dinv[:, None] * a_hat * dinv[None, :] @ x
+    torch.testing.assert_close(sslfast.gcn_aggregate(edge_index, x), expected)
+
+
+@pytest.mark.skipif(not os.path.exists(os.path.join(PLANETOID, "ind.cora.graph")), reason="no Planetoid data")
+@pytest.mark.parametrize("backend", FAST_BACKENDS)
+def test_cora_gcn_aggregate_and_mean(backend):
+    with open(os.path.join(PLANETOID, "ind.cora.graph"), "rb") as f:
+        adjacency = pickle.load(f, encoding="latin1")
+    pairs = sorted({(int(s), int(d)) for s, nbrs in adjacency.items() for d in nbrs if int(s) != int(d)})
+    edge_index = torch.tensor(pairs, device=DEVICE).t().contiguous()
+    edge_index = torch.cat([edge_index, edge_index.flip(0)], dim=1).unique(dim=1)  # undirected
+    n = 2708
+    g = Graph.from_edge_index(edge_index, n)
+    assert g.num_edges == 10556  # PyG's Cora
+    x = randn(n, 64, dtype=torch.float32, seed=33)
+    got, (got_grad,) = outputs_and_grads(lambda a, _: sslfast.gcn_aggregate(g, a), x, None, backend)
+    want, (want_grad,) = outputs_and_grads(lambda a, _: reference.gcn_aggregate(edge_index, a.double(), True,
+                                                                               True), x, None, "reference")
+    torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(got_grad.double(), want_grad.double(), rtol=1e-5, atol=1e-5)
+    with sslfast.use_backend(backend):
+        torch.testing.assert_close(sslfast.spmm(g, x, "mean"), reference.spmm(edge_index, x, "mean"))
+
+
+# ---------------------------------------------------------------- autograd, registration
+
+
+@pytest.mark.parametrize("backend", FAST_BACKENDS)
+@pytest.mark.parametrize("reduce", REDUCES)
+def test_spmm_gradcheck(backend, reduce):
+    edge_index, n = special_edges()
+    g = Graph.from_edge_index(edge_index, n)
+    x, w = randn(n, 3, seed=40), randn(edge_index.shape[1], seed=41)
+    with sslfast.use_backend(backend):
+        assert torch.autograd.gradcheck(lambda a, b: sslfast.spmm(g, a, reduce, b), (x, w))
+
+
+@pytest.mark.parametrize("backend", FAST_BACKENDS)
+def test_gcn_aggregate_gradcheck(backend):
+    edge_index, n = special_edges()
+    g = Graph.from_edge_index(edge_index, n)
+    with sslfast.use_backend(backend):
+        assert torch.autograd.gradcheck(lambda a: sslfast.gcn_aggregate(g, a), (randn(n, 4, seed=42),))
+
+
+def core_op_cases():
+    edge_index, n = special_edges()
+    g = Graph.from_edge_index(edge_index, n)
+    x = randn(n, 5, seed=50)
+    w = randn(edge_index.shape[1], seed=51)
+    tensors = (g.rowptr, g.col, g.colptr, g.row, g.csc_perm, g.hub_rows, g.hub_cols)
+    ops = torch.ops.sslfast
+    for reduce in REDUCES:
+        yield ops.spmm_fwd, tensors + (w, x, reduce)
+        yield ops.spmm_fwd, tensors + (None, x, reduce)
+    yield ops.gcn_aggregate_fwd, (g.rowptr, g.col, g.colptr, g.row, g.hub_rows, g.hub_cols,
+                                  g.gcn_norm(True, torch.float64), x, True)
+
+
+@pytest.mark.skipif(not FAST_BACKENDS, reason="sslfast._C not built")
+def test_opcheck():
+    for op, args in core_op_cases():
+        torch.library.opcheck(op, args)
+
+
+@pytest.mark.skipif(not FAST_BACKENDS, reason="sslfast._C not built")
+def test_schemas_match_the_python_registry():
+    for name, schema in SCHEMAS.items():
+        registered = str(getattr(torch.ops.sslfast, name).default._schema)
+        signature = re.sub(r"^[\w:]+", "", registered)
+        assert re.sub(r"\s", "", signature) == re.sub(r"\s", "", schema), (name, registered)
+
+
+@pytest.mark.parametrize("backend", FAST_BACKENDS)
+def test_compile_fullgraph(backend):
+    torch._dynamo.reset()
+    edge_index, n = random_edges(31, 120, seed=60), 31
+    g = Graph.from_edge_index(edge_index, n)
+    g.gcn_norm(True, torch.float32)  # cached before tracing
+    x, w = randn(n, 6, dtype=torch.float32, seed=61), randn(120, dtype=torch.float32, seed=62)
+
+    def layer(a, b):
+        h = sslfast.spmm(g, a, "mean", b) + sslfast.spmm(g, a, "max")
+        return sslfast.gcn_aggregate(g, torch.relu(h))
+
+    expected, expected_grads = outputs_and_grads(layer, x, w, backend)
+    with sslfast.use_backend(backend):
+        compiled = torch.compile(layer, fullgraph=True)
+        got, got_grads = outputs_and_grads(compiled, x, w, backend)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    for a, b in zip(got_grads, expected_grads):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("backend", FAST_BACKENDS)
+@pytest.mark.parametrize("reduce", ["sum", "max"])
+def test_deterministic_bitwise(backend, reduce):
+    edge_index, n = hub_edges(seed=4)
+    g = Graph.from_edge_index(edge_index, n)
+    x, w = randn(n, 24, dtype=torch.float32, seed=70), randn(edge_index.shape[1], dtype=torch.float32, seed=71)
+    first = outputs_and_grads(lambda a, b: sslfast.spmm(g, a, reduce, b), x, w, backend)
+    second = outputs_and_grads(lambda a, b: sslfast.spmm(g, a, reduce, b), x, w, backend)
+    third = outputs_and_grads(lambda a, _: sslfast.gcn_aggregate(g, a), x, None, backend)
+    fourth = outputs_and_grads(lambda a, _: sslfast.gcn_aggregate(g, a), x, None, backend)
+    for a, b in zip([first[0]] + first[1] + [third[0]] + third[1], [second[0]] + second[1] + [fourth[0]] + fourth[1]):
+        assert torch.equal(a, b)
+
+
+# ---------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_bad_input(backend):
+    edge_index, n = special_edges()
+    g = Graph.from_edge_index(edge_index, n)
+    x = randn(n, 4, seed=80, requires_grad=False)
+    sslfast.set_backend(backend)
+    with pytest.raises(ValueError, match="edge_index"):
+        Graph.from_edge_index(edge_index[0], n)
+    with pytest.raises(ValueError, match="edge_index"):
+        Graph.from_edge_index(torch.zeros(3, 4, dtype=torch.long), n)
+    with pytest.raises(TypeError, match="edge_index"):
+        Graph.from_edge_index(edge_index.float(), n)
+    with pytest.raises(TypeError, match="edge_index"):
+        Graph.from_edge_index([[0, 1], [1, 0]], n)
+    with pytest.raises(ValueError, match="edge_index"):
+        Graph.from_edge_index(torch.tensor([[0, -1], [1, 0]]), n)
+    with pytest.raises(ValueError, match="edge_index"):
+        Graph.from_edge_index(torch.tensor([[0, n], [1, 0]]), n)
+    with pytest.raises(ValueError, match="edge_weight"):
+        Graph.from_edge_index(edge_index, n, edge_weight=torch.ones(3))
+    with pytest.raises(ValueError, match="x must have num_nodes"):
+        sslfast.spmm(g, randn(n + 1, 4, seed=81))
+    with pytest.raises(ValueError, match="x must be 2-D"):
+        sslfast.spmm(g, randn(n, seed=82))
+    with pytest.raises(TypeError, match="x must be a floating-point"):
+        sslfast.spmm(g, torch.ones(n, 4, dtype=torch.long))
+    with pytest.raises(ValueError, match="edge_weight"):
+        sslfast.spmm(g, x, edge_weight=torch.ones(edge_index.shape[1] + 1, dtype=torch.float64))
+    with pytest.raises(ValueError, match="reduce"):
+        sslfast.spmm(g, x, "prod")
+    with pytest.raises(ValueError, match="x must have num_nodes"):
+        sslfast.gcn_aggregate(g, randn(n - 1, 4, seed=83))
+    with pytest.raises(TypeError, match="graph"):
+        sslfast.spmm("not a graph", x)
+
+
+@pytest.mark.skipif(not FAST_BACKENDS, reason="sslfast._C not built")
+def test_core_op_rejects_inconsistent_graph():
+    """Direct torch.ops calls: a kernel checks sizes instead of reading out of bounds."""
+    edge_index, n = special_edges()
+    g = Graph.from_edge_index(edge_index, n)
+    x = randn(n + 2, 3, seed=90, requires_grad=False)
+    with pytest.raises(RuntimeError):
+        torch.ops.sslfast.spmm_fwd(g.rowptr, g.col, g.colptr, g.row, g.csc_perm, g.hub_rows, g.hub_cols,
+                                   None, x, "sum")
+    bad_col = g.col.clone()
+    bad_col[0] = 10 ** 6  # out of range index: skipped, never read
+    out, _ = torch.ops.sslfast.spmm_fwd(g.rowptr, bad_col, g.colptr, g.row, g.csc_perm, g.hub_rows, g.hub_cols,
+                                        None, x[:n].contiguous(), "sum")
+    assert torch.isfinite(out).all()
+
+
+# ---------------------------------------------------------------- modules vs PyG formulas
+
+
+def _dense_adjacency(edge_index, n):
+    """A[i, j] = number of edges j -> i."""
+    a = torch.zeros(n, n, dtype=torch.float64, device=DEVICE)
+    a.index_put_((edge_index[1], edge_index[0]), torch.ones(edge_index.shape[1], dtype=torch.float64,
+                                                            device=DEVICE), accumulate=True)
+    return a
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_modules_match_pyg_formulas(backend):
+    torch.manual_seed(0)
+    edge_index, n = special_edges()
+    x = randn(n, 6, seed=100)
+    a = _dense_adjacency(edge_index, n)
+    deg = a.sum(1)
+    sslfast.set_backend(backend)
+
+    gcn = sslfast.nn.GCNConv(6, 5).double().to(DEVICE)
+    torch.nn.init.normal_(gcn.bias)
+    a_hat = a + torch.eye(n, dtype=torch.float64, device=DEVICE)
+    dinv = a_hat.sum(1).pow(-0.5)
+    expected = (dinv[:, None] * a_hat * dinv[None, :]) @ (x @ gcn.lin.weight.t()) + gcn.bias
+    torch.testing.assert_close(gcn(x, edge_index), expected)
+    torch.testing.assert_close(gcn(x, Graph.from_edge_index(edge_index, n)), expected)
+
+    sage = sslfast.nn.SAGEConv(6, 4).double().to(DEVICE)
+    mean = (a @ x) / deg.clamp(min=1)[:, None]
+    torch.testing.assert_close(sage(x, edge_index), sage.lin_l(mean) + sage.lin_r(x))
+
+    mlp = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3)).double().to(DEVICE)
+    gin = sslfast.nn.GINConv(mlp, eps=0.3, train_eps=True).to(DEVICE)
+    out = gin(x, edge_index)
+    torch.testing.assert_close(out, mlp(1.3 * x + a @ x))
+    out.sum().backward()
+    assert gin.eps.grad is not None and x.grad is not None
+
+
+# ---------------------------------------------------------------- sddmm, edge loss, negatives
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("graph_name", list(GRAPHS) + ["hub"])
+def test_sddmm_matches_reference(backend, graph_name):
+    edge_index, n = hub_edges() if graph_name == "hub" else GRAPHS[graph_name]()
+    g = Graph.from_edge_index(edge_index, n)
+    a, b = randn(n, 13, seed=110), randn(n, 13, seed=111)
+    leaves = [a.detach().clone().requires_grad_(), b.detach().clone().requires_grad_()]
+    with sslfast.use_backend(backend):
+        got = sslfast.sddmm(g, *leaves)
+    want = (a[edge_index[0]] * b[edge_index[1]]).sum(-1)  # edge order of edge_index
+    torch.testing.assert_close(got, want)
+    upstream = torch.randn(want.shape, generator=gen(112), dtype=torch.float64).to(DEVICE)
+    got_grads = torch.autograd.grad(got, leaves, upstream)
+    want_grads = torch.autograd.grad(want, [a, b], upstream)
+    for x, y in zip(got_grads, want_grads):
+        torch.testing.assert_close(x, y)
+
+
+@pytest.mark.parametrize("backend", FAST_BACKENDS)
+def test_sddmm_gradcheck_opcheck_compile(backend):
+    edge_index, n = special_edges()
+    g = Graph.from_edge_index(edge_index, n)
+    a, b = randn(n, 3, seed=113), randn(n, 3, seed=114)
+    with sslfast.use_backend(backend):
+        assert torch.autograd.gradcheck(lambda p, q: sslfast.sddmm(g, p, q), (a, b))
+        torch.library.opcheck(torch.ops.sslfast.sddmm_fwd, (g.rowptr, g.col, g.colptr, g.row, g.csc_perm,
+                                                            g.hub_rows, g.hub_cols, a, b))
+        torch._dynamo.reset()
+        compiled = torch.compile(lambda p, q: sslfast.sddmm(g, p, q).sigmoid().sum(), fullgraph=True)
+        torch.testing.assert_close(compiled(a, b), sslfast.sddmm(g, a, b).sigmoid().sum())
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_inner_product_edge_loss_matches_pyg_gae(backend):
+    pos, n = random_edges(40, 120, seed=120), 40
+    neg = random_edges(40, 90, seed=121)
+    z = randn(n, 8, dtype=torch.float32, seed=122)
+    with sslfast.use_backend(backend):
+        loss = sslfast.inner_product_edge_loss(z, pos, neg)
+    (grad,) = torch.autograd.grad(loss, z)
+    zz = z.detach().double().requires_grad_()
+    # PyG GAE.recon_loss with InnerProductDecoder(sigmoid=True), EPS = 1e-15
+    p = torch.sigmoid((zz[pos[0]] * zz[pos[1]]).sum(-1))
+    q = torch.sigmoid((zz[neg[0]] * zz[neg[1]]).sum(-1))
+    expected = -torch.log(p + 1e-15).mean() - torch.log(1 - q + 1e-15).mean()
+    (expected_grad,) = torch.autograd.grad(expected, zz)
+    torch.testing.assert_close(loss.double(), expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(grad.double(), expected_grad, rtol=1e-4, atol=1e-6)
+
+
+def test_negative_sampling_avoids_edges():
+    edge_index, n = random_edges(50, 400, seed=130), 50
+    neg = sslfast.negative_sampling(edge_index, n, 300, generator=None)
+    assert neg.shape == (2, 300) and neg.dtype == torch.int64 and neg.device == edge_index.device
+    existing = set(map(tuple, edge_index.t().tolist()))
+    pairs = list(map(tuple, neg.t().tolist()))
+    assert not existing & set(pairs)
+    assert len(set(pairs)) == len(pairs) and all(s != d for s, d in pairs)
+    assert (neg >= 0).all() and (neg < n).all()
+    with pytest.raises(ValueError, match="num_neg"):
+        sslfast.negative_sampling(edge_index, n, -1)
+
+
+def test_sddmm_and_edge_loss_bad_input():
+    edge_index, n = special_edges()
+    g = Graph.from_edge_index(edge_index, n)
+    a = randn(n, 4, seed=140)
+    with pytest.raises(ValueError, match="b must have num_nodes"):
+        sslfast.sddmm(g, a, randn(n + 1, 4, seed=141))
+    with pytest.raises(ValueError, match="b must have the shape"):
+        sslfast.sddmm(g, a, randn(n, 5, seed=142))
+    with pytest.raises(ValueError, match="neg_edge_index"):
+        sslfast.inner_product_edge_loss(a, edge_index, torch.tensor([[0], [n]], device=DEVICE))
+    with pytest.raises(ValueError, match="pos_edge_index"):
+        sslfast.inner_product_edge_loss(a, torch.zeros(2, 0, dtype=torch.long, device=DEVICE), edge_index)
+
+
+# ---------------------------------------------------------------- fused GAT
+
+
+def gat_inputs(n, heads, f, dtype=torch.float64, seed=150):
+    return (randn(n, heads, f, dtype=dtype, seed=seed), randn(n, heads, dtype=dtype, seed=seed + 1),
+            randn(n, heads, dtype=dtype, seed=seed + 2))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("graph_name", list(GRAPHS) + ["hub"])
+def test_gat_aggregate_matches_reference(backend, graph_name):
+    edge_index, n = hub_edges() if graph_name == "hub" else GRAPHS[graph_name]()
+    g = Graph.from_edge_index(edge_index, n)
+    inputs = gat_inputs(n, 3, 5)
+    upstream = torch.randn(n, 3, 5, generator=gen(160), dtype=torch.float64).to(DEVICE)
+    leaves = [t.detach().clone().requires_grad_() for t in inputs]
+    with sslfast.use_backend(backend):
+        got = sslfast.gat_aggregate(g, *leaves, negative_slope=0.2)
+    got_grads = torch.autograd.grad(got, leaves, upstream)
+    want = reference.gat_aggregate(edge_index, *inputs, 0.2)
+    want_grads = torch.autograd.grad(want, inputs, upstream)
+    torch.testing.assert_close(got, want)
+    for a, b in zip(got_grads, want_grads):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("backend", FAST_BACKENDS)
+def test_gat_aggregate_gradcheck_opcheck_compile_determinism(backend):
+    edge_index, n = special_edges()
+    g = Graph.from_edge_index(edge_index, n)
+    h, a_src, a_dst = gat_inputs(n, 2, 3)
+    with sslfast.use_backend(backend):
+        assert torch.autograd.gradcheck(lambda *t: sslfast.gat_aggregate(g, *t, negative_slope=0.1),
+                                        (h, a_src, a_dst))
+        torch.library.opcheck(torch.ops.sslfast.gat_aggregate_fwd,
+                              (g.rowptr, g.col, g.colptr, g.row, g.csc_perm, g.hub_rows, g.hub_cols,
+                               h, a_src, a_dst, 0.2))
+        torch._dynamo.reset()
+        compiled = torch.compile(lambda *t: sslfast.gat_aggregate(g, *t).sum(), fullgraph=True)
+        torch.testing.assert_close(compiled(h, a_src, a_dst), sslfast.gat_aggregate(g, h, a_src, a_dst).sum())
+        edge_index, n = hub_edges(seed=5)
+        g = Graph.from_edge_index(edge_index, n)
+        inputs = gat_inputs(n, 2, 8, dtype=torch.float32)
+        runs = [outputs_and_grads(lambda a, _: sslfast.gat_aggregate(g, a, *inputs[1:]), inputs[0], None, backend)
+                for _ in range(2)]
+        assert torch.equal(runs[0][0], runs[1][0]) and torch.equal(runs[0][1][0], runs[1][1][0])
+
+
+def test_gat_bad_input():
+    edge_index, n = special_edges()
+    g = Graph.from_edge_index(edge_index, n)
+    h, a_src, a_dst = gat_inputs(n, 2, 3)
+    with pytest.raises(ValueError, match="alpha_src"):
+        sslfast.gat_aggregate(g, h, a_src[:, :1], a_dst)
+    with pytest.raises(ValueError, match="h must be 3-D"):
+        sslfast.gat_aggregate(g, h[:, 0], a_src, a_dst)
+    with pytest.raises(ValueError, match="h must have num_nodes"):
+        sslfast.gat_aggregate(g, h[:-1], a_src[:-1], a_dst[:-1])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("concat", [True, False])
+def test_gatconv_matches_pyg_formula(backend, concat):
+    torch.manual_seed(1)
+    edge_index, n = special_edges()
+    x = randn(n, 6, seed=170)
+    conv = sslfast.nn.GATConv(6, 4, heads=3, concat=concat).double().to(DEVICE)
+    torch.nn.init.normal_(conv.bias)
+    with sslfast.use_backend(backend):
+        out = conv(x, edge_index)
+    # dense PyG formula: self loops replaced by one per node, masked softmax over sources
+    a = _dense_adjacency(edge_index, n)
+    a.fill_diagonal_(0)
+    a = a + torch.eye(n, dtype=torch.float64, device=DEVICE)
+    h = (x @ conv.lin.weight.t()).view(n, 3, 4)
+    alpha_src, alpha_dst = (h * conv.att_src).sum(-1), (h * conv.att_dst).sum(-1)
+    e = torch.nn.functional.leaky_relu(alpha_dst.t()[:, :, None] + alpha_src.t()[:, None, :], 0.2)  # [H, i, j]
+    w = torch.where(a > 0, a * torch.exp(e - e.amax(-1, keepdim=True)), torch.zeros_like(e))
+    att = w / w.sum(-1, keepdim=True)
+    expected = torch.einsum("kij,jkc->ikc", att, h)
+    expected = expected.reshape(n, 12) if concat else expected.mean(1)
+    torch.testing.assert_close(out, expected + conv.bias)
+
+
+@pytest.mark.parametrize("backend", FAST_BACKENDS)
+def test_sanitize_every_kernel_once(backend):
+    """Small calls of every kernel, forward and backward (``make gpu-check`` runs the tests named
+    ``sanitize`` under compute-sanitizer memcheck): odd feature counts, a hub, empty rows."""
+    edge_index, n = hub_edges(n=3000, hub_degree=HUB_DEGREE + 5)
+    g = Graph.from_edge_index(edge_index, n)
+    w = randn(edge_index.shape[1], dtype=torch.float32, seed=180)
+    for f in (1, 7, 64):
+        x = randn(n, f, dtype=torch.float32, seed=181)
+        with sslfast.use_backend(backend):
+            for reduce in REDUCES:
+                sslfast.spmm(g, x, reduce, w).sum().backward()
+            sslfast.gcn_aggregate(g, x).sum().backward()
+            sslfast.sddmm(g, x, x).sum().backward()
+    assert x.grad is not None and w.grad is not None
+
+
+@pytest.mark.parametrize("heads", [None, 3])
+@pytest.mark.parametrize("graph_name", list(GRAPHS))
+def test_edge_softmax_matches_pyg_formula(heads, graph_name):
+    edge_index, n = GRAPHS[graph_name]()
+    g = Graph.from_edge_index(edge_index, n)
+    e = edge_index.shape[1]
+    scores = randn(*((e,) if heads is None else (e, heads)), seed=190)
+    got = sslfast.edge_softmax(g, scores)
+    dst = edge_index[1]
+    expected = torch.empty_like(scores)
+    for i in range(n):  # PyG softmax written per target
+        sel = dst == i
+        if sel.any():
+            expected[sel] = torch.softmax(scores[sel], dim=0)
+    torch.testing.assert_close(got, expected)
+    torch.testing.assert_close(got, reference.edge_softmax(edge_index, scores))
+    if e:
+        upstream = torch.randn(scores.shape, generator=gen(191), dtype=torch.float64).to(DEVICE)
+        torch.testing.assert_close(torch.autograd.grad(got, scores, upstream)[0],
+                                   torch.autograd.grad(expected, scores, upstream)[0])
+    with pytest.raises(ValueError, match="scores"):
+        sslfast.edge_softmax(g, randn(e + 1, seed=192))
