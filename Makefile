@@ -14,7 +14,6 @@ TRITON_PIN  := triton==3.9.0
 TOOLS_PINS  := numpy==2.4.6 pytest==9.2.0 pytest-benchmark==5.3.1 tqdm==4.70.1 matplotlib==3.11.2 \
                ninja==1.13.2 setuptools==84.2.1 wheel
 
-SOURCES := setup.py $(wildcard csrc/*.cpp csrc/*.h csrc/cpu/*.cpp csrc/cpu/*.h csrc/cuda/*.cpp kernels/*.cu kernels/*.cuh)
 BUILT   := $(VENV)/.built
 DEPS    := $(VENV)/.deps
 CU_SRCS := $(wildcard kernels/*.cu)
@@ -39,14 +38,16 @@ $(DEPS): $(PY) Makefile
 
 venv deps: $(DEPS)
 
-# Editable install once (metadata + first build); afterwards incremental in-place rebuilds (ninja).
-$(BUILT): $(DEPS) $(SOURCES)
-	@if [ -f $(BUILT) ]; then MAX_JOBS=$${MAX_JOBS:-2} $(PY) setup.py -q build_ext --inplace; \
-	 else MAX_JOBS=$${MAX_JOBS:-2} $(PIP) install -q --no-build-isolation --no-deps -e . ; fi
-	@$(PY) -c "import sslfast, sslfast._native as n; print('sslfast._C built:', n.AVAILABLE, '| cuda:', n.built_with_cuda())"
+# Editable install once (metadata + first build); afterwards every `make build` runs the
+# incremental in-place rebuild: ninja decides what changed, so sources added or touched while a
+# build ran are never missed (a stamp-file rule would miss them).
+$(BUILT): $(DEPS)
+	MAX_JOBS=$${MAX_JOBS:-2} $(PIP) install -q --no-build-isolation --no-deps -e .
 	@touch $@
 
 build: $(BUILT)
+	@MAX_JOBS=$${MAX_JOBS:-2} $(PY) setup.py -q build_ext --inplace
+	@$(PY) -c "import sslfast, sslfast._native as n; print('sslfast._C built:', n.AVAILABLE, '| cuda:', n.built_with_cuda())"
 
 # Compile every CUDA kernel for sm_80 and sm_90 (no GPU needed): a broken kernel fails here.
 nvcc-check:
@@ -59,20 +60,20 @@ nvcc-check:
 	     || { cat build/nvcc-check/$$(basename $$f .cu).ptxas.txt; exit 1; }; \
 	 done; fi
 
-test: $(BUILT) nvcc-check
+test: build nvcc-check
 	$(PY) -m pytest -q tests
 
-test-quick: $(BUILT)
+test-quick: build
 	$(PY) -m pytest -q -x tests -k "not slow"
 
-bench: $(BUILT)
+bench: build
 	$(PY) -m sslfast.bench $(BENCH_ARGS)
 
-bench-quick: $(BUILT)
+bench-quick: build
 	$(PY) -m sslfast.bench --quick $(BENCH_ARGS)
 
 # On a GPU machine (see README "GPU"): everything on CUDA, then sanitizers and benchmarks.
-gpu-check: $(BUILT) nvcc-check
+gpu-check: build nvcc-check
 	@$(PY) -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'gpu-check: no CUDA device')"
 	mkdir -p benchmarks/results
 	SSLFAST_TEST_DEVICE=cuda $(PY) -m pytest -q tests 2>&1 | tee benchmarks/results/gpu-tests.txt

@@ -61,9 +61,10 @@ def triton_can_run(device_type: str) -> bool:
 def resolve(op_name: str, device_type: str, native_devices, triton_devices=("cuda", "cpu")) -> str:
     """Pick the backend for one call of ``op_name`` on ``device_type``.
 
-    ``native_devices``: the device types the C++/CUDA extension has kernels for, for this op.
-    ``auto`` prefers native on CPU and Triton on GPUs (DESIGN.md "GPU backend per family",
-    pass a different order through ``native_devices``), and the reference when neither runs.
+    ``native_devices``: the device types the C++/CUDA extension has kernels for, for this op;
+    ``triton_devices``: those its Triton kernels serve. ``auto`` prefers native on CPU and
+    Triton on GPUs, and the reference when neither runs; a family whose GPU backend is CUDA
+    C++ (DESIGN.md "GPU backend per family", e.g. GNN) passes ``triton_devices=()``.
     """
     requested = _state["backend"]
     native_ok = device_type in native_devices

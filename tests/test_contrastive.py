@@ -466,3 +466,20 @@ def test_modules_match_functions():
     assert math.isclose(siglip.log_scale.exp().item(), 10.0, rel_tol=1e-6)
     with pytest.raises(TypeError, match="logit_scale"):
         sslfast.nn.ClipLoss()(z1, z2)
+
+
+@pytest.mark.parametrize("backend", FAST_BACKENDS)
+def test_sanitize_contrastive_kernels_once(backend):
+    """Every contrastive kernel once at ragged sizes (partial tiles, D not a multiple of any
+    block): the subset `make gpu-check` runs under compute-sanitizer (-k sanitize)."""
+    z1, z2 = randn(37, 19, seed=110), randn(37, 19, seed=111)
+    queue = randn(23, 19, requires_grad=False, seed=112)
+    scale = torch.tensor(7.0, device=DEVICE, requires_grad=True)
+    bias = torch.tensor(-1.0, device=DEVICE, requires_grad=True)
+    with sslfast.use_backend(backend):
+        losses = [sslfast.nt_xent(z1, z2, 0.2), sslfast.nt_xent(z1, z2, 0.2, exclude_positive=True),
+                  sslfast.info_nce(z1, z2, 0.1, queue), sslfast.info_nce(z1, z2, 0.1, queue, in_batch_negatives=False),
+                  sslfast.clip_loss(z1, z2, scale, bias), sslfast.clip_loss(z1, z2, scale),
+                  sslfast.siglip_loss(z1, z2, scale, bias)]
+        torch.stack(losses).sum().backward()
+    assert all(torch.isfinite(x.grad).all() for x in (z1, z2, scale, bias))

@@ -541,14 +541,14 @@ def _fmt_mib(res) -> str:
 
 def table_rows(records) -> tuple[list, list]:
     header = ["op", "size", "mode", "backend", "sslfast ms [p20-p80]", "eager ms", "compile ms",
-              "vs eager", "vs compile", "peak MiB sslfast/eager/compile", "sslfast TFLOP/s",
+              "vs eager", "vs compile", "peak MiB sslfast/eager/compile", "sslfast TFLOP/s | GB/s",
               "vs other"]
     rows = []
     for r in records:
         im = r["impls"]
         perf = im["sslfast"].get("tflops")
         if perf is not None:
-            perf_s = f"{perf:.3g}"
+            perf_s = f"{perf:.3g} TFLOP/s"
         elif im["sslfast"].get("gbps") is not None:
             perf_s = f"{im['sslfast']['gbps']:.3g} GB/s"
         else:
