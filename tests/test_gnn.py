@@ -4,14 +4,12 @@ conventions), gradients, gradcheck, opcheck, compile, determinism, hubs, Cora, b
 
 import os
 import pickle
-import re
 
 import pytest
 import torch
 
 import sslfast
 from sslfast.graph import HUB_DEGREE, Graph
-from sslfast.ops._gnn_schema import SCHEMAS
 from sslfast.reference import gnn as reference
 
 from conftest import DEVICE, runnable_backends
@@ -283,14 +281,6 @@ def core_op_cases():
 def test_opcheck():
     for op, args in core_op_cases():
         torch.library.opcheck(op, args)
-
-
-@pytest.mark.skipif(not FAST_BACKENDS, reason="sslfast._C not built")
-def test_schemas_match_the_python_registry():
-    for name, schema in SCHEMAS.items():
-        registered = str(getattr(torch.ops.sslfast, name).default._schema)
-        signature = re.sub(r"^[\w:]+", "", registered)
-        assert re.sub(r"\s", "", signature) == re.sub(r"\s", "", schema), (name, registered)
 
 
 @pytest.mark.parametrize("backend", FAST_BACKENDS)

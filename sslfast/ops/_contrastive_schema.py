@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import torch
 
+from . import _registry
+
 SCHEMAS = {
     "nt_xent_fwd": "(Tensor z, float temperature, bool exclude_positive) -> (Tensor, Tensor)",
     "nt_xent_bwd": "(Tensor grad_loss, Tensor z, Tensor lse, float temperature, "
@@ -113,9 +115,5 @@ def _autograd(ops):
 
 
 def register_fakes_and_autograd(namespace: str) -> None:
-    """Register fake kernels for every op and autograd for every ``*_fwd`` op of ``namespace``."""
-    for name, fake in _fakes().items():
-        torch.library.register_fake(f"{namespace}::{name}", fake)
-    ops = getattr(torch.ops, namespace)
-    for name, (setup_context, backward) in _autograd(ops).items():
-        torch.library.register_autograd(f"{namespace}::{name}", backward, setup_context=setup_context)
+    """Register fake kernels for every op and autograd for every forward op of ``namespace``."""
+    _registry.register_fakes_and_autograd(namespace, _fakes(), _autograd)

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import torch
 
+from . import _registry
+
 SCHEMAS = {
     "diffusion_q_sample": "(Tensor x0, Tensor? noise, Tensor coefs, int seed, bool v_target) -> (Tensor, Tensor)",
     "diffusion_loss_fwd": "(Tensor model_output, Tensor target, Tensor weight) -> Tensor",
@@ -79,8 +81,5 @@ def _autograd(ops):
 
 
 def register_fakes_and_autograd(namespace: str) -> None:
-    for name, fake in _fakes().items():
-        torch.library.register_fake(f"{namespace}::{name}", fake)
-    ops = getattr(torch.ops, namespace)
-    for name, (setup_context, backward) in _autograd(ops).items():
-        torch.library.register_autograd(f"{namespace}::{name}", backward, setup_context=setup_context)
+    """Register fake kernels for every op and autograd for every forward op of ``namespace``."""
+    _registry.register_fakes_and_autograd(namespace, _fakes(), _autograd)

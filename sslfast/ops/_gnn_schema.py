@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import torch
 
+from . import _registry
+
 SCHEMAS = {
     "spmm_fwd": "(Tensor rowptr, Tensor col, Tensor colptr, Tensor row, Tensor csc_perm, "
                 "Tensor hub_rows, Tensor hub_cols, Tensor? weight, Tensor x, str reduce) "
@@ -124,8 +126,5 @@ def _autograd(ops):
 
 
 def register_fakes_and_autograd(namespace: str) -> None:
-    for name, fake in _fakes().items():
-        torch.library.register_fake(f"{namespace}::{name}", fake)
-    ops = getattr(torch.ops, namespace)
-    for name, (setup_context, backward) in _autograd(ops).items():
-        torch.library.register_autograd(f"{namespace}::{name}", backward, setup_context=setup_context)
+    """Register fake kernels for every op and autograd for every forward op of ``namespace``."""
+    _registry.register_fakes_and_autograd(namespace, _fakes(), _autograd)

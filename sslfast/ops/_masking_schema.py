@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import torch
 
+from . import _registry
+
 SCHEMAS = {
     "random_masking_fwd": "(Tensor x, Tensor noise, Tensor? pos_embed, int len_keep, "
                           "int num_prefix_tokens, bool int32_indices) -> (Tensor, Tensor, Tensor)",
@@ -119,9 +121,5 @@ def _autograd(ops):
 
 
 def register_fakes_and_autograd(namespace: str) -> None:
-    """Register fake kernels for every op and autograd for every ``*_fwd`` op of ``namespace``."""
-    for name, fake in _fakes().items():
-        torch.library.register_fake(f"{namespace}::{name}", fake)
-    ops = getattr(torch.ops, namespace)
-    for name, (setup_context, backward) in _autograd(ops).items():
-        torch.library.register_autograd(f"{namespace}::{name}", backward, setup_context=setup_context)
+    """Register fake kernels for every op and autograd for every forward op of ``namespace``."""
+    _registry.register_fakes_and_autograd(namespace, _fakes(), _autograd)
