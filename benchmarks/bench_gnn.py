@@ -14,9 +14,8 @@ pytest.importorskip("pytest_benchmark", reason="pytest-benchmark is not installe
 import torch  # noqa: E402
 
 from sslfast.bench import gnn as cases  # noqa: E402
-from sslfast.bench.harness import call_once, clear_grads  # noqa: E402
+from suite import DEVICE, time_case  # noqa: E402
 
-DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 DTYPE = torch.float32
 
 CASES = {
@@ -30,18 +29,5 @@ CASES = {
 @pytest.mark.parametrize("impl", ["sslfast", "eager"])
 @pytest.mark.parametrize("op", list(CASES))
 def test_fwd_bwd(benchmark, op, impl):
-    case = CASES[op]()
-    inputs = case.make_inputs(DEVICE, DTYPE, True)
-    fn = case.sslfast_fn if impl == "sslfast" else case.reference_fn
-
-    def run():
-        clear_grads(inputs)
-        call_once(fn, inputs, True)
-        if DEVICE.type == "cuda":
-            torch.cuda.synchronize()
-
-    benchmark.group = f"{op} {case.label} fwd+bwd"
-    benchmark.extra_info.update(device=str(DEVICE), backend=case.backend(DEVICE) if impl == "sslfast" else "eager",
-                                bytes_model=case.bytes("fwd+bwd"))
-    benchmark.pedantic(run, rounds=5, warmup_rounds=1, iterations=1)
+    inputs = time_case(benchmark, op, CASES[op](), impl, dtype=DTYPE, rounds=5)
     assert all(t.grad is not None for t in inputs.leaves)
