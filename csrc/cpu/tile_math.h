@@ -371,6 +371,11 @@ void fold_tile_lse(const T* tile, int64_t rows, int64_t cols, T* row_max, T* row
   T shift = neg_inf<T>();
   for (int64_t r = 0; r < rows; ++r) {
     const T* x = tile + r * cols;
+    if (!col_max) {  // rows only: no column maxima to keep
+      tile_row_max[r] = cpu::row_max(x, cols);  // (the parameter row_max shadows the helper)
+      shift = tile_row_max[r] > shift ? tile_row_max[r] : shift;
+      continue;
+    }
     int64_t c = 0;
     T m = neg_inf<T>();
 #ifdef __AVX2__
@@ -407,6 +412,10 @@ void fold_tile_lse(const T* tile, int64_t rows, int64_t cols, T* row_max, T* row
   std::fill(col_acc, col_acc + cols, T(0));
   for (int64_t r = 0; r < rows; ++r) {
     const T* x = tile + r * cols;
+    if (!col_max) {  // rows only: no column sums to accumulate
+      if (tile_row_max[r] != neg_inf<T>()) merge_lse(row_max[r], row_sum[r], shift, sum_exp_shifted(x, cols, shift));
+      continue;
+    }
     T s = 0;
     int64_t c = 0;
 #ifdef __AVX2__
