@@ -73,12 +73,28 @@ bench-quick: build
 	$(PY) -m sslfast.bench --quick $(BENCH_ARGS)
 
 # On a GPU machine (see README "GPU"): everything on CUDA, then sanitizers and benchmarks.
+# Logs and results land in benchmarks/results/<gpu>-<date>*; a failing step fails the target
+# (after the later steps still ran). GPU_QUICK=1: the quick bench and no slow tests.
+GPU_NAME = $(shell nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 | tr ' ' '-' | tr -cd 'A-Za-z0-9-')
+GPU_TAG  = $(or $(GPU_NAME),gpu)-$(shell date -u +%Y-%m-%d)
+GPU_RES  = benchmarks/results/$(GPU_TAG)
+SANITIZE = compute-sanitizer --error-exitcode 1 --target-processes all
 gpu-check: build nvcc-check
 	@$(PY) -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'gpu-check: no CUDA device')"
-	mkdir -p benchmarks/results
-	SSLFAST_TEST_DEVICE=cuda $(PY) -m pytest -q tests 2>&1 | tee benchmarks/results/gpu-tests.txt
-	compute-sanitizer --tool memcheck $(PY) -m pytest -q -x tests -k "sanitize" 2>&1 | tail -20
-	$(PY) -m sslfast.bench --device cuda --out benchmarks/results/gpu $(BENCH_ARGS)
+	@mkdir -p benchmarks/results; status=0; \
+	 echo "== tests on CUDA -> $(GPU_RES)-tests.txt"; \
+	 SSLFAST_TEST_DEVICE=cuda $(PY) -m pytest -q tests $(if $(GPU_QUICK),-k "not slow") > $(GPU_RES)-tests.txt 2>&1 || status=1; \
+	 tail -5 $(GPU_RES)-tests.txt; \
+	 for tool in memcheck racecheck; do \
+	   echo "== compute-sanitizer $$tool on the sanitize subset -> $(GPU_RES)-$$tool.txt"; \
+	   SSLFAST_TEST_DEVICE=cuda $(SANITIZE) --tool $$tool $(PY) -m pytest -q -x tests -k sanitize \
+	     > $(GPU_RES)-$$tool.txt 2>&1 || status=1; \
+	   tail -3 $(GPU_RES)-$$tool.txt; \
+	 done; \
+	 echo "== benchmarks -> $(GPU_RES)/"; \
+	 $(PY) -m sslfast.bench --device cuda $(if $(GPU_QUICK),--quick) --out $(GPU_RES) $(BENCH_ARGS) || status=1; \
+	 cp $(GPU_RES)/results.json $(GPU_RES).json 2>/dev/null; \
+	 exit $$status
 
 clean:
 	rm -rf build $(BUILT) sslfast/*.so *.egg-info bench-results

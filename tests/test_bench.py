@@ -64,6 +64,7 @@ def test_cli_quick_tiny_writes_json_markdown_png(tmp_path, capsys):
             assert 0 < res["p20_ms"] <= res["median_ms"] <= res["p80_ms"]
             assert len(res["samples_ms"]) == 2
             assert res["peak_mib"] is not None and res["peak_mib"] >= 0
+            assert 0 <= res["scratch_mib"] <= res["peak_mib"]
             assert res["tflops"] > 0
         assert r["impls"]["compile"]["error"].startswith("skipped")
         assert r["speedup_vs_eager"] > 0 and r["speedup_vs_compile"] is None
@@ -110,6 +111,17 @@ def test_peak_memory_of_a_known_allocation():
 
     assert harness.measure_peak_mib(two_sequential, "cpu") == pytest.approx(32.0, abs=1.0)
     assert harness.measure_peak_mib(lambda: None, "cpu") == pytest.approx(0.0, abs=0.1)
+
+
+def test_result_bytes_counts_new_outputs_and_grads_once():
+    x = torch.randn(1000, requires_grad=True)
+    y = torch.randn(250)
+    inputs = harness.Inputs((x, y), {}, [x])
+    out = (x * 2).sum()
+    out.backward()
+    fresh = torch.empty(500)
+    # The loss (4 B) + x.grad (4000 B) + one 2000 B output returned twice; y is an input: free.
+    assert harness.result_bytes((out, fresh, [fresh[:10], y]), inputs) == 4 + 4000 + 2000
 
 
 def test_unknown_family_fails_clearly(tmp_path, capsys):

@@ -526,3 +526,30 @@ def test_block_mask_beit():
     again = sslfast.block_mask(96, 14, 14, 75, generator=torch.Generator(device=DEVICE).manual_seed(0),
                                device=DEVICE)
     assert torch.equal(again, mask)
+
+
+@pytest.mark.parametrize("backend", FAST_BACKENDS)
+def test_sanitize_masking_kernels_once(backend):
+    """Every masking kernel once, forward and backward, at small odd sizes (``make gpu-check``
+    runs the tests named ``sanitize`` under compute-sanitizer): a cls token, pos_embed, L = 1,
+    both index dtypes, both losses."""
+    for case, (n, prefix, length, d) in enumerate([(3, 1, 7, 5), (2, 0, 1, 3)]):
+        x = randn(n, prefix + length, d, dtype=torch.float32, seed=40 + case, requires_grad=True)
+        pos = randn(1, prefix + length, d, dtype=torch.float32, seed=50 + case, requires_grad=True)
+        token = randn(1, 1, d, dtype=torch.float32, seed=60 + case, requires_grad=True)
+        index_dtype = torch.int32 if case else torch.int64
+        with sslfast.use_backend(backend):
+            vis, mask, ids = sslfast.random_masking(x, 0.5 if length > 1 else 0.0,
+                                                    generator=torch.Generator().manual_seed(case),
+                                                    pos_embed=pos, num_prefix_tokens=prefix,
+                                                    index_dtype=index_dtype)
+            full = sslfast.unshuffle(vis, ids, token, pos_embed=pos, num_prefix_tokens=prefix)
+        full.sum().backward()
+        assert x.grad is not None and token.grad is not None and pos.grad is not None
+    imgs = randn(2, 3, 12, 8, dtype=torch.float32, seed=70)
+    mask = (torch.arange(6, device=DEVICE) % 2).float().expand(2, 6).contiguous()
+    for loss in ("l2", "l1"):
+        pred = randn(2, 6, 48, dtype=torch.float32, seed=71, requires_grad=True)
+        with sslfast.use_backend(backend):
+            sslfast.masked_patch_loss(pred, imgs, mask, 4, loss=loss).backward()
+        assert torch.isfinite(pred.grad).all()

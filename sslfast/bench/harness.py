@@ -157,6 +157,31 @@ def clear_grads(inputs: Inputs):
         t.grad = None
 
 
+def _tensors(value):
+    if isinstance(value, torch.Tensor):
+        yield value
+    elif isinstance(value, (tuple, list)):
+        for v in value:
+            yield from _tensors(v)
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _tensors(v)
+
+
+def result_bytes(out, inputs: Inputs) -> int:
+    """Bytes every implementation has to allocate: the storages of the returned tensors and of
+    the input gradients, each storage once, leaving out storages the inputs already own."""
+    owned = {t.untyped_storage().data_ptr() for t in _tensors((inputs.args, inputs.kwargs))}
+    seen, total = set(), 0
+    for t in list(_tensors(out)) + [leaf.grad for leaf in inputs.leaves if leaf.grad is not None]:
+        storage = t.untyped_storage()
+        ptr = storage.data_ptr()
+        if ptr and ptr not in owned and ptr not in seen:
+            seen.add(ptr)
+            total += storage.nbytes()
+    return total
+
+
 def _sync(device):
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -302,10 +327,12 @@ def run_mode(case: Case, mode: str, device, dtype, plan: Plan, compiled) -> dict
         results["compile"]["error"] = "skipped (--no-compile)"
     fns.update(case.baselines)
 
-    def runner(fn):
+    required = {}
+
+    def runner(fn, name):
         def run():
             clear_grads(inputs)
-            call_once(fn, inputs, backward, case.backward)
+            required[name] = result_bytes(call_once(fn, inputs, backward, case.backward), inputs)
 
         return run
 
@@ -315,7 +342,7 @@ def run_mode(case: Case, mode: str, device, dtype, plan: Plan, compiled) -> dict
     # (each slow call counts on 2 cores); on CUDA it comes after them (cuBLAS workspaces etc.).
     # Fast calls then keep warming until plan.warmup_s is spent; the last one sizes the rounds.
     for name, fn in fns.items():
-        run = runner(fn)
+        run = runner(fn, name)
 
         def timed(run=run):
             t0 = time.perf_counter()
@@ -331,7 +358,9 @@ def run_mode(case: Case, mode: str, device, dtype, plan: Plan, compiled) -> dict
                 last_s[name] = timed()
             clear_grads(inputs)
             t0 = time.perf_counter()
-            results[name]["peak_mib"] = measure_peak_mib(run, device)
+            peak = results[name]["peak_mib"] = measure_peak_mib(run, device)
+            # Scratch: the peak minus the outputs and gradients any implementation must return.
+            results[name]["scratch_mib"] = max(0.0, peak - required[name] / MiB)
             probe_s = time.perf_counter() - t0
             warm_t, extra = 0.0, 0
             while warm_t < plan.warmup_s and extra < 50 and min(last_s.get(name, probe_s),
@@ -534,15 +563,15 @@ def _fmt_x(x) -> str:
     return "-" if x is None else f"{x:.2f}x"
 
 
-def _fmt_mib(res) -> str:
-    v = res.get("peak_mib")
+def _fmt_mib(res, key="peak_mib") -> str:
+    v = res.get(key)
     return "-" if v is None else (f"{v:.1f}" if v < 1000 else f"{v:.0f}")
 
 
 def table_rows(records) -> tuple[list, list]:
     header = ["op", "size", "mode", "backend", "sslfast ms [p20-p80]", "eager ms", "compile ms",
-              "vs eager", "vs compile", "peak MiB sslfast/eager/compile", "sslfast TFLOP/s | GB/s",
-              "vs other"]
+              "vs eager", "vs compile", "peak MiB sslfast/eager/compile", "scratch MiB s/e/c",
+              "sslfast TFLOP/s | GB/s", "vs other"]
     rows = []
     for r in records:
         im = r["impls"]
@@ -558,7 +587,8 @@ def table_rows(records) -> tuple[list, list]:
             r["case"], r["mode"], str(r.get("backend") or "?"),
             _fmt_ms_range(im["sslfast"]), _fmt_ms(im["eager"]), _fmt_ms(im["compile"]),
             _fmt_x(r["speedup_vs_eager"]), _fmt_x(r["speedup_vs_compile"]),
-            "/".join(_fmt_mib(im[n]) for n in IMPLS), perf_s,
+            "/".join(_fmt_mib(im[n]) for n in IMPLS), "/".join(_fmt_mib(im[n], "scratch_mib") for n in IMPLS),
+            perf_s,
             " ".join(f"{name} {_fmt_x(x)}" for name, x in (r.get("speedup_vs") or {}).items()) or "-",
         ])
     return header, rows
@@ -592,7 +622,8 @@ def format_markdown(records, env: dict) -> str:
         "",
         "Times are medians over interleaved rounds; speedup = baseline median / sslfast median. "
         "`*` marks the headline case. Peak MiB is memory allocated on top of the inputs "
-        "during one call.",
+        "during one call; scratch MiB is that peak minus the returned tensors and input "
+        "gradients (which every implementation must allocate).",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "|".join("---" for _ in header) + "|",
