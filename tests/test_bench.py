@@ -49,6 +49,7 @@ def test_cli_quick_tiny_writes_json_markdown_png(tmp_path, capsys):
                 "backend_requested", "native_available"):
         assert key in env, key
     assert env["device"] == "cpu" and env["dtype"] == "float32"
+    assert env["ceilings"]["copy_gbps"] > 0 and env["ceilings"]["matmul_tflops"] > 0
     assert env["git_commit"]  # a hash or "unknown"
 
     records = data["records"]
@@ -66,6 +67,7 @@ def test_cli_quick_tiny_writes_json_markdown_png(tmp_path, capsys):
             assert res["peak_mib"] is not None and res["peak_mib"] >= 0
             assert 0 <= res["scratch_mib"] <= res["peak_mib"]
             assert res["tflops"] > 0
+            assert res["pct_of_matmul"] == pytest.approx(100 * res["tflops"] / env["ceilings"]["matmul_tflops"])
         assert r["impls"]["compile"]["error"].startswith("skipped")
         assert r["speedup_vs_eager"] > 0 and r["speedup_vs_compile"] is None
     # Forward+backward is reported against the 6*N*M*D model, 8*N*M*D with recompute.
@@ -76,7 +78,7 @@ def test_cli_quick_tiny_writes_json_markdown_png(tmp_path, capsys):
 
     md = (out / "results.md").read_text()
     assert "| op | size | mode |" in md and md.count("| nt_xent") == 2
-    assert env["torch"] in md
+    assert env["torch"] in md and "measured ceilings" in md
 
     png = out / "results.png"
     pytest.importorskip("matplotlib")

@@ -541,6 +541,43 @@ def environment(device: torch.device, dtype: torch.dtype) -> dict:
     }
 
 
+def measure_ceilings(device: torch.device, small: bool = False) -> dict:
+    """What this device can do at best, measured now: bandwidth of a large device copy (read +
+    write counted) and the throughput of a large matmul (bf16 on CUDA, float32 on CPU). Each
+    case's GB/s and TFLOP/s are also reported as a percentage of these."""
+    if device.type == "cuda":
+        copy_mib, mm, mm_dtype, reps = (64, 1024, torch.bfloat16, 5) if small else (2048, 8192, torch.bfloat16, 20)
+    else:
+        copy_mib, mm, mm_dtype, reps = (16, 256, torch.float32, 3) if small else (256, 2048, torch.float32, 5)
+
+    def median_s(fn):
+        fn()
+        return quantile([time_once(fn, device) for _ in range(reps)], 0.5) * 1e-3
+
+    src = torch.ones(copy_mib * 2 ** 18, device=device)  # float32: 2^18 elements per MiB
+    dst = torch.empty_like(src)
+    copy_s = median_s(lambda: dst.copy_(src))
+    del src, dst
+    a = torch.randn(mm, mm, device=device).to(mm_dtype)
+    b = torch.randn(mm, mm, device=device).to(mm_dtype)
+    mm_s = median_s(lambda: torch.mm(a, b))
+    del a, b
+    _oom_cleanup(device)
+    return {"copy_gbps": 2 * copy_mib * MiB / copy_s / 1e9, "copy_mib": copy_mib,
+            "matmul_tflops": 2 * mm ** 3 / mm_s / 1e12, "matmul": f"{mm}^3 {str(mm_dtype).replace('torch.', '')}"}
+
+
+def add_ceiling_fractions(records, ceilings: dict) -> None:
+    """``pct_of_copy_bw`` / ``pct_of_matmul`` per implementation: its GB/s or TFLOP/s against
+    the device's measured ceilings."""
+    for r in records:
+        for res in r["impls"].values():
+            if res.get("gbps") is not None and ceilings.get("copy_gbps"):
+                res["pct_of_copy_bw"] = 100 * res["gbps"] / ceilings["copy_gbps"]
+            if res.get("tflops") is not None and ceilings.get("matmul_tflops"):
+                res["pct_of_matmul"] = 100 * res["tflops"] / ceilings["matmul_tflops"]
+
+
 def _num(x) -> str:
     return f"{x:.3g}" if abs(x) < 100 else f"{x:.0f}"
 
@@ -568,6 +605,10 @@ def _fmt_mib(res, key="peak_mib") -> str:
     return "-" if v is None else (f"{v:.1f}" if v < 1000 else f"{v:.0f}")
 
 
+def _fmt_pct(pct) -> str:
+    return "" if pct is None else f" ({pct:.0f}%)"
+
+
 def table_rows(records) -> tuple[list, list]:
     header = ["op", "size", "mode", "backend", "sslfast ms [p20-p80]", "eager ms", "compile ms",
               "vs eager", "vs compile", "peak MiB sslfast/eager/compile", "scratch MiB s/e/c",
@@ -577,9 +618,9 @@ def table_rows(records) -> tuple[list, list]:
         im = r["impls"]
         perf = im["sslfast"].get("tflops")
         if perf is not None:
-            perf_s = f"{perf:.3g} TFLOP/s"
+            perf_s = f"{perf:.3g} TFLOP/s" + _fmt_pct(im["sslfast"].get("pct_of_matmul"))
         elif im["sslfast"].get("gbps") is not None:
-            perf_s = f"{im['sslfast']['gbps']:.3g} GB/s"
+            perf_s = f"{im['sslfast']['gbps']:.3g} GB/s" + _fmt_pct(im["sslfast"].get("pct_of_copy_bw"))
         else:
             perf_s = "-"
         rows.append([
@@ -619,6 +660,7 @@ def format_markdown(records, env: dict) -> str:
         f"torch threads {env.get('torch_threads')})",
         f"- sslfast backend requested: {env.get('backend_requested')}, "
         f"C++ extension available: {env.get('native_available')}",
+        *_ceiling_lines(env.get("ceilings")),
         "",
         "Times are medians over interleaved rounds; speedup = baseline median / sslfast median. "
         "`*` marks the headline case. Peak MiB is memory allocated on top of the inputs "
@@ -636,6 +678,14 @@ def format_markdown(records, env: dict) -> str:
     if errors:
         lines += ["", "## Errors", ""] + [f"- {e}" for e in errors]
     return "\n".join(lines) + "\n"
+
+
+def _ceiling_lines(ceilings) -> list:
+    if not ceilings:
+        return []
+    return [f"- measured ceilings: copy {ceilings['copy_gbps']:.3g} GB/s ({ceilings['copy_mib']} MiB, "
+            f"read + write), matmul {ceilings['matmul']} {ceilings['matmul_tflops']:.3g} TFLOP/s; "
+            "percentages in the perf column are against these"]
 
 
 def _errors(records) -> list:
@@ -800,6 +850,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=("auto",) + tuple(_DTYPES), default="auto",
                    help="default: float32 on cpu, bfloat16 on cuda")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-ceilings", action="store_true",
+                   help="skip measuring the device's copy bandwidth and matmul throughput")
     p.add_argument("--list", action="store_true", help="list the families and cases, then exit")
     # Hidden: size set override for the harness's own tests (also SSLFAST_BENCH_SIZES).
     p.add_argument("--sizes", choices=SIZE_SETS, default=None, help=argparse.SUPPRESS)
@@ -812,6 +864,10 @@ def _resolve_device(name: str, parser) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device is available")
     return torch.device(name)
+
+
+def select_sizes(args) -> str:
+    return args.sizes or os.environ.get("SSLFAST_BENCH_SIZES") or ("quick" if args.quick else "full")
 
 
 def select_cases(args, parser, device, dtype) -> list:
@@ -829,8 +885,7 @@ def select_cases(args, parser, device, dtype) -> list:
         wanted = sorted(families)
         for name, err in sorted(broken.items()):
             print(f"[sslfast.bench] warning: skipping family {name!r}: {err}", file=sys.stderr)
-    sizes = (args.sizes or os.environ.get("SSLFAST_BENCH_SIZES")
-             or ("quick" if args.quick else "full"))
+    sizes = select_sizes(args)
     if sizes not in SIZE_SETS:
         parser.error(f"SSLFAST_BENCH_SIZES must be one of {SIZE_SETS}, got {sizes!r}")
     ctx = Context(device=device, dtype=dtype, sizes=sizes)
@@ -872,6 +927,12 @@ def main(argv=None) -> int:
     for n in notes:
         print(f"[sslfast.bench] note: {n}", file=sys.stderr)
 
+    if not args.no_ceilings:
+        env["ceilings"] = measure_ceilings(device, small=select_sizes(args) == "tiny")
+        c = env["ceilings"]
+        print(f"[sslfast.bench] ceilings: copy {c['copy_gbps']:.3g} GB/s, matmul {c['matmul']} "
+              f"{c['matmul_tflops']:.3g} TFLOP/s", file=sys.stderr)
+
     progress = Progress(cases, enabled=not args.no_progress)
     if progress.note:
         notes.append(progress.note)
@@ -886,6 +947,7 @@ def main(argv=None) -> int:
     finally:
         progress.close()
     env["wall_s"] = round(time.perf_counter() - t_start, 1)
+    add_ceiling_fractions(records, env.get("ceilings") or {})
 
     print(f"sslfast.bench: {env['device']} ({env['device_name']}), {env['dtype']}, "
           f"torch {env['torch']}, backend {env['backend_requested']}, "
