@@ -85,6 +85,26 @@ def test_cli_quick_tiny_writes_json_markdown_png(tmp_path, capsys):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_summarize_writes_consistent_markdown(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "summarize.py"
+    spec = importlib.util.spec_from_file_location("summarize", path)
+    summarize = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(summarize)
+    rc, out = _run(tmp_path)
+    assert rc == 0
+    target = tmp_path / "RESULTS.md"
+    assert summarize.main([str(out / "results.json"), "-o", str(target)]) == 0
+    text = target.read_text()
+    assert "## " in text and "### contrastive" in text and "measured ceilings" in text
+    table = [line for line in text.splitlines() if line.startswith("|")]
+    records = json.loads((out / "results.json").read_text())["records"]
+    assert len(table) == 2 + len(records)  # header, rule, one row per record
+    assert len({line.count("|") for line in table}) == 1  # every row has the header's cells
+
+
 def test_headline_case_in_every_real_size_set():
     from sslfast.bench import contrastive
 

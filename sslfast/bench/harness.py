@@ -512,6 +512,15 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine() or "unknown CPU"
 
 
+def _driver_version():
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=10)
+        return out.stdout.strip().splitlines()[0] if out.returncode == 0 and out.stdout.strip() else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
 def environment(device: torch.device, dtype: torch.dtype) -> dict:
     import sslfast
 
@@ -527,6 +536,7 @@ def environment(device: torch.device, dtype: torch.dtype) -> dict:
         "dtype": str(dtype).replace("torch.", ""),
         "torch": torch.__version__,
         "torch_cuda": torch.version.cuda,
+        "driver": _driver_version() if device.type == "cuda" else None,
         "triton": _pkg_version("triton", "pytorch-triton"),
         "python": platform.python_version(),
         "platform": platform.platform(),
@@ -612,7 +622,7 @@ def _fmt_pct(pct) -> str:
 def table_rows(records) -> tuple[list, list]:
     header = ["op", "size", "mode", "backend", "sslfast ms [p20-p80]", "eager ms", "compile ms",
               "vs eager", "vs compile", "peak MiB sslfast/eager/compile", "scratch MiB s/e/c",
-              "sslfast TFLOP/s | GB/s", "vs other"]
+              "sslfast TFLOP/s or GB/s", "vs other"]
     rows = []
     for r in records:
         im = r["impls"]
