@@ -177,8 +177,12 @@ def _acc_dtype(x):
 
 
 def _seed_words(seed):
+    """The Philox key as two int32 arguments (two's complement of the 32-bit words): Triton types
+    a Python int >= 2^31 as int64, which would widen the uint32 Philox state to 64 bits (a
+    compile error in the uniform's 32-bit bitcast) for every seed whose low word is >= 2^31."""
     seed = max(int(seed), 0)
-    return seed & 0xFFFFFFFF, (seed >> 32) & 0xFFFFFFFF
+    words = (seed & 0xFFFFFFFF, (seed >> 32) & 0xFFFFFFFF)
+    return tuple(w - (1 << 32) if w >= 1 << 31 else w for w in words)
 
 
 def _geometry(x):
