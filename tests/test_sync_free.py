@@ -60,6 +60,16 @@ def test_ddim_sampling_loop_has_no_host_sync():
     check_sync_free(loop)
 
 
+@pytest.mark.parametrize("sampler", ["ddpm", "euler", "dpmpp_2m"])
+def test_sampler_loops_have_no_host_sync(sampler):
+    from sslfast.nn import DiffusionSampler
+
+    schedule = D.NoiseSchedule(1000, device=DEVICE)
+    loop = DiffusionSampler(schedule, sampler, 10, guidance_scale=3.0)
+    noise = randn(2, 4, 8, 8, seed=14)
+    check_sync_free(lambda: loop(lambda x, t: (0.1 * x, 0.2 * x), noise))
+
+
 def test_diffusion_training_and_other_steps_have_no_host_sync():
     schedule = D.NoiseSchedule(1000, device=DEVICE)
     schedule.set_timesteps(20)
