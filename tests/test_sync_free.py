@@ -132,3 +132,22 @@ def test_gnn_aggregation_has_no_host_sync():
         out.square().sum().backward()
 
     check_sync_free(step)
+
+
+def test_ddim_step_captures_in_a_cuda_graph():
+    """The step reads its timestep from device memory: one captured graph replays any step."""
+    schedule = D.NoiseSchedule(1000, device=DEVICE)
+    schedule.set_timesteps(10)
+    x = randn(2, 4, 8, 8, seed=15)
+    t = schedule.timesteps[0].clone()
+    with torch.no_grad():
+        D.ddim_step(0.1 * x, t, x, schedule)  # warm-up: compile, autotune, coefficient cache
+        torch.cuda.synchronize()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out, _ = D.ddim_step(0.1 * x, t, x, schedule)
+        for step in schedule.timesteps[1:4]:
+            t.copy_(step)
+            graph.replay()
+            want, _ = D.ddim_step(0.1 * x, step, x, schedule)
+            torch.testing.assert_close(out, want)
