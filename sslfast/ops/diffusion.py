@@ -2,7 +2,8 @@
 DPM-Solver++ 2M sampler steps (diffusers semantics, ``sslfast.reference.diffusion``).
 
 Each public function validates, gathers its per-sample coefficients from the schedule's float64
-tables with the device-tensor timesteps (a few [B]-sized ops, no ``.item()``, no host sync),
+tables with the device-tensor timesteps (a few [B]-sized ops, no ``.item()``, no host sync; Euler
+and DPM-Solver++ compute theirs from the sigma tensors in one small op, ``diffusion_sigma_coefs``),
 and calls one fused core op that makes a single pass over the data:
 ``torch.ops.sslfast.*`` (C++) or ``torch.ops.sslfast_triton.*`` (Triton).
 """
@@ -566,15 +567,9 @@ def euler_step(model_output, sample, sigma, sigma_next, *, prediction_type="epsi
         out = reference.euler_step(model_output, sample, sigma, sigma_next, prediction_type=prediction_type,
                                     uncond=uncond, guidance_scale=guidance_scale)
         return out if return_x0 else (out[0], None)
-    if prediction_type == "epsilon":
-        c0, c1 = 1.0, -sigma
-    elif prediction_type == "v_prediction":
-        c0, c1 = 1 / (sigma ** 2 + 1), -sigma / (sigma ** 2 + 1).sqrt()
-    else:
-        c0, c1 = 0.0, 1.0
-    ratio = (sigma_next - sigma) / sigma
-    columns = [c0, c1, 0.0, 0.0, 0.0, -ratio, 0.0, 1 + ratio, 0.0, 0.0]
-    return _step(backend, sample, model_output, uncond, None, None, columns, guidance_scale=guidance_scale,
+    coefs = _core_ops(backend).diffusion_sigma_coefs(sigma, sigma_next, None, sample.shape[0], "euler",
+                                                     prediction_type, _acc_dtype(sample))
+    return _step(backend, sample, model_output, uncond, None, None, coefs, guidance_scale=guidance_scale,
                  write_x0=return_x0)
 
 
@@ -601,23 +596,7 @@ def dpmpp_2m_step(model_output, sample, sigma, sigma_next, prev_x0=None, sigma_p
         return reference.dpmpp_2m_step(model_output, sample, sigma, sigma_next, prev_x0, sigma_prev,
                                        prediction_type=prediction_type, uncond=uncond,
                                        guidance_scale=guidance_scale)
-    alpha_s0, s_s0 = reference._alpha_sigma(sigma)
-    alpha_t, s_t = reference._alpha_sigma(sigma_next)
-    if prediction_type == "epsilon":
-        c0, c1 = 1 / alpha_s0, -s_s0 / alpha_s0
-    elif prediction_type == "v_prediction":
-        c0, c1 = alpha_s0, -s_s0
-    else:
-        c0, c1 = 0.0, 1.0
-    lambda_t = torch.log(alpha_t) - torch.log(s_t)
-    lambda_s0 = torch.log(alpha_s0) - torch.log(s_s0)
-    h = lambda_t - lambda_s0
-    phi = alpha_t * (torch.exp(-h) - 1.0)
-    if prev_x0 is None:
-        x0_coef, prev_coef = -phi, 0.0
-    else:
-        alpha_s1, s_s1 = reference._alpha_sigma(sigma_prev)
-        r0 = (lambda_s0 - (torch.log(alpha_s1) - torch.log(s_s1))) / h
-        x0_coef, prev_coef = -phi * (1 + 0.5 / r0), 0.5 * phi / r0
-    columns = [c0, c1, 0.0, 0.0, 0.0, x0_coef, 0.0, s_t / s_s0, prev_coef, 0.0]
-    return _step(backend, sample, model_output, uncond, prev_x0, None, columns, guidance_scale=guidance_scale)
+    coefs = _core_ops(backend).diffusion_sigma_coefs(sigma, sigma_next, sigma_prev if prev_x0 is not None else None,
+                                                     sample.shape[0], "dpmpp_2m", prediction_type,
+                                                     _acc_dtype(sample))
+    return _step(backend, sample, model_output, uncond, prev_x0, None, coefs, guidance_scale=guidance_scale)
