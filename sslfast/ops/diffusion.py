@@ -198,7 +198,7 @@ def _timesteps(name, t, batch, device, limit, *, allow_negative=False):
     if t.device != device:
         raise ValueError(f"{name} is on {t.device} but the data is on {device}")
     if _values_checkable(t) and t.numel():
-        low, high = int(t.min()), int(t.max())
+        low, high = (int(t), int(t)) if t.dim() == 0 else (int(v) for v in torch.aminmax(t))
         if high >= limit or low < (-1 if allow_negative else 0):
             bad = high if high >= limit else low
             raise ValueError(f"{name} must be in [{-1 if allow_negative else 0}, {limit}), got {bad}")
@@ -224,8 +224,9 @@ def _per_sample_table(columns, batch, dtype):
 
 def _cached_coefs(schedule, key, build, t, batch, dtype):
     """Rows ``t`` of a [num_train_timesteps, K] coefficient table that ``build(all_timesteps)``
-    makes once per (schedule, options, dtype): a sampling step then costs one gather instead of
-    ~30 tiny scalar ops. Built eagerly only; under torch.compile the scalar math is traced."""
+    makes once per (schedule, options, dtype): a sampling step (or q_sample, or the loss weight)
+    then costs one gather instead of ~10-30 tiny scalar ops. Built eagerly only; under
+    torch.compile the scalar math is traced."""
     if torch.compiler.is_compiling():
         return _per_sample_table(build(t), batch, dtype)
     cache = schedule.__dict__.setdefault("_coef_cache", {})
@@ -233,7 +234,9 @@ def _cached_coefs(schedule, key, build, t, batch, dtype):
     if table is None:
         every = torch.arange(schedule.num_train_timesteps, device=schedule.device)
         table = cache[(key, dtype)] = _per_sample_table(build(every), schedule.num_train_timesteps, dtype)
-    return table[t.reshape(-1)].expand(batch, table.shape[1]).contiguous()
+    if t.dim() == 1 and t.shape[0] == batch:
+        return table.index_select(0, t)  # contiguous [B, K]; ~2x cheaper than table[t] on CPU
+    return table.index_select(0, t.reshape(1)).expand(batch, table.shape[1]).contiguous()
 
 
 def _seed(generator, seed):
@@ -276,9 +279,12 @@ def q_sample(x0, t, schedule, noise=None, *, generator=None, seed=None, target="
             noise = philox_normal_like(x0, key)
         return reference.q_sample(x0, t, schedule, noise, target=target)
     data = _kernel_input(backend, x0)
-    coefs = _per_sample_table([reference.lookup(schedule.sqrt_alphas_cumprod, t),
-                               reference.lookup(schedule.sqrt_one_minus_alphas_cumprod, t)],
-                              x0.shape[0], _acc_dtype(data))
+
+    def columns(t):
+        return [reference.lookup(schedule.sqrt_alphas_cumprod, t),
+                reference.lookup(schedule.sqrt_one_minus_alphas_cumprod, t)]
+
+    coefs = _cached_coefs(schedule, ("q_sample",), columns, t, x0.shape[0], _acc_dtype(data))
     noise_in = None if noise is None else _kernel_input(backend, noise).detach()
     x_t, second = _core_ops(backend).diffusion_q_sample(data, noise_in, coefs, key,
                                                         target == "v_prediction")
@@ -348,8 +354,9 @@ def diffusion_loss(model_output, target, t, schedule, *, prediction_type="epsilo
         return reference.diffusion_loss(model_output, target, t, schedule, prediction_type=prediction_type,
                                         snr_gamma=snr_gamma, reduction=reduction)
     batch = model_output.shape[0]
-    weight = reference.snr_weights(t, schedule, prediction_type, snr_gamma)
-    weight = weight.expand(batch).to(_acc_dtype(model_output)).contiguous()
+    weight = _cached_coefs(schedule, ("snr_weight", prediction_type, snr_gamma),
+                           lambda t: [reference.snr_weights(t, schedule, prediction_type, snr_gamma)],
+                           t, batch, _acc_dtype(model_output)).reshape(batch)
     per_sample = _core_ops(backend).diffusion_loss_fwd(_kernel_input(backend, model_output),
                                                        _kernel_input(backend, target), weight)
     if reduction == "mean":
