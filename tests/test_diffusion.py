@@ -474,6 +474,39 @@ def test_compile_fullgraph_euler_and_dpmpp_loop(backend):
 
 
 @pytest.mark.parametrize("backend", FAST_BACKENDS)
+def test_sanitize_every_diffusion_kernel_once(backend):
+    """Every diffusion kernel once at odd sizes (one element per sample; a count that is no
+    multiple of 4 or of any block): the subset ``make gpu-check`` runs under compute-sanitizer
+    (-k sanitize). Covers q_sample (in-kernel and given noise, its backward), the loss forward
+    and backward, the step kernel in each variant (guidance, clip, in-kernel / given noise,
+    prev_x0, without the x0 output) and the sigma-coefficient kernel of both solvers."""
+    s = schedule("scaled_linear")
+    s.set_timesteps(10, "trailing")
+    sig = s.sigmas_for(s.timesteps)
+    for shape in ((1, 1), (3, 5, 7, 9)):
+        batch = shape[0]
+        x, m, u, p, e = (randn(*shape, dtype=torch.float32, seed=70 + k) for k in range(5))
+        t = per_sample_t(batch, seed=75)
+        x0 = x.clone().requires_grad_()
+        pred = m.clone().requires_grad_()
+        with sslfast.use_backend(backend):
+            x_t, v = D.q_sample(x0, t, s, seed=11, target="v_prediction")
+            x_t_given, _ = D.q_sample(x0, t, s, e)
+            loss = D.diffusion_loss(pred, v, t, s, prediction_type="v_prediction", snr_gamma=5.0)
+            (loss + x_t.mean() + x_t_given.mean()).backward()
+            with torch.no_grad():
+                outs = [*D.ddim_step(m, s.timesteps[3], x, s, eta=0.5, seed=3, uncond=u, guidance_scale=2.0,
+                                     clip_sample=True),
+                        D.ddim_step(m, s.timesteps[3], x, s, return_x0=False)[0],
+                        *D.ddpm_step(m, s.timesteps[3], x, s, noise=e, prediction_type="v_prediction"),
+                        *D.euler_step(m, x, sig[3], sig[4], uncond=u, guidance_scale=3.0),
+                        *D.dpmpp_2m_step(m, x, sig[3].expand(batch), sig[4], p, sig[2]),
+                        *D.dpmpp_2m_step(m, x, sig[3], sig[4], prediction_type="sample")]
+        assert all(torch.isfinite(o).all() for o in outs)
+        assert torch.isfinite(x0.grad).all() and torch.isfinite(pred.grad).all()
+
+
+@pytest.mark.parametrize("backend", FAST_BACKENDS)
 def test_deterministic(backend):
     shape = (3, 5, 33) if backend == "triton" else (4, 3, 65, 129)
     s = schedule()
