@@ -547,8 +547,10 @@ def _sigma(name, value, sample):
         raise ValueError(f"{name} must be a scalar or have shape ({sample.shape[0]},), got {tuple(value.shape)}")
     if value.device != sample.device:
         raise ValueError(f"{name} is on {value.device} but sample is on {sample.device}")
-    if _values_checkable(value) and value.numel() and not bool((value >= 0).all()):
-        raise ValueError(f"{name} must be >= 0, got {value.min().item()}")
+    if _values_checkable(value) and value.numel():
+        low = float(value) if value.dim() == 0 else float(value.min())  # NaN fails the test below
+        if not low >= 0:
+            raise ValueError(f"{name} must be >= 0, got {low}")
     return value.to(torch.float64)
 
 
