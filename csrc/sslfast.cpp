@@ -47,6 +47,8 @@ TORCH_LIBRARY(sslfast, m) {
   m.def("diffusion_step(Tensor sample, Tensor model_output, Tensor? uncond, Tensor? prev_x0, Tensor? noise, "
         "Tensor coefs, float guidance_scale, bool clip, float clip_range, int seed, bool write_x0) "
         "-> (Tensor, Tensor)");
+  m.def("diffusion_sigma_coefs(Tensor sigma, Tensor sigma_next, Tensor? sigma_prev, int batch, str solver, "
+        "str prediction_type, ScalarType dtype) -> Tensor");
 
   // Masking family (csrc/cpu/masking.cpp; Triton twin in sslfast/triton/masking.py).
   m.def("random_masking_fwd(Tensor x, Tensor noise, Tensor? pos_embed, int len_keep, "

@@ -325,6 +325,25 @@ def test_euler_and_dpmpp_steps_match_reference(backend, dtype, prediction_type):
                         dtype)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("prediction_type", ["epsilon", "sample", "v_prediction"])
+def test_euler_and_dpmpp_per_sample_sigmas(backend, prediction_type):
+    """[B] sigmas (each sample at its own step) and mixed scalar / [1] / [B] sigmas."""
+    s = schedule("scaled_linear")
+    sig = s.sigmas_for(s.set_timesteps(20, "trailing").double())
+    steps = torch.tensor([1, 7, 12, 18], device=DEVICE)
+    a, b, c = sig[steps], sig[steps + 1], sig[steps - 1]
+    x, m, prev = (randn(4, 3, 5, seed=60 + k) for k in range(3))
+    kw = dict(prediction_type=prediction_type)
+    for dtype in (torch.float64, torch.float32):
+        for sigmas in ((a, b, c), (a[1], b, c[:1]), (a[:1], b[2], c)):
+            compare(lambda m, x: D.euler_step(m, x, *sigmas[:2], **kw),
+                    lambda m, x: reference.euler_step(m, x, *sigmas[:2], **kw), (m, x), backend, dtype)
+            compare(lambda m, x, p: D.dpmpp_2m_step(m, x, *sigmas[:2], p, sigmas[2], **kw),
+                    lambda m, x, p: reference.dpmpp_2m_step(m, x, *sigmas[:2], p, sigmas[2], **kw),
+                    (m, x, prev), backend, dtype)
+
+
 def test_euler_scale_model_input():
     x = randn(2, 3, 4)
     torch.testing.assert_close(D.euler_scale_model_input(x, torch.tensor(2.0, dtype=torch.float64)), x / 5 ** 0.5)
@@ -374,6 +393,9 @@ def core_op_cases(ops):
         (ops.diffusion_loss_bwd, (g, m, x, w)),
         (ops.diffusion_step, (x, m, u, p, e, c10, 2.0, True, 1.0, -1, True)),
         (ops.diffusion_step, (x, m, None, None, None, c10, 1.0, False, 1.0, 3, False)),
+        (ops.diffusion_sigma_coefs, (w + 0.1, w * 0.5, None, 3, "euler", "v_prediction", torch.float32)),
+        (ops.diffusion_sigma_coefs, (w[0].double() + 0.1, w * 0.5, w + 1.0, 3, "dpmpp_2m", "epsilon",
+                                     torch.float64)),
     ]
 
 
@@ -425,6 +447,63 @@ def test_compile_fullgraph_training_step_and_sampling_loop(backend):
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(got_grad, expected_grad, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(got_samples, want_samples, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("backend", FAST_BACKENDS)
+def test_compile_fullgraph_euler_and_dpmpp_loop(backend):
+    """Sigma-parameterized steps under torch.compile(fullgraph=True): the coefficient op traces
+    (no graph break, no host read of a sigma) and gives the eager result."""
+    torch._dynamo.reset()
+    s = schedule("scaled_linear")
+    sig = s.sigmas_for(s.set_timesteps(4, "trailing"))
+    x = randn(2, 3, 4, 4, dtype=torch.float32, seed=5)
+
+    def sample_loop(x):
+        prev_x0, prev_sigma = None, None
+        for i in range(3):  # sigma_next > 0: the second-order update stays finite
+            eps = torch.tanh(x) * 0.5
+            x = D.euler_step(eps, x, sig[i], sig[i + 1], prediction_type="v_prediction")[0]
+            x, prev_x0 = D.dpmpp_2m_step(torch.tanh(x), x, sig[i], sig[i + 1].expand(2), prev_x0, prev_sigma)
+            prev_sigma = sig[i]
+        return x
+
+    with sslfast.use_backend(backend), torch.no_grad():
+        want = sample_loop(x)
+        got = torch.compile(sample_loop, fullgraph=True)(x)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("backend", FAST_BACKENDS)
+def test_sanitize_every_diffusion_kernel_once(backend):
+    """Every diffusion kernel once at odd sizes (one element per sample; a count that is no
+    multiple of 4 or of any block): the subset ``make gpu-check`` runs under compute-sanitizer
+    (-k sanitize). Covers q_sample (in-kernel and given noise, its backward), the loss forward
+    and backward, the step kernel in each variant (guidance, clip, in-kernel / given noise,
+    prev_x0, without the x0 output) and the sigma-coefficient kernel of both solvers."""
+    s = schedule("scaled_linear")
+    s.set_timesteps(10, "trailing")
+    sig = s.sigmas_for(s.timesteps)
+    for shape in ((1, 1), (3, 5, 7, 9)):
+        batch = shape[0]
+        x, m, u, p, e = (randn(*shape, dtype=torch.float32, seed=70 + k) for k in range(5))
+        t = per_sample_t(batch, seed=75)
+        x0 = x.clone().requires_grad_()
+        pred = m.clone().requires_grad_()
+        with sslfast.use_backend(backend):
+            x_t, v = D.q_sample(x0, t, s, seed=11, target="v_prediction")
+            x_t_given, _ = D.q_sample(x0, t, s, e)
+            loss = D.diffusion_loss(pred, v, t, s, prediction_type="v_prediction", snr_gamma=5.0)
+            (loss + x_t.mean() + x_t_given.mean()).backward()
+            with torch.no_grad():
+                outs = [*D.ddim_step(m, s.timesteps[3], x, s, eta=0.5, seed=3, uncond=u, guidance_scale=2.0,
+                                     clip_sample=True),
+                        D.ddim_step(m, s.timesteps[3], x, s, return_x0=False)[0],
+                        *D.ddpm_step(m, s.timesteps[3], x, s, noise=e, prediction_type="v_prediction"),
+                        *D.euler_step(m, x, sig[3], sig[4], uncond=u, guidance_scale=3.0),
+                        *D.dpmpp_2m_step(m, x, sig[3].expand(batch), sig[4], p, sig[2]),
+                        *D.dpmpp_2m_step(m, x, sig[3], sig[4], prediction_type="sample")]
+        assert all(torch.isfinite(o).all() for o in outs)
+        assert torch.isfinite(x0.grad).all() and torch.isfinite(pred.grad).all()
 
 
 @pytest.mark.parametrize("backend", FAST_BACKENDS)

@@ -11,6 +11,8 @@ Core-op contract (the public functions in ``sslfast/ops/diffusion.py`` build the
     described in csrc/cpu/diffusion.cpp); seed < 0 and no noise means no noise term;
   * ``diffusion_loss_fwd`` returns the weighted per-sample MSE [B]; its backward is
     ``diffusion_loss_bwd`` (gradient to model_output; target gets its negative).
+  * ``diffusion_sigma_coefs`` builds the [B, 10] step table of Euler / DPM-Solver++ 2M from
+    scalar or [B] sigma tensors (float64 math in the kernel; no autograd: sampling only);
   * ``diffusion_q_sample`` is linear in x0: its backward (gradient to x0 only; the noise is
     data) is ``diffusion_q_sample`` again with other coefficients.
 """
@@ -28,6 +30,8 @@ SCHEMAS = {
     "diffusion_step": "(Tensor sample, Tensor model_output, Tensor? uncond, Tensor? prev_x0, Tensor? noise, "
                       "Tensor coefs, float guidance_scale, bool clip, float clip_range, int seed, bool write_x0) "
                       "-> (Tensor, Tensor)",
+    "diffusion_sigma_coefs": "(Tensor sigma, Tensor sigma_next, Tensor? sigma_prev, int batch, str solver, "
+                             "str prediction_type, ScalarType dtype) -> Tensor",
 }
 
 STEP_COEFS = 10
@@ -41,6 +45,8 @@ def _fakes():
         "diffusion_loss_bwd": lambda g, m, t, w: torch.empty_like(m),
         "diffusion_step": lambda x, m, u, p, noise, coefs, g, clip, r, seed, write_x0: (
             torch.empty_like(x), torch.empty_like(x) if write_x0 else x.new_empty((0,))),
+        "diffusion_sigma_coefs": lambda sigma, sigma_next, sigma_prev, batch, solver, prediction_type, dtype: (
+            sigma.new_empty((batch, STEP_COEFS), dtype=dtype)),
     }
 
 

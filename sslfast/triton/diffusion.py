@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+from triton.language.extra import libdevice
 
 from ..ops._diffusion_schema import SCHEMAS, STEP_COEFS, register_fakes_and_autograd
 
@@ -146,6 +147,90 @@ def _step_kernel(x_ptr, m_ptr, u_ptr, p_ptr, noise_ptr, coef_ptr, out_ptr, x0_pt
 
 
 @triton.jit
+def _log64(x, LIBDEVICE: tl.constexpr):
+    # float64 log / exp through libdevice on CUDA (as Inductor does for float64); the
+    # interpreter has only tl.log / tl.exp.
+    if LIBDEVICE:
+        return libdevice.log(x)
+    else:
+        return tl.log(x)
+
+
+@triton.jit
+def _exp64(x, LIBDEVICE: tl.constexpr):
+    if LIBDEVICE:
+        return libdevice.exp(x)
+    else:
+        return tl.exp(x)
+
+
+@triton.jit
+def _dpm_lambda(sigma, LIBDEVICE: tl.constexpr):
+    """log(alpha) - log(sigma_t) at Karras sigma ``sigma`` (alpha = 1 / sqrt(sigma^2 + 1))."""
+    alpha = 1.0 / tl.sqrt(sigma * sigma + 1.0)
+    return _log64(alpha, LIBDEVICE) - _log64(sigma * alpha, LIBDEVICE)
+
+
+@triton.jit
+def _sigma_coefs_kernel(sigma_ptr, next_ptr, prev_ptr, coef_ptr, batch, sigma_step, next_step, prev_step,
+                        DPM: tl.constexpr, PREDICTION: tl.constexpr, HAS_PREV: tl.constexpr,
+                        LIBDEVICE: tl.constexpr, NCOEF: tl.constexpr, BLOCK: tl.constexpr):
+    """Euler (DPM False) / DPM-Solver++ 2M rows of the step's coefficient table from the sigmas,
+    in float64: the math of ``diffusion_sigma_coefs`` in csrc/cpu/diffusion.cpp. PREDICTION: 0
+    epsilon, 1 sample, 2 v_prediction; a scalar sigma is read with step 0."""
+    b = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    ok = b < batch
+    s = tl.load(sigma_ptr + b * sigma_step, mask=ok, other=1.0).to(tl.float64)
+    sn = tl.load(next_ptr + b * next_step, mask=ok, other=1.0).to(tl.float64)
+    zero = tl.zeros([BLOCK], dtype=tl.float64)
+    norm = tl.sqrt(s * s + 1.0)
+    if PREDICTION == 1:
+        c0 = zero
+        c1 = zero + 1.0
+    elif PREDICTION == 0:
+        if DPM:
+            c0 = norm
+        else:
+            c0 = zero + 1.0
+        c1 = -s
+    else:
+        if DPM:
+            c0 = 1.0 / norm
+        else:
+            c0 = 1.0 / (norm * norm)
+        c1 = -s / norm
+    c8 = zero
+    if DPM:
+        alpha_t = 1.0 / tl.sqrt(sn * sn + 1.0)
+        lambda_s0 = _dpm_lambda(s, LIBDEVICE)
+        h = _dpm_lambda(sn, LIBDEVICE) - lambda_s0
+        phi = alpha_t * (_exp64(-h, LIBDEVICE) - 1.0)
+        c5 = -phi
+        if HAS_PREV:
+            s1 = tl.load(prev_ptr + b * prev_step, mask=ok, other=1.0).to(tl.float64)
+            r0 = (lambda_s0 - _dpm_lambda(s1, LIBDEVICE)) / h
+            c5 = -phi * (1.0 + 0.5 / r0)
+            c8 = 0.5 * phi / r0
+        c7 = (sn * alpha_t) / (s / norm)
+    else:
+        ratio = (sn - s) / s
+        c5 = -ratio
+        c7 = 1.0 + ratio
+    row = coef_ptr + b * NCOEF
+    ty = coef_ptr.dtype.element_ty
+    tl.store(row + 0, c0.to(ty), mask=ok)
+    tl.store(row + 1, c1.to(ty), mask=ok)
+    tl.store(row + 2, zero.to(ty), mask=ok)
+    tl.store(row + 3, zero.to(ty), mask=ok)
+    tl.store(row + 4, zero.to(ty), mask=ok)
+    tl.store(row + 5, c5.to(ty), mask=ok)
+    tl.store(row + 6, zero.to(ty), mask=ok)
+    tl.store(row + 7, c7.to(ty), mask=ok)
+    tl.store(row + 8, c8.to(ty), mask=ok)
+    tl.store(row + 9, zero.to(ty), mask=ok)
+
+
+@triton.jit
 def _loss_partial_kernel(m_ptr, t_ptr, partial_ptr, inner, chunks, BLOCK: tl.constexpr,
                          ACC_DTYPE: tl.constexpr):
     """partial[b, c] = sum over chunk c of sample b of (m - t)^2, in fp32 (fp64 for fp64)."""
@@ -223,6 +308,32 @@ def diffusion_step(sample, model_output, uncond, prev_x0, noise, coefs, guidance
     return out, x0
 
 
+_PREDICTIONS = {"epsilon": 0, "sample": 1, "v_prediction": 2}
+_SOLVERS = ("euler", "dpmpp_2m")
+_COEF_BLOCK = 128
+
+
+def diffusion_sigma_coefs(sigma, sigma_next, sigma_prev, batch, solver, prediction_type, dtype):
+    if solver not in _SOLVERS:
+        raise ValueError(f"solver must be one of {_SOLVERS}, got {solver!r}")
+    if prediction_type not in _PREDICTIONS:
+        raise ValueError(f"prediction_type must be one of {tuple(_PREDICTIONS)}, got {prediction_type!r}")
+    if solver == "euler" and sigma_prev is not None:
+        raise ValueError("sigma_prev is a DPM-Solver++ 2M input")
+    columns = [c.reshape(-1).contiguous() if c is not None else None for c in (sigma, sigma_next, sigma_prev)]
+    for name, c in zip(("sigma", "sigma_next", "sigma_prev"), columns):
+        if c is not None and c.shape[0] not in (1, batch):
+            raise ValueError(f"{name} must be a scalar or have shape ({batch},), got {tuple(c.shape)}")
+    sigma, sigma_next, sigma_prev = columns
+    coefs = torch.empty((batch, STEP_COEFS), dtype=dtype, device=sigma.device)
+    _sigma_coefs_kernel[(triton.cdiv(batch, _COEF_BLOCK),)](
+        sigma, sigma_next, sigma_prev if sigma_prev is not None else sigma, coefs, batch,
+        int(sigma.shape[0] > 1), int(sigma_next.shape[0] > 1), int(sigma_prev is not None and sigma_prev.shape[0] > 1),
+        DPM=solver == "dpmpp_2m", PREDICTION=_PREDICTIONS[prediction_type], HAS_PREV=sigma_prev is not None,
+        LIBDEVICE=sigma.device.type == "cuda", NCOEF=STEP_COEFS, BLOCK=_COEF_BLOCK)
+    return coefs
+
+
 def diffusion_loss_fwd(model_output, target, weight):
     model_output, target = model_output.contiguous(), target.contiguous()
     batch = model_output.shape[0]
@@ -256,6 +367,7 @@ _IMPLEMENTATIONS = {
     "diffusion_loss_fwd": diffusion_loss_fwd,
     "diffusion_loss_bwd": diffusion_loss_bwd,
     "diffusion_step": diffusion_step,
+    "diffusion_sigma_coefs": diffusion_sigma_coefs,
 }
 
 for _name, _impl in _IMPLEMENTATIONS.items():
