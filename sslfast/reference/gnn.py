@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["spmm", "gcn_aggregate", "sddmm", "edge_softmax", "gat_aggregate", "inner_product_edge_loss"]
+__all__ = ["spmm", "gcn_aggregate", "sddmm", "edge_softmax", "gat_aggregate", "inner_product_edge_loss",
+           "csr_and_transpose"]
 
 REDUCES = ("sum", "mean", "max", "min")
 
@@ -118,3 +119,20 @@ def edge_softmax(graph, scores):
     p = torch.exp(scores - row_max[dst])
     denom = torch.zeros(shape, dtype=scores.dtype, device=scores.device).index_add_(0, dst, p)
     return p / denom[dst]
+
+
+def csr_and_transpose(edge_index, num_nodes):
+    """What ``Graph.from_edge_index`` builds, in plain torch: the destination-sorted CSR (stable
+    argsort by target, offsets from bincount + cumsum) and its transpose (stable argsort of the
+    CSR sources). Returns (rowptr, col, perm, colptr, row, csc_perm)."""
+    src, dst = edge_index[0], edge_index[1]
+
+    def offsets(keys):
+        ptr = torch.zeros(num_nodes + 1, dtype=torch.int64, device=keys.device)
+        ptr[1:] = torch.cumsum(torch.bincount(keys, minlength=num_nodes), 0)
+        return ptr
+
+    perm = torch.argsort(dst, stable=True)
+    col = src[perm]
+    csc_perm = torch.argsort(col, stable=True)
+    return offsets(dst), col, perm, offsets(src), dst[perm][csc_perm], csc_perm
