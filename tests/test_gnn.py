@@ -305,6 +305,22 @@ def test_compile_fullgraph(backend):
 
 
 @pytest.mark.parametrize("backend", FAST_BACKENDS)
+@pytest.mark.parametrize("features", [8, 16, 32, 96, 136])
+def test_fixed_width_feature_tiles(backend, features):
+    """F = 8 / 16 / 32 / 64 have their own fixed-width tiles (96 = 64 + 32, 136 = 2 x 64 + 8):
+    forward, x- and weight-gradients (the transpose) vs the float64 reference, hubs included."""
+    edge_index, n = hub_edges(n=3000, hub_degree=HUB_DEGREE + 5, seed=6)
+    g = Graph.from_edge_index(edge_index, n)
+    x, w = randn(n, features, seed=80), randn(edge_index.shape[1], seed=81)
+    for fn in (lambda a, b: sslfast.spmm(g, a, "mean", b), lambda a, _: sslfast.gcn_aggregate(g, a)):
+        got, got_grads = outputs_and_grads(fn, x, w, backend)
+        want, want_grads = outputs_and_grads(fn, x, w, "reference")
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+        for a, b in zip(got_grads, want_grads):
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("backend", FAST_BACKENDS)
 @pytest.mark.parametrize("reduce", ["sum", "max"])
 def test_deterministic_bitwise(backend, reduce):
     edge_index, n = hub_edges(seed=4)

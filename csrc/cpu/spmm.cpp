@@ -19,6 +19,7 @@
 #include <atomic>
 #include <cmath>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "../checks.h"
@@ -159,12 +160,19 @@ void weighted_row_sum(const int64_t* ptr, const int64_t* idx, const int64_t* edg
       // Every 4th tile prefetches the next 4 tiles of each gathered row (one miss per row slice
       // instead of one per tile); the tiles between find theirs in L1 / L2.
       const int64_t prefetch_width = (t - f0) % (4 * kTile) == 0 ? std::min(4 * kTile, f1 - t) : 0;
-      if (width == kTile)
-        row_sum_tile<T, kTile>(ptr, idx, edge_of, weight, nbr_scale, row_scale, self_scale, x, x_rows, features, r,
-                               t, width, prefetch_width, out);
-      else
-        row_sum_tile<T, 0>(ptr, idx, edge_of, weight, nbr_scale, row_scale, self_scale, x, x_rows, features, r, t,
-                           width, prefetch_width, out);
+      // Narrow feature counts (F = 8, 16, 32, common in GNNs) get fixed-width tiles too: with a
+      // runtime trip count the accumulator lives in memory and every edge pays a load + store.
+      auto tile = [&](auto fixed) {
+        row_sum_tile<T, decltype(fixed)::value>(ptr, idx, edge_of, weight, nbr_scale, row_scale, self_scale, x,
+                                                x_rows, features, r, t, width, prefetch_width, out);
+      };
+      switch (width) {
+        case kTile: tile(std::integral_constant<int64_t, kTile>()); break;
+        case 32: tile(std::integral_constant<int64_t, 32>()); break;
+        case 16: tile(std::integral_constant<int64_t, 16>()); break;
+        case 8: tile(std::integral_constant<int64_t, 8>()); break;
+        default: tile(std::integral_constant<int64_t, 0>());
+      }
     }
   });
 }
