@@ -19,10 +19,12 @@ __all__ = ["Graph", "HUB_DEGREE"]
 HUB_DEGREE = 2048
 
 
-def _offsets(sorted_keys: torch.Tensor, n: int) -> torch.Tensor:
-    counts = torch.bincount(sorted_keys, minlength=n) if sorted_keys.numel() else \
-        torch.zeros(n, dtype=torch.int64, device=sorted_keys.device)
-    ptr = torch.zeros(n + 1, dtype=torch.int64, device=sorted_keys.device)
+def _offsets(keys: torch.Tensor, n: int) -> torch.Tensor:
+    """CSR offsets of the rows keyed by ``keys``: counts do not depend on order, so the keys are
+    taken unsorted (no gather through the sort permutation)."""
+    counts = torch.bincount(keys, minlength=n) if keys.numel() else \
+        torch.zeros(n, dtype=torch.int64, device=keys.device)
+    ptr = torch.zeros(n + 1, dtype=torch.int64, device=keys.device)
     torch.cumsum(counts, 0, out=ptr[1:])
     return ptr
 
@@ -67,7 +69,7 @@ class Graph:
         # Stable sort by source: within a column, entries stay in CSR (= target) order.
         self.csc_perm = torch.sort(col, stable=True).indices if self.num_edges else col.clone()
         self.row = target[self.csc_perm]
-        self.colptr = _offsets(col[self.csc_perm], self.num_nodes)
+        self.colptr = _offsets(col, self.num_nodes)
         self.out_degree = self.colptr[1:] - self.colptr[:-1]
         self.inv_perm = torch.empty_like(perm)
         self.inv_perm[perm] = torch.arange(self.num_edges, device=perm.device)
@@ -88,7 +90,7 @@ class Graph:
         edge_weight = cls._check_weight(edge_weight, edge_index.shape[1], edge_index.device)
         src, dst = edge_index[0], edge_index[1]
         perm = torch.sort(dst, stable=True).indices if dst.numel() else dst.clone()
-        rowptr = _offsets(dst[perm], num_nodes)
+        rowptr = _offsets(dst, num_nodes)
         weight = None if edge_weight is None else edge_weight[perm]
         return cls(rowptr, src[perm].contiguous(), perm, num_nodes, weight)
 
