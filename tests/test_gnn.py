@@ -91,6 +91,25 @@ def test_graph_csr_and_transpose():
     assert g.hub_rows.numel() == 0
 
 
+@pytest.mark.skipif(not FAST_BACKENDS, reason="sslfast._C not built")
+@pytest.mark.parametrize("n,e", [(1, 0), (5, 0), (7, 100), (1000, 5000), (70_000, 300_000), (3, 200_000)])
+def test_csr_by_key_is_the_stable_sort(n, e):
+    """The Graph builder's counting sort = torch.sort(stable=True), for any thread count."""
+    keys = torch.randint(0, n, (e,), generator=gen(7))
+    threads = torch.get_num_threads()
+    try:
+        for t in (1, 2, 3):
+            torch.set_num_threads(t)
+            offsets, perm = torch.ops.sslfast.csr_by_key(keys, n)
+            assert torch.equal(perm, torch.sort(keys, stable=True).indices)
+            assert torch.equal(offsets[1:] - offsets[:-1], torch.bincount(keys, minlength=n)) and offsets[0] == 0
+    finally:
+        torch.set_num_threads(threads)
+    torch.library.opcheck(torch.ops.sslfast.csr_by_key.default, (keys, n))
+    with pytest.raises(RuntimeError, match="num_nodes"):
+        torch.ops.sslfast.csr_by_key(torch.tensor([0, n]), n)
+
+
 def test_graph_from_sparse_matches_edge_index():
     edge_index, n = random_edges(23, 90, seed=5), 23
     w = torch.rand(90, generator=gen(6), dtype=torch.float64).to(DEVICE)
