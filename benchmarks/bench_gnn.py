@@ -3,8 +3,8 @@
     pytest benchmarks/bench_gnn.py --benchmark-only
 
 Small sizes (seconds on 2 CPU cores); ``python -m sslfast.bench --only gnn`` is the full
-comparison (torch.compile, torch.sparse.mm, memory, N = 100k / E = 1M). Inputs come from the
-same case builders.
+comparison (torch.compile, torch.sparse.mm, memory, N = 10k..1M, graph construction). Inputs
+come from the same case builders.
 """
 
 import pytest

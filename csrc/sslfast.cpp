@@ -66,6 +66,7 @@ TORCH_LIBRARY(sslfast, m) {
   // GNN family (csrc/cpu/spmm.cpp; CUDA: csrc/cuda/spmm.cpp -> kernels/spmm.cu). The graph is a
   // destination-sorted CSR plus its cached transpose (sslfast/graph.py); forward ops take the
   // transpose too so that autograd can hand it to the backward op.
+  m.def("csr_by_key(Tensor keys, int num_nodes) -> (Tensor, Tensor)");
   m.def("spmm_fwd(Tensor rowptr, Tensor col, Tensor colptr, Tensor row, Tensor csc_perm, "
         "Tensor hub_rows, Tensor hub_cols, Tensor? weight, Tensor x, str reduce) -> (Tensor, Tensor)");
   m.def("spmm_bwd(Tensor grad_out, Tensor rowptr, Tensor col, Tensor colptr, Tensor row, "

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import torch
 
+from . import _native
+
 __all__ = ["Graph", "HUB_DEGREE"]
 
 # Rows with at least this many edges are "hubs": the kernels split them over feature blocks (CPU)
@@ -19,12 +21,24 @@ __all__ = ["Graph", "HUB_DEGREE"]
 HUB_DEGREE = 2048
 
 
-def _offsets(sorted_keys: torch.Tensor, n: int) -> torch.Tensor:
-    counts = torch.bincount(sorted_keys, minlength=n) if sorted_keys.numel() else \
-        torch.zeros(n, dtype=torch.int64, device=sorted_keys.device)
-    ptr = torch.zeros(n + 1, dtype=torch.int64, device=sorted_keys.device)
+def _offsets(keys: torch.Tensor, n: int) -> torch.Tensor:
+    """CSR offsets of the rows keyed by ``keys``: counts do not depend on order, so the keys are
+    taken unsorted (no gather through the sort permutation)."""
+    counts = torch.bincount(keys, minlength=n) if keys.numel() else \
+        torch.zeros(n, dtype=torch.int64, device=keys.device)
+    ptr = torch.zeros(n + 1, dtype=torch.int64, device=keys.device)
     torch.cumsum(counts, 0, out=ptr[1:])
     return ptr
+
+
+def _sort_by_key(keys: torch.Tensor, n: int):
+    """(offsets [n + 1], perm [E]): the stable sort of ``keys`` in [0, n) as CSR offsets and the
+    permutation (ties in input order). CPU: the C++ counting sort (O(E + n), the same result as
+    ``torch.sort(stable=True)``); elsewhere torch's sort."""
+    if keys.device.type == "cpu" and _native.AVAILABLE:
+        return torch.ops.sslfast.csr_by_key(keys, n)
+    perm = torch.sort(keys, stable=True).indices if keys.numel() else keys.clone()
+    return _offsets(keys, n), perm
 
 
 def _check_edge_index(edge_index, num_nodes):
@@ -65,9 +79,8 @@ class Graph:
         target = torch.repeat_interleave(torch.arange(self.num_nodes, device=col.device), self.in_degree)
         self.target = target  # CSR-order targets: with col, the edge_index in CSR order
         # Stable sort by source: within a column, entries stay in CSR (= target) order.
-        self.csc_perm = torch.sort(col, stable=True).indices if self.num_edges else col.clone()
+        self.colptr, self.csc_perm = _sort_by_key(col, self.num_nodes)
         self.row = target[self.csc_perm]
-        self.colptr = _offsets(col[self.csc_perm], self.num_nodes)
         self.out_degree = self.colptr[1:] - self.colptr[:-1]
         self.inv_perm = torch.empty_like(perm)
         self.inv_perm[perm] = torch.arange(self.num_edges, device=perm.device)
@@ -87,8 +100,7 @@ class Graph:
         edge_index, num_nodes = _check_edge_index(edge_index, num_nodes)
         edge_weight = cls._check_weight(edge_weight, edge_index.shape[1], edge_index.device)
         src, dst = edge_index[0], edge_index[1]
-        perm = torch.sort(dst, stable=True).indices if dst.numel() else dst.clone()
-        rowptr = _offsets(dst[perm], num_nodes)
+        rowptr, perm = _sort_by_key(dst, num_nodes)
         weight = None if edge_weight is None else edge_weight[perm]
         return cls(rowptr, src[perm].contiguous(), perm, num_nodes, weight)
 

@@ -91,6 +91,25 @@ def test_graph_csr_and_transpose():
     assert g.hub_rows.numel() == 0
 
 
+@pytest.mark.skipif(not FAST_BACKENDS, reason="sslfast._C not built")
+@pytest.mark.parametrize("n,e", [(1, 0), (5, 0), (7, 100), (1000, 5000), (70_000, 300_000), (3, 200_000)])
+def test_csr_by_key_is_the_stable_sort(n, e):
+    """The Graph builder's counting sort = torch.sort(stable=True), for any thread count."""
+    keys = torch.randint(0, n, (e,), generator=gen(7))
+    threads = torch.get_num_threads()
+    try:
+        for t in (1, 2, 3):
+            torch.set_num_threads(t)
+            offsets, perm = torch.ops.sslfast.csr_by_key(keys, n)
+            assert torch.equal(perm, torch.sort(keys, stable=True).indices)
+            assert torch.equal(offsets[1:] - offsets[:-1], torch.bincount(keys, minlength=n)) and offsets[0] == 0
+    finally:
+        torch.set_num_threads(threads)
+    torch.library.opcheck(torch.ops.sslfast.csr_by_key.default, (keys, n))
+    with pytest.raises(RuntimeError, match="num_nodes"):
+        torch.ops.sslfast.csr_by_key(torch.tensor([0, n]), n)
+
+
 def test_graph_from_sparse_matches_edge_index():
     edge_index, n = random_edges(23, 90, seed=5), 23
     w = torch.rand(90, generator=gen(6), dtype=torch.float64).to(DEVICE)
@@ -305,6 +324,22 @@ def test_compile_fullgraph(backend):
 
 
 @pytest.mark.parametrize("backend", FAST_BACKENDS)
+@pytest.mark.parametrize("features", [8, 16, 32, 96, 136])
+def test_fixed_width_feature_tiles(backend, features):
+    """F = 8 / 16 / 32 / 64 have their own fixed-width tiles (96 = 64 + 32, 136 = 2 x 64 + 8):
+    forward, x- and weight-gradients (the transpose) vs the float64 reference, hubs included."""
+    edge_index, n = hub_edges(n=3000, hub_degree=HUB_DEGREE + 5, seed=6)
+    g = Graph.from_edge_index(edge_index, n)
+    x, w = randn(n, features, seed=80), randn(edge_index.shape[1], seed=81)
+    for fn in (lambda a, b: sslfast.spmm(g, a, "mean", b), lambda a, _: sslfast.gcn_aggregate(g, a)):
+        got, got_grads = outputs_and_grads(fn, x, w, backend)
+        want, want_grads = outputs_and_grads(fn, x, w, "reference")
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+        for a, b in zip(got_grads, want_grads):
+            torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("backend", FAST_BACKENDS)
 @pytest.mark.parametrize("reduce", ["sum", "max"])
 def test_deterministic_bitwise(backend, reduce):
     edge_index, n = hub_edges(seed=4)
@@ -395,7 +430,8 @@ def test_modules_match_pyg_formulas(backend):
 
     gcn = sslfast.nn.GCNConv(6, 5).double().to(DEVICE)
     torch.nn.init.normal_(gcn.bias)
-    a_hat = a + torch.eye(n, dtype=torch.float64, device=DEVICE)
+    a_hat = a.clone()
+    a_hat.fill_diagonal_(1.0)  # PyG add_remaining_self_loops: special_edges has loops at 3, 4 and 6
     dinv = a_hat.sum(1).pow(-0.5)
     expected = (dinv[:, None] * a_hat * dinv[None, :]) @ (x @ gcn.lin.weight.t()) + gcn.bias
     torch.testing.assert_close(gcn(x, edge_index), expected)
@@ -616,3 +652,109 @@ def test_edge_softmax_matches_pyg_formula(heads, graph_name):
                                    torch.autograd.grad(expected, scores, upstream)[0])
     with pytest.raises(ValueError, match="scores"):
         sslfast.edge_softmax(g, randn(e + 1, seed=192))
+
+
+# ---------------------------------------------------------------- GCN with edge weights, PyG's gcn_norm
+
+
+def pyg_gcn_conv_propagate(edge_index, n, x, edge_weight=None, add_self_loops=True, normalize=True):
+    """PyG GCNConv.propagate after gcn_norm, written out edge by edge: add_remaining_self_loops
+    drops every existing loop and adds one per node with weight 1, or with the weight of the
+    node's existing loop; deg = scatter_add(w, target); w_ji d_j^-1/2 d_i^-1/2; no normalization
+    (normalize=False): the raw weights, no loops."""
+    w = torch.ones(edge_index.shape[1], dtype=x.dtype, device=x.device) if edge_weight is None else edge_weight
+    if normalize:
+        if add_self_loops:
+            keep = edge_index[0] != edge_index[1]
+            loop_w = torch.ones(n, dtype=x.dtype, device=x.device)
+            loop_w[edge_index[0][~keep]] = w[~keep]
+            loops = torch.arange(n, device=x.device).expand(2, -1)
+            edge_index = torch.cat([edge_index[:, keep], loops], dim=1)
+            w = torch.cat([w[keep], loop_w])
+        deg = torch.zeros(n, dtype=x.dtype, device=x.device).index_add(0, edge_index[1], w)
+        dinv = deg.pow(-0.5)
+        dinv = dinv.masked_fill(dinv == float("inf"), 0)
+        w = dinv[edge_index[0]] * w * dinv[edge_index[1]]
+    return torch.zeros_like(x).index_add(0, edge_index[1], w[:, None] * x[edge_index[0]])
+
+
+def positive_weights(e, seed):
+    return (torch.rand(e, generator=gen(seed), dtype=torch.float64) + 0.1).to(DEVICE).requires_grad_(True)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("add_self_loops", [True, False])
+@pytest.mark.parametrize("normalize", [True, False])
+@pytest.mark.parametrize("graph_name", list(GRAPHS) + ["hub"])
+def test_gcn_aggregate_edge_weight_matches_reference(backend, add_self_loops, normalize, graph_name):
+    edge_index, n = hub_edges(n=3000, hub_degree=HUB_DEGREE + 5) if graph_name == "hub" else GRAPHS[graph_name]()
+    g = Graph.from_edge_index(edge_index, n)
+    x, w = randn(n, 7, seed=120), positive_weights(edge_index.shape[1], seed=121)
+    kwargs = dict(add_self_loops=add_self_loops, normalize=normalize)
+    got, got_grads = outputs_and_grads(lambda a, b: sslfast.gcn_aggregate(g, a, edge_weight=b, **kwargs), x, w,
+                                       backend)
+    want, want_grads = outputs_and_grads(
+        lambda a, b: reference.gcn_aggregate(edge_index, a, edge_weight=b, **kwargs), x, w, "reference")
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+    for a, b in zip(got_grads, want_grads):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    # unit weights: the fused unweighted kernel
+    ones = torch.ones(edge_index.shape[1], dtype=torch.float64, device=DEVICE)
+    with sslfast.use_backend(backend):
+        torch.testing.assert_close(sslfast.gcn_aggregate(g, x, edge_weight=ones, **kwargs),
+                                   sslfast.gcn_aggregate(g, x, **kwargs), rtol=1e-12, atol=1e-12)
+
+
+def test_reference_gcn_aggregate_edge_weight_is_the_dense_formula():
+    edge_index, n = special_edges()
+    x, w = randn(n, 3, seed=130, requires_grad=False), positive_weights(edge_index.shape[1], seed=131).detach()
+    a_w = torch.zeros(n, n, dtype=torch.float64, device=DEVICE)
+    a_w.index_put_((edge_index[1], edge_index[0]), w, accumulate=True)
+    a_hat = a_w + torch.eye(n, dtype=torch.float64, device=DEVICE)
+    dinv = a_hat.sum(1).pow(-0.5)
+    torch.testing.assert_close(reference.gcn_aggregate(edge_index, x, edge_weight=w),
+                               dinv[:, None] * a_hat * dinv[None, :] @ x)
+
+
+@pytest.mark.parametrize("backend", FAST_BACKENDS)
+def test_gcn_aggregate_edge_weight_gradcheck_and_determinism(backend):
+    edge_index, n = special_edges()
+    g = Graph.from_edge_index(edge_index, n)
+    x, w = randn(n, 4, seed=140), positive_weights(edge_index.shape[1], seed=141)
+    with sslfast.use_backend(backend):
+        assert torch.autograd.gradcheck(lambda a, b: sslfast.gcn_aggregate(g, a, edge_weight=b), (x, w))
+    edge_index, n = hub_edges(seed=5)
+    g = Graph.from_edge_index(edge_index, n)
+    x, w = randn(n, 24, dtype=torch.float32, seed=142), randn(edge_index.shape[1], dtype=torch.float32, seed=143)
+    first = outputs_and_grads(lambda a, b: sslfast.gcn_aggregate(g, a, edge_weight=b.abs()), x, w, backend)
+    second = outputs_and_grads(lambda a, b: sslfast.gcn_aggregate(g, a, edge_weight=b.abs()), x, w, backend)
+    for a, b in zip([first[0]] + first[1], [second[0]] + second[1]):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("graph_name", ["special", "random", "duplicate_loops"])
+@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("normalize", [True, False])
+def test_gcnconv_matches_pyg_gcn_norm(backend, graph_name, weighted, normalize):
+    if graph_name == "duplicate_loops":  # node 2 has two loops: PyG keeps one (weight 1 unweighted)
+        edge_index, n = torch.tensor([[0, 2, 2, 1, 3], [1, 2, 2, 2, 0]], device=DEVICE), 4
+        if weighted:
+            pytest.skip("which duplicate loop's weight PyG keeps is unspecified (index_put)")
+    else:
+        edge_index, n = GRAPHS[graph_name]()
+    x = randn(n, 6, seed=150)
+    w = positive_weights(edge_index.shape[1], seed=151) if weighted else None
+    with sslfast.use_backend(backend):
+        gcn = sslfast.nn.GCNConv(6, 5, normalize=normalize).double().to(DEVICE)
+        torch.nn.init.normal_(gcn.bias)
+        expected = pyg_gcn_conv_propagate(edge_index, n, x @ gcn.lin.weight.t(), w, normalize=normalize) + gcn.bias
+        torch.testing.assert_close(gcn(x, edge_index, w), expected)
+        torch.testing.assert_close(gcn(x, Graph.from_edge_index(edge_index, n), w), expected)
+        if weighted:
+            (g_x, g_w), (e_x, e_w) = (torch.autograd.grad(out.sum(), (x, w)) for out in
+                                      (gcn(x, edge_index, w),
+                                       pyg_gcn_conv_propagate(edge_index, n, x @ gcn.lin.weight.t(), w,
+                                                              normalize=normalize)))
+            torch.testing.assert_close(g_x, e_x)
+            torch.testing.assert_close(g_w, e_w)

@@ -19,6 +19,7 @@
 #include <atomic>
 #include <cmath>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "../checks.h"
@@ -159,12 +160,19 @@ void weighted_row_sum(const int64_t* ptr, const int64_t* idx, const int64_t* edg
       // Every 4th tile prefetches the next 4 tiles of each gathered row (one miss per row slice
       // instead of one per tile); the tiles between find theirs in L1 / L2.
       const int64_t prefetch_width = (t - f0) % (4 * kTile) == 0 ? std::min(4 * kTile, f1 - t) : 0;
-      if (width == kTile)
-        row_sum_tile<T, kTile>(ptr, idx, edge_of, weight, nbr_scale, row_scale, self_scale, x, x_rows, features, r,
-                               t, width, prefetch_width, out);
-      else
-        row_sum_tile<T, 0>(ptr, idx, edge_of, weight, nbr_scale, row_scale, self_scale, x, x_rows, features, r, t,
-                           width, prefetch_width, out);
+      // Narrow feature counts (F = 8, 16, 32, common in GNNs) get fixed-width tiles too: with a
+      // runtime trip count the accumulator lives in memory and every edge pays a load + store.
+      auto tile = [&](auto fixed) {
+        row_sum_tile<T, decltype(fixed)::value>(ptr, idx, edge_of, weight, nbr_scale, row_scale, self_scale, x,
+                                                x_rows, features, r, t, width, prefetch_width, out);
+      };
+      switch (width) {
+        case kTile: tile(std::integral_constant<int64_t, kTile>()); break;
+        case 32: tile(std::integral_constant<int64_t, 32>()); break;
+        case 16: tile(std::integral_constant<int64_t, 16>()); break;
+        case 8: tile(std::integral_constant<int64_t, 8>()); break;
+        default: tile(std::integral_constant<int64_t, 0>());
+      }
     }
   });
 }
@@ -637,9 +645,67 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gat_aggregate_bwd(
   return {grad_x, grad_src, grad_dst};
 }
 
+// ---------------------------------------------------------------- graph construction
+
+// Stable counting sort of int64 keys in [0, n): offsets[n + 1] (CSR row pointer) and perm[E]
+// with keys[perm] non-decreasing, equal keys in input order (= torch.sort(stable=True).indices).
+// Threads take contiguous edge ranges; thread t's slot for key v starts after every earlier
+// thread's v-entries, so the result is the unique stable order whatever the thread count.
+std::tuple<at::Tensor, at::Tensor> csr_by_key(const at::Tensor& keys_in, int64_t n) {
+  TORCH_CHECK(keys_in.device().is_cpu() && keys_in.scalar_type() == at::kLong && keys_in.dim() == 1,
+              "keys must be a 1-D int64 CPU tensor");
+  TORCH_CHECK(n >= 0, "num_nodes must be >= 0, got ", n);
+  const at::Tensor keys = keys_in.contiguous();
+  const int64_t edges = keys.numel();
+  const int64_t* key = keys.data_ptr<int64_t>();
+  at::Tensor offsets = at::zeros({n + 1}, keys.options());
+  at::Tensor perm = at::empty({edges}, keys.options());
+  int64_t* ptr = offsets.data_ptr<int64_t>();
+  int64_t* out = perm.data_ptr<int64_t>();
+  // one histogram per range: worth it only when the ranges are long next to n
+  const int64_t ranges = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), edges / std::max<int64_t>(n, 1 << 16)));
+  std::vector<int64_t> cursor(ranges * n, 0);
+  std::atomic<bool> bad{false};
+  auto range_of = [&](int64_t t) { return std::make_pair(edges * t / ranges, edges * (t + 1) / ranges); };
+  at::parallel_for(0, ranges, 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      int64_t* count = cursor.data() + t * n;
+      const auto [k0, k1] = range_of(t);
+      for (int64_t k = k0; k < k1; ++k) {
+        const int64_t v = key[k];
+        if (v < 0 || v >= n) {
+          bad = true;
+          continue;
+        }
+        ++count[v];
+      }
+    }
+  });
+  TORCH_CHECK(!bad, "keys must be in [0, num_nodes = ", n, ")");
+  int64_t running = 0;
+  for (int64_t v = 0; v < n; ++v) {
+    ptr[v] = running;
+    for (int64_t t = 0; t < ranges; ++t) {
+      const int64_t c = cursor[t * n + v];
+      cursor[t * n + v] = running;
+      running += c;
+    }
+  }
+  ptr[n] = running;
+  at::parallel_for(0, ranges, 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      int64_t* next = cursor.data() + t * n;
+      const auto [k0, k1] = range_of(t);
+      for (int64_t k = k0; k < k1; ++k) out[next[key[k]]++] = k;
+    }
+  });
+  return {offsets, perm};
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(sslfast, CPU, m) {
+  m.impl("csr_by_key", &csr_by_key);
   m.impl("gat_aggregate_fwd", &gat_aggregate_fwd);
   m.impl("gat_aggregate_bwd", &gat_aggregate_bwd);
   m.impl("sddmm_fwd", &sddmm_fwd);

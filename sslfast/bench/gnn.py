@@ -1,6 +1,12 @@
 """Benchmark cases of the GNN family: spmm (sum, max), gcn_aggregate and gat_aggregate on random and power-law
 graphs; sslfast vs eager (the index_add / scatter_reduce reference) vs torch.compile, plus
-``torch.sparse.mm`` on the same CSR as an extra baseline for spmm sum.
+``torch.sparse.mm`` on the same CSR as an extra baseline for spmm sum. ``graph_build`` times
+``Graph.from_edge_index`` against the same CSR + transpose built in eager torch
+(``reference.csr_and_transpose``) and against a CSR-only build (``csr only``: what a library that
+needs no transpose pays).
+
+CPU sweep (full): N = 10k / 100k / 1M with E = 10 N, F = 16..256; at N = 1M, E = 10M only F = 16
+and forward only (eager builds the E x F message tensor: 640 MB there, 10 GB at F = 256).
 
 Byte models (float32, F features, N nodes, E edges, s bytes per value), forward:
 * ``per_edge`` (the GB/s column): every gathered row counted once per edge:
@@ -132,20 +138,53 @@ def gat_case(n, e, heads, f, kind="random", modes=("fwd+bwd",)) -> Case:
                 modes=modes, cost=e * heads * f, model_note=MODEL_NOTE)
 
 
+def _csr_only(edge_index, num_nodes):
+    dst = edge_index[1]
+    perm = torch.argsort(dst, stable=True)
+    rowptr = torch.zeros(num_nodes + 1, dtype=torch.int64, device=dst.device)
+    rowptr[1:] = torch.cumsum(torch.bincount(dst, minlength=num_nodes), 0)
+    return rowptr, edge_index[0][perm], perm
+
+
+def _build_graph(edge_index, num_nodes):
+    return Graph.from_edge_index(edge_index, num_nodes)
+
+
+def graph_build_case(n, e, kind="random") -> Case:
+    """Graph construction from an edge_index (forward only; nothing to differentiate)."""
+
+    def make_inputs(device, dtype, requires_grad):
+        return Inputs((make_edges(n, e, kind).to(device), n))
+
+    return Case(FAMILY, "graph_build", f"{kind} N={n} E={e}", {"N": n, "E": e, "graph": kind}, make_inputs,
+                _build_graph, reference.csr_and_transpose, backend=lambda device: "torch ops",
+                modes=("fwd",), cost=e * 4, baselines={"csr only": _csr_only},
+                model_note="graph_build: no byte model; eager = the same CSR + transpose in torch")
+
+
 @register_family(FAMILY)
 def cases(ctx: Context) -> list:
     if ctx.sizes == "tiny":
         return [spmm_case(300, 2000, 8), spmm_case(300, 2000, 8, "power_law", "max"),
                 gcn_case(300, 2000, 8), gat_case(300, 2000, 2, 4)]
     big = dict(n=100_000, e=1_000_000, f=128)
+    big_graph = dict(n=100_000, e=1_000_000)
     if ctx.device.type == "cuda":
         huge = dict(n=1_000_000, e=10_000_000, f=128)
         out = [spmm_case(**big, headline=True), spmm_case(**big, kind="power_law"),
                spmm_case(**huge, kind="power_law"), gcn_case(**huge, kind="power_law"),
-               spmm_case(**big, reduce="max")]
+               spmm_case(**big, reduce="max"), graph_build_case(1_000_000, 10_000_000, "power_law")]
         return out[:3] if ctx.sizes == "quick" else out
     if ctx.sizes == "quick":
-        return [spmm_case(**big, modes=("fwd",), headline=True), gcn_case(**big, modes=("fwd+bwd",))]
-    return [spmm_case(**big, headline=True), spmm_case(**big, kind="power_law", modes=("fwd",)),
-            gcn_case(**big, modes=("fwd+bwd",)), gcn_case(**big, kind="power_law", modes=("fwd+bwd",)),
-            spmm_case(**big, reduce="max", modes=("fwd",)), gat_case(50_000, 500_000, 4, 32)]
+        return [spmm_case(**big, modes=("fwd",), headline=True), gcn_case(**big, modes=("fwd+bwd",)),
+                graph_build_case(**big_graph)]
+    fwd = dict(modes=("fwd",))
+    # grouped by graph: the case builder keeps one graph alive at a time
+    return [spmm_case(**big, headline=True), gcn_case(**big, modes=("fwd+bwd",)),
+            spmm_case(**big, reduce="max", **fwd),
+            spmm_case(**big, kind="power_law", **fwd), gcn_case(**big, kind="power_law", modes=("fwd+bwd",)),
+            spmm_case(10_000, 100_000, 16, **fwd), spmm_case(10_000, 100_000, 256, **fwd),
+            spmm_case(10_000, 100_000, 256, kind="power_law", **fwd),
+            spmm_case(1_000_000, 10_000_000, 16, **fwd), spmm_case(1_000_000, 10_000_000, 16, "power_law", **fwd),
+            gat_case(50_000, 500_000, 4, 32),
+            graph_build_case(**big_graph), graph_build_case(1_000_000, 10_000_000, "power_law")]

@@ -40,7 +40,11 @@ def _glorot_(weight):
 
 
 class GCNConv(_GraphCache):
-    """PyG ``GCNConv``: out = D^-1/2 (A + I) D^-1/2 (x W^T) + b (``gcn_aggregate``)."""
+    """PyG ``GCNConv``: out = D^-1/2 A_hat D^-1/2 (x W^T) + b with PyG's ``gcn_norm``: A_hat = the
+    graph with its self loops replaced by one loop per node (``add_remaining_self_loops``: weight 1,
+    or the weight of the loop the node already had), D = weighted in-degree of A_hat.
+    ``normalize=False`` propagates A x W^T (edge weights as given, no self loops), as PyG does.
+    ``edge_weight`` [E] is in the order of ``edge_index`` (or of the Graph's input)."""
 
     def __init__(self, in_channels, out_channels, add_self_loops=True, normalize=True, bias=True):
         super().__init__()
@@ -48,10 +52,46 @@ class GCNConv(_GraphCache):
         self.lin = nn.Linear(in_channels, out_channels, bias=False)
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
         _glorot_(self.lin.weight)
+        self._loops_of = None
 
-    def forward(self, x, edge_index):
+    def _remaining_self_loops(self, graph: Graph):
+        """(is_loop [E] in CSR order, graph without self loops or None if it has none, the same
+        plus one loop per node or None) for ``graph``, cached while the same graph comes back."""
+        if self._loops_of is not graph:
+            edge_index = graph.edge_index()
+            is_loop = edge_index[0] == edge_index[1]
+            no_loops = Graph.from_edge_index(edge_index[:, ~is_loop], graph.num_nodes) if bool(is_loop.any()) else None
+            self._loops = (is_loop, no_loops, None)
+            self._loops_of = graph
+        return self._loops
+
+    def _with_one_loop_per_node(self, graph: Graph) -> Graph:
+        is_loop, no_loops, with_loops = self._remaining_self_loops(graph)
+        if with_loops is None:
+            edge_index = graph.edge_index()[:, ~is_loop]
+            loops = torch.arange(graph.num_nodes, device=edge_index.device).expand(2, -1)
+            with_loops = Graph.from_edge_index(torch.cat([edge_index, loops], dim=1), graph.num_nodes)
+            self._loops = (is_loop, no_loops, with_loops)
+        return with_loops
+
+    def _propagate(self, graph: Graph, h, edge_weight):
+        if not self.normalize:
+            return spmm(graph, h, "sum", edge_weight) if edge_weight is not None else spmm(graph, h, "sum")
+        if not self.add_self_loops:
+            return gcn_aggregate(graph, h, add_self_loops=False, edge_weight=edge_weight)
+        is_loop, no_loops, _ = self._remaining_self_loops(graph)
+        if edge_weight is None:  # unit loops: the fused kernel's + I on the loop-free graph
+            return gcn_aggregate(graph if no_loops is None else no_loops, h)
+        weight = graph.csr_edge_weight(edge_weight)
+        loop_weight = torch.ones(graph.num_nodes, dtype=weight.dtype, device=weight.device)
+        if no_loops is not None:
+            loop_weight = loop_weight.index_put((graph.col[is_loop],), weight[is_loop])
+        weight = torch.cat([weight[~is_loop], loop_weight])
+        return gcn_aggregate(self._with_one_loop_per_node(graph), h, add_self_loops=False, edge_weight=weight)
+
+    def forward(self, x, edge_index, edge_weight=None):
         graph = self.graph_of(edge_index, x.shape[0])
-        out = gcn_aggregate(graph, self.lin(x), add_self_loops=self.add_self_loops, normalize=self.normalize)
+        out = self._propagate(graph, self.lin(x), edge_weight)
         return out if self.bias is None else out + self.bias
 
 

@@ -79,12 +79,21 @@ def spmm(graph, x, reduce="sum", edge_weight=None):
     return out.to(x.dtype)
 
 
-def gcn_aggregate(graph, x, add_self_loops=True, normalize=True):
+def gcn_aggregate(graph, x, add_self_loops=True, normalize=True, edge_weight=None):
     """D^-1/2 (A + I) D^-1/2 x with the normalization fused (PyG ``gcn_norm`` + propagate):
     D = in-degree (+ 1 with self loops), cached with the graph. ``add_self_loops`` adds I even
-    where the graph already has a self loop; ``normalize=False`` gives (A + I) x."""
+    where the graph already has a self loop (``sslfast.nn.GCNConv`` replaces existing loops
+    instead, as PyG does); ``normalize=False`` gives (A + I) x.
+
+    ``edge_weight`` [E] (order of the graph's input edge_index; default: unweighted, the Graph's
+    own weights are not used here) makes A[i, j] = w_ji and D the weighted in-degree (+ 1): then
+    the op is ``spmm`` with the weights on D^-1/2-scaled rows, and gradients reach the weights too.
+    """
     graph = as_graph(graph, num_nodes=x.shape[0] if isinstance(x, torch.Tensor) and x.dim() == 2 else None)
     _check_x(x, graph)
+    if edge_weight is not None:
+        graph.csr_edge_weight(edge_weight)  # validates: shape [E], float, device
+        return _weighted_gcn_aggregate(graph, x, bool(add_self_loops), bool(normalize), edge_weight)
     backend = _resolve("gcn_aggregate", x.device)
     if backend == "reference":
         return reference.gcn_aggregate(graph, x, add_self_loops=bool(add_self_loops), normalize=bool(normalize))
@@ -96,6 +105,32 @@ def gcn_aggregate(graph, x, add_self_loops=True, normalize=True):
         dinv = graph.gcn_norm_ones(acc)
     out = torch.ops.sslfast.gcn_aggregate_fwd(graph.rowptr, graph.col, graph.colptr, graph.row,
                                               graph.hub_rows, graph.hub_cols, dinv, xin, bool(add_self_loops))
+    return out.to(x.dtype)
+
+
+def _weighted_gcn_aggregate(graph, x, add_self_loops, normalize, edge_weight):
+    """dinv * spmm(A_w, dinv * x) + dinv^2 * x: the weighted spmm kernel (deterministic, no E x F
+    tensor) between two row scalings; the weighted degree is a segment sum over the CSR rows."""
+    if _resolve("spmm", x.device) == "reference":
+        return reference.gcn_aggregate(graph, x, add_self_loops, normalize, edge_weight)
+    acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+    xs = x.to(acc)
+    loops = 1.0 if add_self_loops else 0.0
+    if normalize:
+        weight = graph.csr_edge_weight(edge_weight).to(acc)
+        if graph.num_edges:
+            deg = torch.segment_reduce(weight, "sum", lengths=graph.in_degree, unsafe=True) + loops
+        else:
+            deg = torch.full((graph.num_nodes,), loops, dtype=acc, device=x.device)
+        dinv = deg.pow(-0.5)
+        dinv = dinv.masked_fill(dinv == float("inf"), 0).unsqueeze(1)
+        out = dinv * spmm(graph, dinv * xs, "sum", edge_weight.to(acc))
+        if add_self_loops:
+            out = out + dinv * dinv * xs
+    else:
+        out = spmm(graph, xs, "sum", edge_weight.to(acc))
+        if add_self_loops:
+            out = out + xs
     return out.to(x.dtype)
 
 

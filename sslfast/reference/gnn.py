@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["spmm", "gcn_aggregate", "sddmm", "edge_softmax", "gat_aggregate", "inner_product_edge_loss"]
+__all__ = ["spmm", "gcn_aggregate", "sddmm", "edge_softmax", "gat_aggregate", "inner_product_edge_loss",
+           "csr_and_transpose"]
 
 REDUCES = ("sum", "mean", "max", "min")
 
@@ -44,27 +45,30 @@ def spmm(graph, x, reduce="sum", edge_weight=None):
                                               include_self=False)
 
 
-def gcn_aggregate(graph, x, add_self_loops=True, normalize=True):
-    """D^-1/2 (A + I) D^-1/2 x (PyG ``gcn_norm`` + propagate): D = in-degree (+1 with self loops),
-    edge weight of j -> i = d_j^-1/2 d_i^-1/2, zero where a degree is zero."""
+def gcn_aggregate(graph, x, add_self_loops=True, normalize=True, edge_weight=None):
+    """D^-1/2 (A + I) D^-1/2 x (PyG ``gcn_norm`` + propagate): A[i, j] = w_ji (1 without
+    ``edge_weight``, which is in the edge order of ``graph``'s input), D = weighted in-degree
+    (+1 with self loops), edge weight of j -> i = d_j^-1/2 w_ji d_i^-1/2, zero where a degree is
+    zero. I is added for every node, also where the graph already has a self loop."""
     from ..graph import Graph
 
     if isinstance(graph, Graph):
         edge_index, n = graph.edge_index(), graph.num_nodes
+        weight = None if edge_weight is None else edge_weight[graph.perm]
     else:
-        edge_index, n = graph, x.shape[0]
+        edge_index, n, weight = graph, x.shape[0], edge_weight
     src, dst = edge_index[0], edge_index[1]
+    weight = torch.ones(src.shape[0], dtype=x.dtype, device=x.device) if weight is None else weight.to(x.dtype)
     if add_self_loops:
         loop = torch.arange(n, device=x.device)
         src, dst = torch.cat([src, loop]), torch.cat([dst, loop])
-    message = x[src]
+        weight = torch.cat([weight, torch.ones(n, dtype=x.dtype, device=x.device)])
     if normalize:
-        deg = torch.zeros(n, dtype=x.dtype, device=x.device).index_add_(
-            0, dst, torch.ones_like(dst, dtype=x.dtype))
+        deg = torch.zeros(n, dtype=x.dtype, device=x.device).index_add_(0, dst, weight)
         dinv = deg.pow(-0.5)
         dinv = dinv.masked_fill(dinv == float("inf"), 0)
-        message = message * (dinv[src] * dinv[dst]).unsqueeze(1)
-    return torch.zeros_like(x).index_add_(0, dst, message)
+        weight = dinv[src] * weight * dinv[dst]
+    return torch.zeros_like(x).index_add_(0, dst, x[src] * weight.unsqueeze(1))
 
 
 def sddmm(graph, a, b):
@@ -118,3 +122,20 @@ def edge_softmax(graph, scores):
     p = torch.exp(scores - row_max[dst])
     denom = torch.zeros(shape, dtype=scores.dtype, device=scores.device).index_add_(0, dst, p)
     return p / denom[dst]
+
+
+def csr_and_transpose(edge_index, num_nodes):
+    """What ``Graph.from_edge_index`` builds, in plain torch: the destination-sorted CSR (stable
+    argsort by target, offsets from bincount + cumsum) and its transpose (stable argsort of the
+    CSR sources). Returns (rowptr, col, perm, colptr, row, csc_perm)."""
+    src, dst = edge_index[0], edge_index[1]
+
+    def offsets(keys):
+        ptr = torch.zeros(num_nodes + 1, dtype=torch.int64, device=keys.device)
+        ptr[1:] = torch.cumsum(torch.bincount(keys, minlength=num_nodes), 0)
+        return ptr
+
+    perm = torch.argsort(dst, stable=True)
+    col = src[perm]
+    csc_perm = torch.argsort(col, stable=True)
+    return offsets(dst), col, perm, offsets(src), dst[perm][csc_perm], csc_perm
