@@ -122,13 +122,18 @@ def test_contrastive_losses_have_no_host_sync():
 
 def test_gnn_aggregation_has_no_host_sync():
     g = torch.Generator().manual_seed(11)
-    edge_index = torch.randint(0, 50, (2, 300), generator=g).to(DEVICE)
+    edge_index = torch.randint(0, 50, (2, 300), generator=g)
+    edge_index[1, :7] = edge_index[0, :7]  # a few self loops
+    edge_index = edge_index.to(DEVICE)
     graph = Graph.from_edge_index(edge_index, 50)
     x = randn(50, 12, seed=12, requires_grad=True)
     w = randn(300, seed=13, requires_grad=True)
 
+    conv = sslfast.nn.GCNConv(12, 12).to(DEVICE)  # the graph has self loops: PyG's remaining-loops path
+
     def step():
         out = sslfast.spmm(graph, x, "sum", w) + sslfast.spmm(graph, x, "max") + sslfast.gcn_aggregate(graph, x)
+        out = out + conv(x, graph, w) + conv(x, graph)
         out.square().sum().backward()
 
     check_sync_free(step)
