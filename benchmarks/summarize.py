@@ -64,12 +64,9 @@ def summarize(paths) -> str:
         heads = _headlines(records)
         if heads:
             lines += ["Headline cases:", ""] + heads + [""]
-        header, _ = harness.table_rows([])
         for family in sorted({r["family"] for r in records}):
-            _, rows = harness.table_rows([r for r in records if r["family"] == family])
-            lines += [f"### {family}", "", "| " + " | ".join(header) + " |",
-                      "|" + "|".join("---" for _ in header) + "|"]
-            lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows] + [""]
+            family_records = [r for r in records if r["family"] == family]
+            lines += [f"### {family}", ""] + harness.markdown_table(family_records) + [""]
         errors = harness._errors(records)
         if errors:
             lines += ["Errors:", ""] + [f"- {e}" for e in errors] + [""]

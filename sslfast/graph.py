@@ -87,6 +87,8 @@ class Graph:
         self.hub_rows = torch.nonzero(self.in_degree >= HUB_DEGREE).flatten()
         self.hub_cols = torch.nonzero(self.out_degree >= HUB_DEGREE).flatten()
         self._gcn_norm = {}
+        self._self_loops = None  # (loop_pos, keep_pos, graph without loops or None), on first use
+        self._one_loop_per_node = None
 
     # ------------------------------------------------------------------ construction
 
@@ -161,6 +163,29 @@ class Graph:
         if key not in self._gcn_norm:
             self._gcn_norm[key] = torch.ones(self.num_nodes, dtype=dtype, device=self.col.device)
         return self._gcn_norm[key]
+
+    def self_loop_split(self):
+        """(loop_pos, keep_pos, no_loops): CSR positions of the self loops and of the other edges,
+        and this graph without its self loops (None when it has none). Cached with the graph: the
+        boolean mask becomes index tensors once, so per-call users (GCNConv) never sync."""
+        if self._self_loops is None:
+            is_loop = self.col == self.target
+            loop_pos, keep_pos = is_loop.nonzero().squeeze(1), (~is_loop).nonzero().squeeze(1)
+            no_loops = None
+            if loop_pos.numel():
+                no_loops = Graph.from_edge_index(self.edge_index()[:, keep_pos], self.num_nodes)
+            self._self_loops = (loop_pos, keep_pos, no_loops)
+        return self._self_loops
+
+    def with_one_loop_per_node(self) -> "Graph":
+        """The loop-free edges (CSR order) followed by one self loop per node: PyG's
+        ``add_remaining_self_loops`` structure. Cached with the graph."""
+        if self._one_loop_per_node is None:
+            _, keep_pos, _ = self.self_loop_split()
+            loops = torch.arange(self.num_nodes, device=self.col.device).expand(2, -1)
+            edge_index = torch.cat([self.edge_index()[:, keep_pos], loops], dim=1)
+            self._one_loop_per_node = Graph.from_edge_index(edge_index, self.num_nodes)
+        return self._one_loop_per_node
 
     def edge_index(self) -> torch.Tensor:
         """[2, E] in CSR order (source, target)."""

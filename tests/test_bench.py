@@ -65,7 +65,9 @@ def test_cli_quick_tiny_writes_json_markdown_png(tmp_path, capsys):
             assert 0 < res["p20_ms"] <= res["median_ms"] <= res["p80_ms"]
             assert len(res["samples_ms"]) == 2
             assert res["peak_mib"] is not None and res["peak_mib"] >= 0
-            assert 0 <= res["scratch_mib"] <= res["peak_mib"]
+            # required: the returned loss (+ the input gradients in fwd+bwd); scratch: the rest
+            assert res["required_mib"] * harness.MiB > (4 if r["mode"] == "fwd+bwd" else 0)
+            assert res["scratch_mib"] == pytest.approx(max(0.0, res["peak_mib"] - res["required_mib"]))
             assert res["tflops"] > 0
             assert res["pct_of_matmul"] == pytest.approx(100 * res["tflops"] / env["ceilings"]["matmul_tflops"])
         assert r["impls"]["compile"]["error"].startswith("skipped")
@@ -144,6 +146,12 @@ def test_result_bytes_counts_new_outputs_and_grads_once():
     fresh = torch.empty(500)
     # The loss (4 B) + x.grad (4000 B) + one 2000 B output returned twice; y is an input: free.
     assert harness.result_bytes((out, fresh, [fresh[:10], y]), inputs) == 4 + 4000 + 2000
+
+    class Holder:  # an object returning tensors as attributes (a Graph), which may refer to itself
+        def __init__(self):
+            self.rows, self.cache, self.me = torch.empty(100, dtype=torch.int64), {"y": y}, self
+
+    assert harness.result_bytes(Holder(), inputs) == 4000 + 800
 
 
 def test_unknown_family_fails_clearly(tmp_path, capsys):

@@ -10,9 +10,11 @@ import torch.nn.functional as F
 import sslfast
 from sslfast.reference import contrastive as reference
 
+from sslfast.ops import contrastive as contrastive_ops
+
 from conftest import DEVICE, runnable_backends
 
-BACKENDS = runnable_backends(torch.device(DEVICE).type)
+BACKENDS = runnable_backends(torch.device(DEVICE).type, contrastive_ops._NATIVE_DEVICES)
 FAST_BACKENDS = [b for b in BACKENDS if b != "reference"]
 # The Triton interpreter is slow on CPU: it gets the smaller shapes.
 SHAPES = [(1, 1), (3, 7), (129, 130)]

@@ -14,9 +14,11 @@ import sslfast
 from sslfast import diffusion as D
 from sslfast.reference import diffusion as reference
 
+from sslfast.ops import diffusion as diffusion_ops
+
 from conftest import DEVICE, runnable_backends
 
-BACKENDS = runnable_backends(torch.device(DEVICE).type)
+BACKENDS = runnable_backends(torch.device(DEVICE).type, diffusion_ops._NATIVE_DEVICES)
 FAST_BACKENDS = [b for b in BACKENDS if b != "reference"]
 # [B, ...] shapes: one element per sample, odd sizes, a sample larger than one C++ chunk.
 SHAPES = [(1, 1), (3, 7), (2, 3, 5, 7), (2, 4, 65, 129)]

@@ -11,9 +11,11 @@ from sslfast import diffusion as D
 from sslfast.nn import DiffusionLoss, DiffusionSampler
 from sslfast.reference import diffusion as reference
 
+from sslfast.ops import diffusion as diffusion_ops
+
 from conftest import DEVICE, runnable_backends
 
-BACKENDS = runnable_backends(torch.device(DEVICE).type)
+BACKENDS = runnable_backends(torch.device(DEVICE).type, diffusion_ops._NATIVE_DEVICES)
 STEPS = 12
 
 

@@ -12,9 +12,11 @@ import sslfast
 from sslfast.graph import HUB_DEGREE, Graph
 from sslfast.reference import gnn as reference
 
+from sslfast.ops import gnn as gnn_ops
+
 from conftest import DEVICE, runnable_backends
 
-BACKENDS = [b for b in runnable_backends(torch.device(DEVICE).type) if b != "triton"]
+BACKENDS = [b for b in runnable_backends(torch.device(DEVICE).type, gnn_ops._NATIVE_DEVICES) if b != "triton"]
 FAST_BACKENDS = [b for b in BACKENDS if b != "reference"]
 REDUCES = ["sum", "mean", "max", "min"]
 PLANETOID = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "planetoid")

@@ -14,7 +14,7 @@ from sslfast.reference import masking as reference
 
 from conftest import DEVICE, runnable_backends
 
-BACKENDS = runnable_backends(torch.device(DEVICE).type)
+BACKENDS = runnable_backends(torch.device(DEVICE).type, masking_ops._NATIVE_DEVICES)
 FAST_BACKENDS = [b for b in BACKENDS if b != "reference"]
 DTYPES = [torch.float64, torch.float32, torch.bfloat16]
 # (N, prefix, L, D): L = 1, 2, odd, and ViT's 196 patches + a cls token (197 tokens).
@@ -540,7 +540,7 @@ def test_sanitize_masking_kernels_once(backend):
         index_dtype = torch.int32 if case else torch.int64
         with sslfast.use_backend(backend):
             vis, mask, ids = sslfast.random_masking(x, 0.5 if length > 1 else 0.0,
-                                                    generator=torch.Generator().manual_seed(case),
+                                                    generator=torch.Generator(device=DEVICE).manual_seed(case),
                                                     pos_embed=pos, num_prefix_tokens=prefix,
                                                     index_dtype=index_dtype)
             full = sslfast.unshuffle(vis, ids, token, pos_embed=pos, num_prefix_tokens=prefix)

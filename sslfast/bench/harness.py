@@ -157,15 +157,25 @@ def clear_grads(inputs: Inputs):
         t.grad = None
 
 
-def _tensors(value):
+def _tensors(value, _seen=None):
+    """Tensors in ``value``: nested tuples, lists, dicts and plain objects' attributes (a Graph)."""
     if isinstance(value, torch.Tensor):
         yield value
-    elif isinstance(value, (tuple, list)):
-        for v in value:
-            yield from _tensors(v)
+        return
+    seen = set() if _seen is None else _seen
+    if id(value) in seen:
+        return
+    seen.add(id(value))
+    if isinstance(value, (tuple, list)):
+        children = value
     elif isinstance(value, dict):
-        for v in value.values():
-            yield from _tensors(v)
+        children = value.values()
+    elif hasattr(value, "__dict__") and not isinstance(value, type) and not callable(value):
+        children = vars(value).values()
+    else:
+        return
+    for v in children:
+        yield from _tensors(v, seen)
 
 
 def result_bytes(out, inputs: Inputs) -> int:
@@ -329,10 +339,12 @@ def run_mode(case: Case, mode: str, device, dtype, plan: Plan, compiled) -> dict
 
     required = {}
 
-    def runner(fn, name):
+    def runner(fn, name, record_outputs=False):
         def run():
             clear_grads(inputs)
-            required[name] = result_bytes(call_once(fn, inputs, backward, case.backward), inputs)
+            out = call_once(fn, inputs, backward, case.backward)
+            if record_outputs:  # the memory probe only: keeps bookkeeping out of timed calls
+                required[name] = result_bytes(out, inputs)
 
         return run
 
@@ -358,8 +370,9 @@ def run_mode(case: Case, mode: str, device, dtype, plan: Plan, compiled) -> dict
                 last_s[name] = timed()
             clear_grads(inputs)
             t0 = time.perf_counter()
-            peak = results[name]["peak_mib"] = measure_peak_mib(run, device)
+            peak = results[name]["peak_mib"] = measure_peak_mib(runner(fn, name, record_outputs=True), device)
             # Scratch: the peak minus the outputs and gradients any implementation must return.
+            results[name]["required_mib"] = required[name] / MiB
             results[name]["scratch_mib"] = max(0.0, peak - required[name] / MiB)
             probe_s = time.perf_counter() - t0
             warm_t, extra = 0.0, 0
@@ -657,8 +670,14 @@ def format_text_table(records) -> str:
     return "\n".join(out)
 
 
-def format_markdown(records, env: dict) -> str:
+def markdown_table(records) -> list:
+    """The result table as Markdown lines: header, rule, one row per record."""
     header, rows = table_rows(records)
+    return (["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+            + ["| " + " | ".join(str(c) for c in r) + " |" for r in rows])
+
+
+def format_markdown(records, env: dict) -> str:
     lines = [
         "# sslfast benchmark results",
         "",
@@ -677,10 +696,8 @@ def format_markdown(records, env: dict) -> str:
         "during one call; scratch MiB is that peak minus the returned tensors and input "
         "gradients (which every implementation must allocate).",
         "",
-        "| " + " | ".join(header) + " |",
-        "|" + "|".join("---" for _ in header) + "|",
+        *markdown_table(records),
     ]
-    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
     notes = sorted({r.get("model_note") for r in records if r.get("model_note")})
     if notes:
         lines += ["", "Performance models:", ""] + [f"- {n}" for n in notes]
@@ -938,10 +955,14 @@ def main(argv=None) -> int:
         print(f"[sslfast.bench] note: {n}", file=sys.stderr)
 
     if not args.no_ceilings:
-        env["ceilings"] = measure_ceilings(device, small=select_sizes(args) == "tiny")
-        c = env["ceilings"]
-        print(f"[sslfast.bench] ceilings: copy {c['copy_gbps']:.3g} GB/s, matmul {c['matmul']} "
-              f"{c['matmul_tflops']:.3g} TFLOP/s", file=sys.stderr)
+        try:
+            env["ceilings"] = c = measure_ceilings(device, small=select_sizes(args) == "tiny")
+            print(f"[sslfast.bench] ceilings: copy {c['copy_gbps']:.3g} GB/s, matmul {c['matmul']} "
+                  f"{c['matmul_tflops']:.3g} TFLOP/s", file=sys.stderr)
+        except (RuntimeError, MemoryError) as error:  # e.g. OOM on a shared GPU: cases still run
+            _oom_cleanup(device)
+            notes.append(f"ceilings not measured: {_error_text(error)}")
+            print(f"[sslfast.bench] note: {notes[-1]}", file=sys.stderr)
 
     progress = Progress(cases, enabled=not args.no_progress)
     if progress.note:

@@ -52,37 +52,13 @@ class GCNConv(_GraphCache):
         self.lin = nn.Linear(in_channels, out_channels, bias=False)
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
         _glorot_(self.lin.weight)
-        self._loops_of = None
-
-    def _remaining_self_loops(self, graph: Graph):
-        """(loop_pos, keep_pos: CSR positions of the self loops and of the other edges, graph
-        without self loops or None if it has none, the same plus one loop per node or None) for
-        ``graph``, cached while the same graph comes back: the boolean masks are turned into
-        index tensors once, so a forward with edge weights never syncs with the host."""
-        if self._loops_of is not graph:
-            edge_index = graph.edge_index()
-            is_loop = edge_index[0] == edge_index[1]
-            loop_pos, keep_pos = is_loop.nonzero().squeeze(1), (~is_loop).nonzero().squeeze(1)
-            no_loops = Graph.from_edge_index(edge_index[:, keep_pos], graph.num_nodes) if loop_pos.numel() else None
-            self._loops = (loop_pos, keep_pos, no_loops, None)
-            self._loops_of = graph
-        return self._loops
-
-    def _with_one_loop_per_node(self, graph: Graph) -> Graph:
-        loop_pos, keep_pos, no_loops, with_loops = self._remaining_self_loops(graph)
-        if with_loops is None:
-            edge_index = graph.edge_index()[:, keep_pos]
-            loops = torch.arange(graph.num_nodes, device=edge_index.device).expand(2, -1)
-            with_loops = Graph.from_edge_index(torch.cat([edge_index, loops], dim=1), graph.num_nodes)
-            self._loops = (loop_pos, keep_pos, no_loops, with_loops)
-        return with_loops
 
     def _propagate(self, graph: Graph, h, edge_weight):
         if not self.normalize:
             return spmm(graph, h, "sum", edge_weight) if edge_weight is not None else spmm(graph, h, "sum")
         if not self.add_self_loops:
             return gcn_aggregate(graph, h, add_self_loops=False, edge_weight=edge_weight)
-        loop_pos, keep_pos, no_loops, _ = self._remaining_self_loops(graph)
+        loop_pos, keep_pos, no_loops = graph.self_loop_split()
         if edge_weight is None:  # unit loops: the fused kernel's + I on the loop-free graph
             return gcn_aggregate(graph if no_loops is None else no_loops, h)
         weight = graph.csr_edge_weight(edge_weight)
@@ -90,7 +66,7 @@ class GCNConv(_GraphCache):
         if no_loops is not None:
             loop_weight = loop_weight.index_put((graph.col[loop_pos],), weight[loop_pos])
         weight = torch.cat([weight[keep_pos], loop_weight])
-        return gcn_aggregate(self._with_one_loop_per_node(graph), h, add_self_loops=False, edge_weight=weight)
+        return gcn_aggregate(graph.with_one_loop_per_node(), h, add_self_loops=False, edge_weight=weight)
 
     def forward(self, x, edge_index, edge_weight=None):
         graph = self.graph_of(edge_index, x.shape[0])

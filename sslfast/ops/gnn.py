@@ -92,7 +92,7 @@ def gcn_aggregate(graph, x, add_self_loops=True, normalize=True, edge_weight=Non
     graph = as_graph(graph, num_nodes=x.shape[0] if isinstance(x, torch.Tensor) and x.dim() == 2 else None)
     _check_x(x, graph)
     if edge_weight is not None:
-        graph.csr_edge_weight(edge_weight)  # validates: shape [E], float, device
+        Graph._check_weight(edge_weight, graph.num_edges, graph.col.device)  # shape [E], float, device
         return _weighted_gcn_aggregate(graph, x, bool(add_self_loops), bool(normalize), edge_weight)
     backend = _resolve("gcn_aggregate", x.device)
     if backend == "reference":
