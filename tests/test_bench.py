@@ -107,6 +107,19 @@ def test_summarize_writes_consistent_markdown(tmp_path):
     assert len({line.count("|") for line in table}) == 1  # every row has the header's cells
 
 
+def test_every_family_runs_tiny(tmp_path):
+    """Every family's tiny cases run through the whole harness (timing, memory probe, output
+    bookkeeping, baselines such as torch.sparse.mm) without an error in any implementation."""
+    out = tmp_path / "all"
+    rc = harness.main(["--sizes", "tiny", "--device", "cpu", "--no-compile", "--no-progress", "--no-ceilings",
+                       "--repeats", "1", "--warmup", "1", "--out", str(out)])
+    records = json.loads((out / "results.json").read_text())["records"]
+    assert rc == 0 and {r["family"] for r in records} >= {"contrastive", "diffusion", "masking", "gnn"}
+    for r in records:
+        for name, res in r["impls"].items():
+            assert res["error"] is None or res["error"].startswith("skipped"), (r["op"], r["case"], name, res)
+
+
 def test_headline_case_in_every_real_size_set():
     from sslfast.bench import contrastive
 

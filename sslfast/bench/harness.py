@@ -181,9 +181,12 @@ def _tensors(value, _seen=None):
 def result_bytes(out, inputs: Inputs) -> int:
     """Bytes every implementation has to allocate: the storages of the returned tensors and of
     the input gradients, each storage once, leaving out storages the inputs already own."""
-    owned = {t.untyped_storage().data_ptr() for t in _tensors((inputs.args, inputs.kwargs))}
+    def strided(tensors):  # sparse tensors (a cached torch CSR baseline) have no single storage
+        return [t for t in tensors if t.layout == torch.strided]
+
+    owned = {t.untyped_storage().data_ptr() for t in strided(_tensors((inputs.args, inputs.kwargs)))}
     seen, total = set(), 0
-    for t in list(_tensors(out)) + [leaf.grad for leaf in inputs.leaves if leaf.grad is not None]:
+    for t in strided(list(_tensors(out)) + [leaf.grad for leaf in inputs.leaves if leaf.grad is not None]):
         storage = t.untyped_storage()
         ptr = storage.data_ptr()
         if ptr and ptr not in owned and ptr not in seen:
