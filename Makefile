@@ -98,6 +98,7 @@ gpu-check: build nvcc-check
 	 echo "== benchmarks -> $(GPU_RES)/"; \
 	 $(PY) -m sslfast.bench --device cuda $(if $(GPU_QUICK),--quick) --out $(GPU_RES) $(BENCH_ARGS) || status=1; \
 	 cp $(GPU_RES)/results.json $(GPU_RES).json 2>/dev/null; \
+	 $(PY) benchmarks/summarize.py benchmarks/results/*/results.json -o benchmarks/RESULTS.md || status=1; \
 	 exit $$status
 
 clean:

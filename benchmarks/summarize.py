@@ -1,6 +1,6 @@
 """Collect benchmark runs into one Markdown summary (what benchmarks/RESULTS.md is made of).
 
-    python benchmarks/summarize.py benchmarks/results/*.json -o benchmarks/RESULTS.md
+    python benchmarks/summarize.py benchmarks/results/*/results.json -o benchmarks/RESULTS.md
 
 Each input is a ``results.json`` written by ``python -m sslfast.bench`` (``make gpu-check``
 copies the GPU run to ``benchmarks/results/<gpu>-<date>.json``). Per run: the machine, the
