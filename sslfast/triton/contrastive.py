@@ -25,6 +25,9 @@ import triton.language as tl
 from ..ops._contrastive_schema import SCHEMAS, register_fakes_and_autograd
 
 _INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
+# One tile config per kernel, no autotuning: for compute-sanitizer runs (make gpu-check), where
+# benchmarking eight configs per kernel under the sanitizer would take most of the time budget.
+_ONE_CONFIG = os.environ.get("SSLFAST_TRITON_ONE_CONFIG") == "1"
 
 # Widest D chunk per tl.dot and per gradient program: wider chunks spill registers.
 _MAX_BLOCK_D = 128
@@ -34,6 +37,8 @@ def _tile_configs(min_block_m=32):
     if _INTERPRETED:
         # The interpreter runs every program in Python: few, small programs keep CPU tests fast.
         return [triton.Config({"BLOCK_M": 32, "BLOCK_N": 32}, num_warps=4, num_stages=1)]
+    if _ONE_CONFIG:
+        return [triton.Config({"BLOCK_M": max(64, min_block_m), "BLOCK_N": 64}, num_warps=4, num_stages=3)]
     shapes = [
         (32, 64, 4, 4), (64, 32, 4, 2), (64, 64, 4, 3), (64, 128, 4, 3),
         (128, 32, 4, 4), (128, 64, 8, 3), (128, 128, 8, 2), (128, 128, 8, 3),
