@@ -65,6 +65,8 @@ class DiffusionSampler:
     unless ``spacing`` says otherwise); Euler as EulerDiscreteScheduler "linspace" (float
     timesteps, interpolated sigmas, initial sigma sigma_max); DPM-Solver++ 2M as
     DPMSolverMultistepScheduler "linspace" (first order on its first and last steps).
+    ``clip_sample`` defaults to False (latent diffusion's setting; diffusers' DDPM / DDIM
+    scheduler default is True: pass ``clip_sample=True`` for pixel-space models).
     """
 
     def __init__(self, schedule, sampler: str = "ddim", num_inference_steps: int = 50, *,
