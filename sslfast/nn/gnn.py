@@ -55,7 +55,7 @@ class GCNConv(_GraphCache):
 
     def _propagate(self, graph: Graph, h, edge_weight):
         if not self.normalize:
-            return spmm(graph, h, "sum", edge_weight) if edge_weight is not None else spmm(graph, h, "sum")
+            return spmm(graph, h, "sum", edge_weight)  # None: the Graph's own weights, if any
         if not self.add_self_loops:
             return gcn_aggregate(graph, h, add_self_loops=False, edge_weight=edge_weight)
         loop_pos, keep_pos, no_loops = graph.self_loop_split()

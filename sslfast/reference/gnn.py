@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 __all__ = ["spmm", "gcn_aggregate", "sddmm", "edge_softmax", "gat_aggregate", "inner_product_edge_loss",
-           "csr_and_transpose"]
+           "csr", "csr_and_transpose"]
 
 REDUCES = ("sum", "mean", "max", "min")
 
@@ -124,18 +124,23 @@ def edge_softmax(graph, scores):
     return p / denom[dst]
 
 
-def csr_and_transpose(edge_index, num_nodes):
-    """What ``Graph.from_edge_index`` builds, in plain torch: the destination-sorted CSR (stable
-    argsort by target, offsets from bincount + cumsum) and its transpose (stable argsort of the
-    CSR sources). Returns (rowptr, col, perm, colptr, row, csc_perm)."""
+def _offsets(keys, num_nodes):
+    ptr = torch.zeros(num_nodes + 1, dtype=torch.int64, device=keys.device)
+    ptr[1:] = torch.cumsum(torch.bincount(keys, minlength=num_nodes), 0)
+    return ptr
+
+
+def csr(edge_index, num_nodes):
+    """The destination-sorted CSR in plain torch (stable argsort by target, offsets from
+    bincount + cumsum): (rowptr, col, perm)."""
     src, dst = edge_index[0], edge_index[1]
-
-    def offsets(keys):
-        ptr = torch.zeros(num_nodes + 1, dtype=torch.int64, device=keys.device)
-        ptr[1:] = torch.cumsum(torch.bincount(keys, minlength=num_nodes), 0)
-        return ptr
-
     perm = torch.argsort(dst, stable=True)
-    col = src[perm]
+    return _offsets(dst, num_nodes), src[perm], perm
+
+
+def csr_and_transpose(edge_index, num_nodes):
+    """What ``Graph.from_edge_index`` builds, in plain torch: ``csr`` and its transpose (stable
+    argsort of the CSR sources). Returns (rowptr, col, perm, colptr, row, csc_perm)."""
+    rowptr, col, perm = csr(edge_index, num_nodes)
     csc_perm = torch.argsort(col, stable=True)
-    return offsets(dst), col, perm, offsets(src), dst[perm][csc_perm], csc_perm
+    return rowptr, col, perm, _offsets(edge_index[0], num_nodes), edge_index[1][perm][csc_perm], csc_perm
