@@ -446,12 +446,12 @@ def test_modules_match_functions():
     assert torch.equal(sslfast.nn.NTXentLoss(0.3, exclude_positive=True)(z1, z2),
                        sslfast.nt_xent(z1, z2, 0.3, exclude_positive=True))
     assert torch.equal(sslfast.nn.InfoNCELoss(0.2)(z1, z2, z2[:3]), sslfast.info_nce(z1, z2, 0.2, z2[:3]))
-    clip = sslfast.nn.ClipLoss(learn_scale=True)
+    clip = sslfast.nn.ClipLoss(learn_scale=True).to(DEVICE)
     loss = clip(z1, z2)
     loss.backward()
     assert clip.log_scale.grad is not None
-    torch.testing.assert_close(loss, sslfast.clip_loss(z1, z2, torch.tensor(1 / 0.07)))
-    siglip = sslfast.nn.SigLipLoss()
+    torch.testing.assert_close(loss, sslfast.clip_loss(z1, z2, torch.tensor(1 / 0.07, device=DEVICE)))
+    siglip = sslfast.nn.SigLipLoss().to(DEVICE)
     siglip(z1, z2).backward()
     assert siglip.log_scale.grad is not None and siglip.bias.grad is not None
     assert math.isclose(siglip.log_scale.exp().item(), 10.0, rel_tol=1e-6)
@@ -474,3 +474,22 @@ def test_sanitize_contrastive_kernels_once(backend):
                   sslfast.siglip_loss(z1, z2, scale, bias)]
         torch.stack(losses).sum().backward()
     assert all(torch.isfinite(x.grad).all() for x in (z1, z2, scale, bias))
+
+
+@pytest.mark.skipif(not sslfast.triton.AVAILABLE, reason="triton not installed")
+def test_gpu_tile_configs_keep_fp64_apart(monkeypatch):
+    """The GPU config list (built here without a GPU): fp64, which has no tl.dot in Triton 3.6,
+    gets only its small broadcast-product tiles and no other dtype gets them; every config keeps
+    the BLOCK_M floor that the partial buffers are sized for."""
+    from sslfast.triton import contrastive as tk
+    monkeypatch.setattr(tk, "_INTERPRETED", False)
+    for one_config in (False, True):
+        monkeypatch.setattr(tk, "_ONE_CONFIG", one_config)
+        for floor in (32, tk._CLIP_MIN_BLOCK_M):
+            configs = tk._tile_configs(floor)
+            assert all(c.kwargs["BLOCK_M"] >= floor for c in configs)
+            for dtype in (torch.float64, torch.float32, torch.bfloat16, torch.float16):
+                args = {"z_ptr": torch.empty(1, dtype=dtype), "D": 8, "n_rows": 3}
+                kept = tk._configs_for_dtype(configs, args)
+                fp64_tiles = [c.kwargs["BLOCK_N"] == tk._FP64_BLOCK_N for c in kept]
+                assert kept and all(fp64_tiles) == (dtype == torch.float64) and any(fp64_tiles) == all(fp64_tiles)

@@ -3,11 +3,11 @@
 Registered as ``torch.ops.sslfast_triton.*`` with the schemas, fakes and autograd of
 ``sslfast.ops._contrastive_schema``; the math is ``sslfast.reference.contrastive``.
 
-Every kernel streams [BLOCK_M, BLOCK_N] score tiles (``tl.dot`` over D in BLOCK_D chunks; fp32
-accumulation for fp16/bf16/fp32 inputs, fp64 for fp64) through an online logsumexp, so the N x M
-logits never exist. Backward recomputes the tiles from the saved logsumexps: a row-owner kernel
-for the left operand and a column-owner kernel for the right one, so every output element has
-exactly one writer. No atomics anywhere; per-program partials are reduced by torch in a fixed
+Every kernel streams [BLOCK_M, BLOCK_N] score tiles (``tl.dot`` over D in BLOCK_D chunks, fp64 as a
+broadcast product-sum; fp32 accumulation for fp16/bf16/fp32 inputs, fp64 for fp64) through an
+online logsumexp, so the N x M logits never exist. Backward recomputes the tiles from the saved
+logsumexps: a row-owner kernel for the left operand and a column-owner kernel for the right one,
+so every output element has exactly one writer. No atomics anywhere; per-program partials are reduced by torch in a fixed
 order, so two runs are bitwise equal.
 
 Scalars that must stay exact in float64 (1/T, logit_scale, logit_bias, the incoming gradient)
@@ -37,14 +37,37 @@ def _tile_configs(min_block_m=32):
     if _INTERPRETED:
         # The interpreter runs every program in Python: few, small programs keep CPU tests fast.
         return [triton.Config({"BLOCK_M": 32, "BLOCK_N": 32}, num_warps=4, num_stages=1)]
+    fp64 = triton.Config({"BLOCK_M": max(32, min_block_m), "BLOCK_N": _FP64_BLOCK_N}, num_warps=8, num_stages=1)
     if _ONE_CONFIG:
-        return [triton.Config({"BLOCK_M": max(64, min_block_m), "BLOCK_N": 64}, num_warps=4, num_stages=3)]
+        return [triton.Config({"BLOCK_M": max(64, min_block_m), "BLOCK_N": 64}, num_warps=4, num_stages=3), fp64]
     shapes = [
         (32, 64, 4, 4), (64, 32, 4, 2), (64, 64, 4, 3), (64, 128, 4, 3),
         (128, 32, 4, 4), (128, 64, 8, 3), (128, 128, 8, 2), (128, 128, 8, 3),
     ]
     return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=warps, num_stages=stages)
-            for bm, bn, warps, stages in shapes if bm >= min_block_m]
+            for bm, bn, warps, stages in shapes if bm >= min_block_m] + [fp64]
+
+
+# float64 has no tl.dot on NVIDIA GPUs in Triton 3.6 (an assertion in semantic.dot, seen on an H100),
+# so _dot multiplies fp64 tiles as a broadcast product-sum. That [BLOCK_M, BLOCK_D, BLOCK_N] product
+# lives in registers: fp64 gets its own small tiles (BLOCK_N and BLOCK_D of 16), and no other dtype
+# uses them. fp64 is the gradcheck dtype, not a speed path. The interpreter runs the same product
+# with its usual tiles (sixteen-wide D chunks there cost 7x the test time for no extra coverage).
+_FP64_BLOCK_N = 16
+_FP64_MAX_BLOCK_D = 16
+
+
+def _configs_for_dtype(configs, named_args, **kwargs):
+    args = list(named_args.values()) + list(kwargs.values())
+    fp64 = any(getattr(v, "dtype", None) == torch.float64 for v in args)
+    kept = [c for c in configs if (c.kwargs["BLOCK_N"] == _FP64_BLOCK_N) == fp64]
+    return kept or configs  # the interpreter's single config serves every dtype
+
+
+def _autotune(min_block_m=32):
+    # The autotuner keys on D plus every tensor argument's dtype, so fp64 tunes apart.
+    return triton.autotune(configs=_tile_configs(min_block_m), key=["D"],
+                           prune_configs_by={"early_config_prune": _configs_for_dtype})
 
 
 # The CLIP forward writes one column partial per (row block, column): a larger BLOCK_M keeps that
@@ -65,6 +88,8 @@ def _dot(a, b, acc, DOT_PRECISION: tl.constexpr, UPCAST_BF16: tl.constexpr):
     if UPCAST_BF16:
         a = a.to(tl.float32)
         b = b.to(tl.float32)
+    if a.dtype == tl.float64:  # no fp64 tl.dot on GPUs in Triton 3.6: see _FP64_BLOCK_N
+        return acc + tl.sum(a[:, :, None] * b[None, :, :], axis=1)
     return tl.dot(a, b, acc, input_precision=DOT_PRECISION)
 
 
@@ -165,7 +190,7 @@ def _log1p(u):
 # ---------------------------------------------------------------------------------------------
 
 
-@triton.autotune(configs=_tile_configs(), key=["D"])
+@_autotune()
 @triton.jit
 def _nt_xent_fwd_kernel(z_ptr, inv_temperature_ptr, lse_ptr, positive_ptr, n_rows, n_half, D,
                         EXCLUDE_POSITIVE: tl.constexpr,
@@ -210,7 +235,7 @@ def _nt_xent_fwd_kernel(z_ptr, inv_temperature_ptr, lse_ptr, positive_ptr, n_row
     tl.store(positive_ptr + rows64, positive, mask=row_ok)
 
 
-@triton.autotune(configs=_tile_configs(), key=["D"])
+@_autotune()
 @triton.jit
 def _nt_xent_bwd_kernel(z_ptr, lse_ptr, inv_temperature_ptr, coef_ptr, grad_z_ptr,
                         n_rows, n_half, D,
@@ -265,7 +290,7 @@ def _nt_xent_bwd_kernel(z_ptr, lse_ptr, inv_temperature_ptr, coef_ptr, grad_z_pt
 # ---------------------------------------------------------------------------------------------
 
 
-@triton.autotune(configs=_tile_configs(), key=["D"])
+@_autotune()
 @triton.jit
 def _info_nce_fwd_kernel(query_ptr, key_ptr, queue_ptr, inv_temperature_ptr, lse_ptr, positive_ptr,
                          n_rows, n_queue, D,
@@ -316,7 +341,7 @@ def _info_nce_fwd_kernel(query_ptr, key_ptr, queue_ptr, inv_temperature_ptr, lse
     tl.store(positive_ptr + rows64, positive, mask=row_ok)
 
 
-@triton.autotune(configs=_tile_configs(), key=["D"])
+@_autotune()
 @triton.jit
 def _info_nce_bwd_query_kernel(query_ptr, key_ptr, queue_ptr, lse_ptr, inv_temperature_ptr,
                                coef_ptr, grad_query_ptr, grad_key_ptr, n_rows, n_queue, D,
@@ -382,7 +407,7 @@ def _info_nce_bwd_query_kernel(query_ptr, key_ptr, queue_ptr, lse_ptr, inv_tempe
              (acc * coef).to(grad_query_ptr.dtype.element_ty), mask=out_mask)
 
 
-@triton.autotune(configs=_tile_configs(), key=["D"])
+@_autotune()
 @triton.jit
 def _info_nce_bwd_key_kernel(query_ptr, key_ptr, lse_ptr, inv_temperature_ptr, coef_ptr,
                              grad_key_ptr, n_rows, D,
@@ -437,7 +462,7 @@ def _load_scale_bias(scale_ptr, bias_ptr, HAS_BIAS: tl.constexpr, ACC_DTYPE: tl.
     return scale, bias
 
 
-@triton.autotune(configs=_tile_configs(min_block_m=_CLIP_MIN_BLOCK_M), key=["D"])
+@_autotune(min_block_m=_CLIP_MIN_BLOCK_M)
 @triton.jit
 def _clip_loss_fwd_kernel(image_ptr, text_ptr, scale_ptr, bias_ptr, row_lse_ptr, positive_ptr,
                           col_partial_ptr, n_rows, n_cols, D,
@@ -483,7 +508,7 @@ def _clip_loss_fwd_kernel(image_ptr, text_ptr, scale_ptr, bias_ptr, row_lse_ptr,
     tl.store(positive_ptr + rows64, positive, mask=row_ok)
 
 
-@triton.autotune(configs=_tile_configs(), key=["D"])
+@_autotune()
 @triton.jit
 def _siglip_loss_fwd_kernel(image_ptr, text_ptr, scale_ptr, bias_ptr, row_loss_ptr,
                             n_rows, n_cols, D,
@@ -537,7 +562,7 @@ def _pair_loss_weight(scores, image_idx, text_idx, row_lse, col_lse, SIGLIP: tl.
     return weight
 
 
-@triton.autotune(configs=_tile_configs(), key=["D"])
+@_autotune()
 @triton.jit
 def _pair_loss_bwd_image_kernel(image_ptr, text_ptr, scale_ptr, bias_ptr, coef_ptr,
                                 row_lse_ptr, col_lse_ptr, grad_image_ptr, partial_ptr,
@@ -599,7 +624,7 @@ def _pair_loss_bwd_image_kernel(image_ptr, text_ptr, scale_ptr, bias_ptr, coef_p
     tl.store(partial_ptr + pid_m * 2 + 1, tl.sum(bias_grad, axis=0) * coef, mask=first_d_block)
 
 
-@triton.autotune(configs=_tile_configs(), key=["D"])
+@_autotune()
 @triton.jit
 def _pair_loss_bwd_text_kernel(image_ptr, text_ptr, scale_ptr, bias_ptr, coef_ptr,
                                row_lse_ptr, col_lse_ptr, grad_text_ptr, n_rows, n_cols, D,
@@ -662,7 +687,8 @@ def _acc_dtype(x):
 def _kernel_options(x):
     """Compile-time options shared by every kernel, from the [rows, D] input x."""
     d = x.shape[1]
-    block_d = min(max(16, triton.next_power_of_2(d)), _MAX_BLOCK_D)
+    block_d = min(max(16, triton.next_power_of_2(d)),
+                  _FP64_MAX_BLOCK_D if x.dtype == torch.float64 and not _INTERPRETED else _MAX_BLOCK_D)
     return {
         "BLOCK_D": block_d,
         "ONE_D_BLOCK": d <= block_d,
