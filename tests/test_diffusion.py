@@ -348,7 +348,7 @@ def test_euler_and_dpmpp_per_sample_sigmas(backend, prediction_type):
 
 def test_euler_scale_model_input():
     x = randn(2, 3, 4)
-    torch.testing.assert_close(D.euler_scale_model_input(x, torch.tensor(2.0, dtype=torch.float64)), x / 5 ** 0.5)
+    torch.testing.assert_close(D.euler_scale_model_input(x, torch.tensor(2.0, dtype=torch.float64, device=DEVICE)), x / 5 ** 0.5)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -574,10 +574,10 @@ def test_bad_input_names_the_argument():
         (lambda: D.NoiseSchedule(0), ValueError, "num_train_timesteps"),
         (lambda: s.set_timesteps(10, "middle"), ValueError, "spacing"),
         (lambda: s.set_timesteps(0), ValueError, "num_inference_steps"),
-        (lambda: D.q_sample(x, torch.tensor([1, 1000]), s, x), ValueError, "t must be in"),
-        (lambda: D.q_sample(x, torch.tensor([-1, 3]), s, x), ValueError, "got -1"),
-        (lambda: D.q_sample(x, torch.tensor([1, 2, 3]), s, x), ValueError, "t must be a scalar"),
-        (lambda: D.q_sample(x, torch.tensor([1.0, 2.0]), s, x), TypeError, "t must be an integer"),
+        (lambda: D.q_sample(x, torch.tensor([1, 1000], device=DEVICE), s, x), ValueError, "t must be in"),
+        (lambda: D.q_sample(x, torch.tensor([-1, 3], device=DEVICE), s, x), ValueError, "got -1"),
+        (lambda: D.q_sample(x, torch.tensor([1, 2, 3], device=DEVICE), s, x), ValueError, "t must be a scalar"),
+        (lambda: D.q_sample(x, torch.tensor([1.0, 2.0], device=DEVICE), s, x), TypeError, "t must be an integer"),
         (lambda: D.q_sample(x, t, s, randn(2, 4)), ValueError, "noise must have the shape"),
         (lambda: D.q_sample(x, t, s, x.float()), TypeError, "noise must have the dtype"),
         (lambda: D.q_sample(x, t, s, x, target="x0"), ValueError, "target"),
@@ -589,7 +589,7 @@ def test_bad_input_names_the_argument():
         (lambda: D.ddim_step(x, t, x, s, uncond=randn(2, 4)), ValueError, "uncond must have the shape"),
         (lambda: D.ddim_step(x, t, x, s, eta=-1.0), ValueError, "eta"),
         (lambda: D.ddpm_step(x, t, x, s, noise=x, variance_type="learned"), ValueError, "variance_type"),
-        (lambda: D.euler_step(x, x, torch.tensor(-1.0), torch.tensor(0.0)), ValueError, "sigma"),
+        (lambda: D.euler_step(x, x, torch.tensor(-1.0, device=DEVICE), torch.tensor(0.0, device=DEVICE)), ValueError, "sigma"),
         (lambda: D.dpmpp_2m_step(x, x, 1.0, 0.5, prev_x0=x), ValueError, "sigma_prev"),
         (lambda: D.q_sample([1.0], t, s, x), TypeError, "x0"),
     ]

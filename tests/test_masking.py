@@ -374,21 +374,21 @@ def test_bad_input_names_the_argument():
         (lambda: sslfast.random_masking(x, 0.5, noise=torch.rand(2, 4)), ValueError, "noise"),
         (lambda: sslfast.random_masking(x, 0.5, index_dtype=torch.int16), TypeError, "index_dtype"),
         (lambda: sslfast.random_masking(x, 0.5, generator=1), TypeError, "generator"),
-        (lambda: sslfast.unshuffle(x, torch.zeros(2, 4), x[0, 0]), TypeError, "ids_restore"),
-        (lambda: sslfast.unshuffle(x, torch.zeros(3, 5, dtype=torch.long), x[0, 0]), ValueError, "ids_restore"),
-        (lambda: sslfast.unshuffle(x, torch.zeros(2, 4, dtype=torch.long), x[0, 0]), ValueError, "x_visible"),
-        (lambda: sslfast.unshuffle(x, torch.zeros(2, 5, dtype=torch.long), x[0, 0, :3]), ValueError, "mask_token"),
-        (lambda: sslfast.masked_patch_loss(randn(1, 4, 12), randn(1, 3, 4, 5), torch.ones(1, 4), 2),
+        (lambda: sslfast.unshuffle(x, torch.zeros(2, 4, device=DEVICE), x[0, 0]), TypeError, "ids_restore"),
+        (lambda: sslfast.unshuffle(x, torch.zeros(3, 5, dtype=torch.long, device=DEVICE), x[0, 0]), ValueError, "ids_restore"),
+        (lambda: sslfast.unshuffle(x, torch.zeros(2, 4, dtype=torch.long, device=DEVICE), x[0, 0]), ValueError, "x_visible"),
+        (lambda: sslfast.unshuffle(x, torch.zeros(2, 5, dtype=torch.long, device=DEVICE), x[0, 0, :3]), ValueError, "mask_token"),
+        (lambda: sslfast.masked_patch_loss(randn(1, 4, 12), randn(1, 3, 4, 5), torch.ones(1, 4, device=DEVICE), 2),
          ValueError, "not divisible by patch_size"),
-        (lambda: sslfast.masked_patch_loss(randn(1, 4, 11), randn(1, 3, 4, 4), torch.ones(1, 4), 2),
+        (lambda: sslfast.masked_patch_loss(randn(1, 4, 11), randn(1, 3, 4, 4), torch.ones(1, 4, device=DEVICE), 2),
          ValueError, "pred must have shape"),
-        (lambda: sslfast.masked_patch_loss(randn(1, 4, 12), randn(1, 3, 4, 4), torch.ones(1, 3), 2),
+        (lambda: sslfast.masked_patch_loss(randn(1, 4, 12), randn(1, 3, 4, 4), torch.ones(1, 3, device=DEVICE), 2),
          ValueError, "mask must have shape"),
-        (lambda: sslfast.masked_patch_loss(randn(1, 4, 12), randn(1, 3, 4, 4).float(), torch.ones(1, 4), 2),
+        (lambda: sslfast.masked_patch_loss(randn(1, 4, 12), randn(1, 3, 4, 4).float(), torch.ones(1, 4, device=DEVICE), 2),
          TypeError, "imgs has dtype"),
-        (lambda: sslfast.masked_patch_loss(randn(1, 4, 12), randn(1, 3, 4, 4), torch.ones(1, 4), 0),
+        (lambda: sslfast.masked_patch_loss(randn(1, 4, 12), randn(1, 3, 4, 4), torch.ones(1, 4, device=DEVICE), 0),
          ValueError, "patch_size"),
-        (lambda: sslfast.masked_patch_loss(randn(1, 4, 12), randn(1, 3, 4, 4), torch.ones(1, 4), 2, loss="l3"),
+        (lambda: sslfast.masked_patch_loss(randn(1, 4, 12), randn(1, 3, 4, 4), torch.ones(1, 4, device=DEVICE), 2, loss="l3"),
          ValueError, "loss"),
         (lambda: sslfast.tube_mask(2, 4, 3, 3, 1.5), ValueError, "mask_ratio"),
         (lambda: sslfast.block_mask(2, 4, 4, 17), ValueError, "num_masking_patches"),
@@ -522,7 +522,7 @@ def test_block_mask_beit():
     neighbours = m[:, :-2, 1:-1] + m[:, 2:, 1:-1] + m[:, 1:-1, :-2] + m[:, 1:-1, 2:]
     assert ((neighbours > 0) & mask).sum() >= 0.97 * mask.sum()
     freq = mask.float().mean(0)
-    torch.testing.assert_close(freq.mean(), torch.tensor(75 / 196), atol=0.02, rtol=0)
+    torch.testing.assert_close(freq.mean().item(), 75 / 196, atol=0.02, rtol=0)
     again = sslfast.block_mask(96, 14, 14, 75, generator=torch.Generator(device=DEVICE).manual_seed(0),
                                device=DEVICE)
     assert torch.equal(again, mask)
