@@ -24,9 +24,13 @@ all: test
 
 # --system-site-packages: a machine that already has torch (the GPU image: CUDA torch, triton,
 # no internet) keeps it; elsewhere the pinned CPU wheel is installed (a bare `torch` would pull
-# GBs of CUDA wheels).
+# GBs of CUDA wheels). When $(PYTHON) is itself a venv (the GPU image's python3 lives in
+# /opt/torch/.venv), --system-site-packages reaches only the base interpreter's packages, so a
+# .pth file adds the parent venv's site-packages too.
 $(PY):
 	$(PYTHON) -m venv --system-site-packages $(VENV)
+	@$(PYTHON) -c "import site, sys; sys.prefix != sys.base_prefix and print(*site.getsitepackages(), sep='\n')" \
+		> "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/_parent_env.pth"
 
 $(DEPS): $(PY) Makefile
 	@$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q $(TORCH_PIN)
@@ -42,11 +46,11 @@ venv deps: $(DEPS)
 # incremental in-place rebuild: ninja decides what changed, so sources added or touched while a
 # build ran are never missed (a stamp-file rule would miss them).
 $(BUILT): $(DEPS)
-	MAX_JOBS=$${MAX_JOBS:-2} $(PIP) install -q --no-build-isolation --no-deps -e .
+	MAX_JOBS=$${MAX_JOBS:-$$(nproc)} $(PIP) install -q --no-build-isolation --no-deps -e .
 	@touch $@
 
 build: $(BUILT)
-	@MAX_JOBS=$${MAX_JOBS:-2} $(PY) setup.py -q build_ext --inplace
+	@MAX_JOBS=$${MAX_JOBS:-$$(nproc)} $(PY) setup.py -q build_ext --inplace
 	@$(PY) -c "import sslfast, sslfast._native as n; print('sslfast._C built:', n.AVAILABLE, '| cuda:', n.built_with_cuda())"
 
 # Compile every CUDA kernel for sm_80 and sm_90 (no GPU needed): a broken kernel fails here.
@@ -74,30 +78,42 @@ bench-quick: build
 
 # On a GPU machine (see README "GPU"): everything on CUDA, then sanitizers and benchmarks.
 # Logs and results land in benchmarks/results/<gpu>-<date>*; a failing step fails the target
-# (after the later steps still ran). GPU_QUICK=1: a small check: the sanitize and sync-free
-# tests only, and the quick bench.
+# (after the later steps still ran). GPU_QUICK=1: a small check: of the test suite, only the
+# sanitize and sync-free tests.
+#  - tests: one Triton tile config per kernel (autotuning eight configs per kernel and shape in
+#    every xdist worker took 6 minutes on an H100 for the contrastive tests alone) and xdist
+#    workers when pytest-xdist is there; the benchmarks autotune every config.
+#  - racecheck: Triton's reductions store replicated partials from one PC to one shared address,
+#    which racecheck reports as races; benchmarks/racecheck_triage.py passes exactly those and
+#    fails on anything else.
+#  - bench: the quick size set, so the whole target stays near 10 minutes; `make bench` on the
+#    same machine runs the full set.
 GPU_NAME = $(shell nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 | tr ' ' '-' | tr -cd 'A-Za-z0-9-')
 GPU_TAG  = $(or $(GPU_NAME),gpu)-$(shell date -u +%Y-%m-%d)
 GPU_RES  = benchmarks/results/$(GPU_TAG)
+XDIST    = $(shell $(PY) -c "import xdist" 2>/dev/null && echo "-n $$(( $$(nproc) < 12 ? $$(nproc) : 12 ))") \
+           $(shell $(PY) -c "import pytest_timeout" 2>/dev/null && echo "--timeout 300")
 # memcheck needs PyTorch's caching allocator off: inside a pooled 2 MiB segment an out-of-bounds
-# access hits valid memory and goes unreported. One Triton config per kernel: autotuning eight
-# configs per kernel under the sanitizer would eat the time budget.
+# access hits valid memory and goes unreported.
 SANITIZER ?= $(or $(shell command -v compute-sanitizer 2>/dev/null),$(if $(NVCC),$(dir $(NVCC))compute-sanitizer,compute-sanitizer))
 SANITIZE  = PYTORCH_NO_CUDA_MEMORY_CACHING=1 SSLFAST_TRITON_ONE_CONFIG=1 $(SANITIZER) --error-exitcode 1 --target-processes all
 gpu-check: build nvcc-check
 	@$(PY) -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'gpu-check: no CUDA device')"
 	@mkdir -p benchmarks/results; status=0; \
 	 echo "== tests on CUDA -> $(GPU_RES)-tests.txt"; \
-	 SSLFAST_TEST_DEVICE=cuda $(PY) -m pytest -q tests $(if $(GPU_QUICK),-k "sanitize or sync") > $(GPU_RES)-tests.txt 2>&1 || status=1; \
+	 SSLFAST_TEST_DEVICE=cuda SSLFAST_TRITON_ONE_CONFIG=1 $(PY) -m pytest -q tests $(XDIST) --durations=15 \
+	   $(if $(GPU_QUICK),-k "sanitize or sync") > $(GPU_RES)-tests.txt 2>&1 || status=1; \
 	 tail -5 $(GPU_RES)-tests.txt; \
-	 for tool in memcheck racecheck; do \
-	   echo "== compute-sanitizer $$tool on the sanitize subset -> $(GPU_RES)-$$tool.txt"; \
-	   SSLFAST_TEST_DEVICE=cuda $(SANITIZE) --tool $$tool $(PY) -m pytest -q -x tests -k sanitize \
-	     > $(GPU_RES)-$$tool.txt 2>&1 || status=1; \
-	   tail -3 $(GPU_RES)-$$tool.txt; \
-	 done; \
-	 echo "== benchmarks -> $(GPU_RES)/"; \
-	 $(PY) -m sslfast.bench --device cuda $(if $(GPU_QUICK),--quick) --out $(GPU_RES) $(BENCH_ARGS) || status=1; \
+	 echo "== compute-sanitizer memcheck on the sanitize subset -> $(GPU_RES)-memcheck.txt"; \
+	 SSLFAST_TEST_DEVICE=cuda $(SANITIZE) --tool memcheck $(PY) -m pytest -q tests -k sanitize \
+	   > $(GPU_RES)-memcheck.txt 2>&1 || status=1; \
+	 tail -3 $(GPU_RES)-memcheck.txt; \
+	 echo "== compute-sanitizer racecheck on the sanitize subset -> $(GPU_RES)-racecheck.txt"; \
+	 SSLFAST_TEST_DEVICE=cuda $(SANITIZE) --tool racecheck $(PY) -m pytest -q tests -k sanitize \
+	   > $(GPU_RES)-racecheck.txt 2>&1; \
+	 $(PY) benchmarks/racecheck_triage.py $(GPU_RES)-racecheck.txt || status=1; \
+	 echo "== benchmarks (quick sizes) -> $(GPU_RES)/"; \
+	 $(PY) -m sslfast.bench --device cuda --quick --no-progress --out $(GPU_RES) $(BENCH_ARGS) || status=1; \
 	 cp $(GPU_RES)/results.json $(GPU_RES).json 2>/dev/null; \
 	 $(PY) benchmarks/summarize.py benchmarks/results/*/results.json -o benchmarks/RESULTS.md || status=1; \
 	 exit $$status

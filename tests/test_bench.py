@@ -214,3 +214,27 @@ def test_missing_matplotlib_and_tqdm_degrade_gracefully(tmp_path, monkeypatch, c
     notes = json.loads((out / "results.json").read_text())["environment"]["notes"]
     assert any("matplotlib" in n for n in notes) and any("tqdm" in n for n in notes)
     assert "[1/1] clip_loss" in capsys.readouterr().err
+
+
+def test_racecheck_triage_keeps_only_real_races():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "racecheck_triage.py"
+    spec = importlib.util.spec_from_file_location("racecheck_triage", path)
+    triage = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(triage)
+    bar = "========="
+    same_pc = (f"{bar} Error: Race reported between Write access at _k+0x2bb0 in contrastive.py:190\n"
+               f"{bar}     and Write access at _k+0x2bb0 in contrastive.py:190 [4 hazards]\n{bar} \n")
+    real = (f"{bar} Error: Race reported between Write access at spmm_row+0x10 in spmm.cu:12\n"
+            f"{bar}     and Read access at spmm_row+0x20 in spmm.cu:14 [2 hazards]\n{bar} \n")
+    other_pc = same_pc.replace("0x2bb0 in contrastive.py:190 [4", "0x2bc0 in contrastive.py:190 [4")
+    passed = "....  [100%]\n4 passed, 534 deselected in 19.47s\n"
+    summary = f"{bar} RACECHECK SUMMARY: 32 hazards displayed (32 errors, 0 warnings)\n"
+    assert triage.triage(same_pc * 3 + passed + summary) == ([triage.triage(same_pc + passed + summary)[0][0]] * 3, [], [])
+    benign, races, problems = triage.triage(same_pc + real + other_pc + passed + summary)
+    assert len(benign) == 1 and len(races) == 2 and not problems
+    assert triage.triage(same_pc + passed)[2] == ["no RACECHECK SUMMARY line: the run did not finish"]
+    failed = passed.replace("4 passed", "1 failed, 3 passed")
+    assert triage.triage(same_pc + failed + summary)[2] == ["pytest did not pass under racecheck"]
