@@ -83,6 +83,8 @@ bench-quick: build
 #  - tests: one Triton tile config per kernel (autotuning eight configs per kernel and shape in
 #    every xdist worker took 6 minutes on an H100 for the contrastive tests alone) and xdist
 #    workers when pytest-xdist is there; the benchmarks autotune every config.
+#  - tests on CPU too: the C++ CPU kernels here come from this machine's compiler and torch, not
+#    CI's (on the first H100 image a CPU op's TORCH_CHECK segfaulted; benchmarks/NOTES.md).
 #  - racecheck: Triton's reductions store replicated partials from one PC to one shared address,
 #    which racecheck reports as races; benchmarks/racecheck_triage.py passes exactly those and
 #    fails on anything else.
@@ -104,6 +106,10 @@ gpu-check: build nvcc-check
 	 SSLFAST_TEST_DEVICE=cuda SSLFAST_TRITON_ONE_CONFIG=1 $(PY) -m pytest -q tests $(XDIST) --durations=15 \
 	   $(if $(GPU_QUICK),-k "sanitize or sync") > $(GPU_RES)-tests.txt 2>&1 || status=1; \
 	 tail -5 $(GPU_RES)-tests.txt; \
+	 echo "== tests on CPU with this machine's build -> $(GPU_RES)-tests-cpu.txt"; \
+	 SSLFAST_TEST_DEVICE=cpu $(PY) -m pytest -q tests $(XDIST) $(if $(GPU_QUICK),-k "bad_input or reject or csr_by_key") \
+	   > $(GPU_RES)-tests-cpu.txt 2>&1 || status=1; \
+	 tail -3 $(GPU_RES)-tests-cpu.txt; \
 	 echo "== compute-sanitizer memcheck on the sanitize subset -> $(GPU_RES)-memcheck.txt"; \
 	 SSLFAST_TEST_DEVICE=cuda $(SANITIZE) --tool memcheck $(PY) -m pytest -q tests -k sanitize \
 	   > $(GPU_RES)-memcheck.txt 2>&1 || status=1; \
