@@ -29,9 +29,9 @@ TORCH_LIBRARY(sslfast, m) {
   m.def("nt_xent_bwd(Tensor grad_loss, Tensor z, Tensor lse, float temperature, "
         "bool exclude_positive) -> Tensor");
   m.def("info_nce_fwd(Tensor query, Tensor key, Tensor? queue, float temperature, "
-        "bool in_batch_negatives) -> (Tensor, Tensor)");
+        "bool in_batch_negatives, bool fold_queue_grad) -> (Tensor, Tensor, Tensor)");
   m.def("info_nce_bwd(Tensor grad_loss, Tensor query, Tensor key, Tensor? queue, Tensor lse, "
-        "float temperature, bool in_batch_negatives) -> (Tensor, Tensor)");
+        "Tensor folded, float temperature, bool in_batch_negatives) -> (Tensor, Tensor)");
   m.def("clip_loss_fwd(Tensor image, Tensor text, Tensor logit_scale, Tensor? logit_bias) "
         "-> (Tensor, Tensor, Tensor)");
   m.def("clip_loss_bwd(Tensor grad_loss, Tensor image, Tensor text, Tensor logit_scale, "

@@ -216,8 +216,9 @@ def test_gradcheck(backend, case):
         assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-7)
 
 
-def core_op_cases(ops):
-    """(op, args) for every core op, inputs already normalized as the public functions pass them."""
+def core_op_cases(ops, fold=False):
+    """(op, args) for every core op, inputs already normalized as the public functions pass them.
+    ``fold``: also InfoNCE's MoCo folding (the C++ CPU kernel only)."""
     z = F.normalize(randn(6, 5, seed=30).detach(), dim=1).requires_grad_()
     q = F.normalize(randn(3, 5, seed=31).detach(), dim=1).requires_grad_()
     k = F.normalize(randn(3, 5, seed=32).detach(), dim=1).requires_grad_()
@@ -226,15 +227,21 @@ def core_op_cases(ops):
     bias = torch.tensor(-1.0, device=DEVICE, requires_grad=True)
     g = torch.tensor(1.5, device=DEVICE)
     _, lse = ops.nt_xent_fwd(z, 0.5, False)
-    _, q_lse = ops.info_nce_fwd(q, k, queue, 0.1, True)
+    _, q_lse, empty = ops.info_nce_fwd(q, k, queue, 0.1, True, False)
     _, row_lse, col_lse = ops.clip_loss_fwd(q, k, scale, bias)
-    return [
+    folding = []
+    if fold:
+        _, m_lse, folded = ops.info_nce_fwd(q, k, queue, 0.1, False, True)
+        folding = [(ops.info_nce_fwd, (q, k, queue, 0.1, False, True)),
+                   (ops.info_nce_bwd, (g, q.detach(), k.detach(), queue, m_lse.detach(), folded.detach(), 0.1,
+                                       False))]
+    return folding + [
         (ops.nt_xent_fwd, (z, 0.5, False)),
         (ops.nt_xent_fwd, (z, 0.5, True)),
         (ops.nt_xent_bwd, (g, z.detach(), lse.detach(), 0.5, False)),
-        (ops.info_nce_fwd, (q, k, queue, 0.1, True)),
-        (ops.info_nce_fwd, (q, k, None, 0.1, True)),
-        (ops.info_nce_bwd, (g, q.detach(), k.detach(), queue, q_lse.detach(), 0.1, True)),
+        (ops.info_nce_fwd, (q, k, queue, 0.1, True, False)),
+        (ops.info_nce_fwd, (q, k, None, 0.1, True, False)),
+        (ops.info_nce_bwd, (g, q.detach(), k.detach(), queue, q_lse.detach(), empty.detach(), 0.1, True)),
         (ops.clip_loss_fwd, (q, k, scale, bias)),
         (ops.clip_loss_fwd, (q, k, scale, None)),
         (ops.clip_loss_bwd, (g, q.detach(), k.detach(), scale.detach(), bias.detach(),
@@ -255,7 +262,7 @@ def namespaces():
 
 @pytest.mark.parametrize("namespace", namespaces())
 def test_opcheck(namespace):
-    for op, args in core_op_cases(getattr(torch.ops, namespace)):
+    for op, args in core_op_cases(getattr(torch.ops, namespace), fold=namespace == "sslfast"):
         torch.library.opcheck(op, args)
 
 
@@ -493,3 +500,40 @@ def test_gpu_tile_configs_keep_fp64_apart(monkeypatch):
                 kept = tk._configs_for_dtype(configs, args)
                 fp64_tiles = [c.kwargs["BLOCK_N"] == tk._FP64_BLOCK_N for c in kept]
                 assert kept and all(fp64_tiles) == (dtype == torch.float64) and any(fp64_tiles) == all(fp64_tiles)
+
+
+@pytest.mark.skipif("native" not in BACKENDS, reason="native CPU backend")
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_moco_folded_backward_matches_the_recompute(dtype):
+    """info_nce_fwd(fold_queue_grad=True) (what sslfast.info_nce asks of the C++ kernel for MoCo
+    when the query needs a gradient): the same loss and lse to the bit, and the backward from the
+    folded sum equals the one that recomputes the queue tiles. 700 queue rows: three column blocks,
+    so the running maximum moves and the folded sum is rescaled."""
+    ops = torch.ops.sslfast
+    q = F.normalize(randn(37, 24, dtype=dtype, requires_grad=False, seed=60), dim=1)
+    k = F.normalize(randn(37, 24, dtype=dtype, requires_grad=False, seed=61), dim=1)
+    queue = F.normalize(randn(700, 24, dtype=dtype, requires_grad=False, seed=62), dim=1)
+    loss, lse, empty = ops.info_nce_fwd(q, k, queue, 0.05, False, False)
+    loss_f, lse_f, folded = ops.info_nce_fwd(q, k, queue, 0.05, False, True)
+    assert empty.numel() == 0 and folded.shape == q.shape
+    assert torch.equal(loss, loss_f) and torch.equal(lse, lse_f)
+    probs = torch.exp(q.double() @ queue.double().T / 0.05 - lse.double()[:, None])  # P, queue columns
+    tol = dict(rtol=1e-12, atol=1e-12) if dtype == torch.float64 else dict(rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(folded.double(), probs @ queue.double(), **tol)
+    g = torch.tensor(1.3, dtype=dtype, device=DEVICE)
+    dq, dk = ops.info_nce_bwd(g, q, k, queue, lse, empty, 0.05, False)
+    dq_f, dk_f = ops.info_nce_bwd(g, q, k, queue, lse_f, folded, 0.05, False)
+    torch.testing.assert_close(dq_f, dq, **tol)
+    assert torch.equal(dk_f, dk)
+    # the public function folds exactly when the query needs a gradient
+    with sslfast.use_backend("native"):
+        qg, kg = q.clone().requires_grad_(), k.clone().requires_grad_()
+        sslfast.info_nce(qg, kg, 0.05, queue, normalize=False, in_batch_negatives=False).backward(g)
+    torch.testing.assert_close(qg.grad, dq_f, rtol=0, atol=0)
+    with pytest.raises(RuntimeError, match="fold_queue_grad needs a queue"):
+        ops.info_nce_fwd(q, k, queue, 0.05, True, True)
+    with pytest.raises(RuntimeError, match="folded must have the shape"):
+        ops.info_nce_bwd(g, q, k, queue, lse, folded[:3], 0.05, False)
+    if "triton" in BACKENDS:
+        with pytest.raises(RuntimeError, match="C\\+\\+ CPU kernel only"):
+            torch.ops.sslfast_triton.info_nce_fwd(q, k, queue, 0.05, False, True)

@@ -109,9 +109,13 @@ void nt_xent_backward(const T* z, const T* lse, int64_t rows, int64_t dim, T inv
 
 // ---------------------------------------------------------------- InfoNCE (MoCo, SimCSE)
 
+// folded (MoCo only: a queue, no in-batch negatives; nullptr otherwise): also accumulate
+// folded_i = sum_m P_im queue_m, P = exp(S - lse), flash-attention style against the same running
+// maximum as the logsumexp. The backward's dq then needs no second pass over the queue: two score
+// GEMM passes instead of three. lse comes out bitwise the same with or without it.
 template <typename T>
 double info_nce_forward(const T* q, const T* k, const T* queue, int64_t n, int64_t queue_rows, int64_t dim,
-                        T inv_t, bool in_batch, T* lse) {
+                        T inv_t, bool in_batch, T* lse, T* folded) {
   const Blocking blocks(n);
   Buffer<T> positive(n, T(0)), run_max(n, neg_inf<T>()), run_sum(n, T(0));
   for (int64_t i = 0; i < n; ++i) positive[i] = T(double(inv_t) * dot(q + i * dim, k + i * dim, dim));
@@ -119,22 +123,43 @@ double info_nce_forward(const T* q, const T* k, const T* queue, int64_t n, int64
     std::copy(positive.data(), positive.data() + n, run_max.data());
     std::fill(run_sum.data(), run_sum.data() + n, T(1));
   }
-  Scratch<T> scratch(blocks.size * kColumnBlock + 2 * kColumnBlock + blocks.size);
+  TORCH_INTERNAL_ASSERT(!folded || (queue && !in_batch));
+  if (folded) std::fill(folded, folded + n * dim, T(0));
+  // tile, fold_tile_lse's scratch (2 * kColumnBlock + rows), then the rows' previous maxima
+  Scratch<T> scratch(blocks.size * kColumnBlock + 2 * kColumnBlock + 2 * blocks.size);
   run_blocks(blocks.count, [&](int64_t bi, int thread) {
     T* tile = scratch.get(thread);
+    T* previous_max = tile + blocks.size * kColumnBlock + 2 * kColumnBlock + blocks.size;
     const int64_t r0 = blocks.begin(bi), nr = blocks.rows(bi);
-    auto fold_columns = [&](const T* columns, int64_t count) {
+    auto fold_columns = [&](const T* columns, int64_t count, T* acc) {
       for (int64_t c0 = 0; c0 < count; c0 += kColumnBlock) {
         const int64_t nc = std::min(kColumnBlock, count - c0);
         scores_tile(q + r0 * dim, nr, columns + c0 * dim, nc, dim, inv_t, tile);
+        if (acc) std::copy(run_max.data() + r0, run_max.data() + r0 + nr, previous_max);
         fold_tile_lse(tile, nr, nc, run_max.data() + r0, run_sum.data() + r0, (T*)nullptr, (T*)nullptr,
                       tile + nr * nc);
+        if (!acc) continue;
+        // acc_r holds sum_m exp(S_rm - run_max_r) queue_m: rescale to the new maximum, add the tile.
+        for (int64_t r = 0; r < nr; ++r) {
+          const T now = run_max[r0 + r], before = previous_max[r];
+          if (before != now) {
+            const T scale = before == neg_inf<T>() ? T(0) : T(std::exp(before - now));
+            for (int64_t d = 0; d < dim; ++d) acc[r * dim + d] *= scale;
+          }
+          softmax_weights(tile + r * nc, now, (const T*)nullptr, T(1), tile + r * nc, nc);
+        }
+        accumulate_w_b(tile, nr, nc, columns + c0 * dim, dim, T(1), acc);
       }
     };
-    if (in_batch) fold_columns(k, n);
-    if (queue) fold_columns(queue, queue_rows);
+    if (in_batch) fold_columns(k, n, nullptr);
+    if (queue) fold_columns(queue, queue_rows, folded ? folded + r0 * dim : nullptr);
   });
   finish_lse(run_max.data(), run_sum.data(), n, lse);
+  if (folded)  // exp(run_max - lse) = 1 / run_sum: the weights become P
+    at::parallel_for(0, n, 64, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i)
+        for (int64_t d = 0; d < dim; ++d) folded[i * dim + d] /= run_sum[i];
+    });
   double total = 0;
   for (int64_t i = 0; i < n; ++i) total += double(lse[i]) - double(positive[i]);
   return total / double(n);
@@ -142,12 +167,16 @@ double info_nce_forward(const T* q, const T* k, const T* queue, int64_t n, int64
 
 // dq_i = c [sum_j P_ij k_j + sum_m P_im queue_m - k_i],  dk_j = c [sum_i P_ij q_i - q_j],
 // c = g / (N T); without in-batch negatives only the positive column j = i has P.
+// folded: the forward's sum_m P_im queue_m (MoCo), or nullptr to recompute the queue tiles.
 template <typename T>
-void info_nce_backward(const T* q, const T* k, const T* queue, const T* lse, int64_t n, int64_t queue_rows,
-                       int64_t dim, T inv_t, bool in_batch, double grad, T* dq, T* dk) {
+void info_nce_backward(const T* q, const T* k, const T* queue, const T* lse, const T* folded, int64_t n,
+                       int64_t queue_rows, int64_t dim, T inv_t, bool in_batch, double grad, T* dq, T* dk) {
   const T coef = T(grad * double(inv_t) / double(n));
   const Blocking blocks(n);
-  std::fill(dq, dq + n * dim, T(0));
+  if (folded)
+    for (int64_t i = 0; i < n * dim; ++i) dq[i] = coef * folded[i];
+  else
+    std::fill(dq, dq + n * dim, T(0));
   std::fill(dk, dk + n * dim, T(0));
   Scratch<T> scratch(blocks.size * std::max(blocks.size, kColumnBlock));
   if (in_batch) {
@@ -160,7 +189,7 @@ void info_nce_backward(const T* q, const T* k, const T* queue, const T* lse, int
       accumulate_wt_a(w, nr, nc, q + r0 * dim, dim, T(1), dk + c0 * dim);
     });
   }
-  if (queue) {
+  if (queue && !folded) {
     run_blocks(blocks.count, [&](int64_t bi, int thread) {
       T* w = scratch.get(thread);
       const int64_t r0 = blocks.begin(bi), nr = blocks.rows(bi);
@@ -329,33 +358,48 @@ void check_info_nce(const at::Tensor& query, const at::Tensor& key, const std::o
   }
 }
 
-std::tuple<at::Tensor, at::Tensor> info_nce_fwd(const at::Tensor& query, const at::Tensor& key,
-                                                const std::optional<at::Tensor>& queue, double temperature,
-                                                bool in_batch_negatives) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor> info_nce_fwd(const at::Tensor& query, const at::Tensor& key,
+                                                            const std::optional<at::Tensor>& queue,
+                                                            double temperature, bool in_batch_negatives,
+                                                            bool fold_queue_grad) {
   check_info_nce(query, key, queue);
   TORCH_CHECK(temperature > 0, "temperature must be > 0, got ", temperature);
+  TORCH_CHECK(!fold_queue_grad || (queue && !in_batch_negatives),
+              "fold_queue_grad needs a queue and in_batch_negatives=False");
   auto lse = at::empty({query.size(0)}, query.options());
+  auto folded = fold_queue_grad ? at::empty_like(query) : at::empty({0}, query.options());
   double loss = 0;
   AT_DISPATCH_FLOATING_TYPES(query.scalar_type(), "info_nce_fwd", [&] {
     loss = info_nce_forward<scalar_t>(query.data_ptr<scalar_t>(), key.data_ptr<scalar_t>(),
                                       queue ? queue->data_ptr<scalar_t>() : nullptr, query.size(0),
                                       queue ? queue->size(0) : 0, query.size(1), scalar_t(1.0 / temperature),
-                                      in_batch_negatives, lse.data_ptr<scalar_t>());
+                                      in_batch_negatives, lse.data_ptr<scalar_t>(),
+                                      fold_queue_grad ? folded.data_ptr<scalar_t>() : nullptr);
   });
-  return {at::scalar_tensor(loss, query.options()), lse};
+  return {at::scalar_tensor(loss, query.options()), lse, folded};
 }
 
 std::tuple<at::Tensor, at::Tensor> info_nce_bwd(const at::Tensor& grad_loss, const at::Tensor& query,
                                                 const at::Tensor& key, const std::optional<at::Tensor>& queue,
-                                                const at::Tensor& lse, double temperature, bool in_batch_negatives) {
+                                                const at::Tensor& lse, const at::Tensor& folded,
+                                                double temperature, bool in_batch_negatives) {
   check_info_nce(query, key, queue);
   check_lse(lse, query, "lse");
+  const bool use_folded = folded.numel() > 0;
+  if (use_folded) {
+    TORCH_CHECK(queue && !in_batch_negatives, "folded needs a queue and in_batch_negatives=False");
+    CHECK_CPU(folded);
+    CHECK_CONTIGUOUS(folded);
+    CHECK_SAME_DTYPE(folded, query);
+    TORCH_CHECK(folded.sizes() == query.sizes(), "folded must have the shape of query, got ", folded.sizes());
+  }
   auto d_query = at::empty_like(query);
   auto d_key = at::empty_like(key);
   const double grad = scalar_of(grad_loss, "grad_loss");
   AT_DISPATCH_FLOATING_TYPES(query.scalar_type(), "info_nce_bwd", [&] {
     info_nce_backward<scalar_t>(query.data_ptr<scalar_t>(), key.data_ptr<scalar_t>(),
                                 queue ? queue->data_ptr<scalar_t>() : nullptr, lse.data_ptr<scalar_t>(),
+                                use_folded ? folded.data_ptr<scalar_t>() : nullptr,
                                 query.size(0), queue ? queue->size(0) : 0, query.size(1),
                                 scalar_t(1.0 / temperature), in_batch_negatives, grad,
                                 d_query.data_ptr<scalar_t>(), d_key.data_ptr<scalar_t>());

@@ -8,6 +8,11 @@ Core-op contract (inputs already normalized by the public functions when ``norma
   * losses and per-row logsumexps come back in the accumulation dtype: float64 for float64
     inputs, float32 otherwise; gradients in the dtype of the input they belong to.
   * ``*_bwd`` ops take the saved logsumexps and recompute score tiles; never N x M memory.
+  * ``info_nce_fwd(..., fold_queue_grad=True)`` (MoCo: a queue, no in-batch negatives) also
+    returns ``folded`` = sum_m P_im queue_m [N, D], accumulated in the forward's pass over the
+    queue, so that ``info_nce_bwd`` needs no second pass (three score-GEMM passes become two);
+    otherwise ``folded`` is empty and the backward recomputes. Only the C++ CPU kernel folds: the
+    public function asks for it there, when the query needs a gradient.
 """
 
 from __future__ import annotations
@@ -21,9 +26,9 @@ SCHEMAS = {
     "nt_xent_bwd": "(Tensor grad_loss, Tensor z, Tensor lse, float temperature, "
                    "bool exclude_positive) -> Tensor",
     "info_nce_fwd": "(Tensor query, Tensor key, Tensor? queue, float temperature, "
-                    "bool in_batch_negatives) -> (Tensor, Tensor)",
+                    "bool in_batch_negatives, bool fold_queue_grad) -> (Tensor, Tensor, Tensor)",
     "info_nce_bwd": "(Tensor grad_loss, Tensor query, Tensor key, Tensor? queue, Tensor lse, "
-                    "float temperature, bool in_batch_negatives) -> (Tensor, Tensor)",
+                    "Tensor folded, float temperature, bool in_batch_negatives) -> (Tensor, Tensor)",
     "clip_loss_fwd": "(Tensor image, Tensor text, Tensor logit_scale, Tensor? logit_bias) "
                      "-> (Tensor, Tensor, Tensor)",
     "clip_loss_bwd": "(Tensor grad_loss, Tensor image, Tensor text, Tensor logit_scale, "
@@ -51,8 +56,10 @@ def _fakes():
     return {
         "nt_xent_fwd": lambda z, temperature, exclude_positive: (_scalar(z), _rows(z, z.shape[0])),
         "nt_xent_bwd": lambda g, z, lse, temperature, exclude_positive: torch.empty_like(z),
-        "info_nce_fwd": lambda q, k, queue, temperature, in_batch: (_scalar(q), _rows(q, q.shape[0])),
-        "info_nce_bwd": lambda g, q, k, queue, lse, temperature, in_batch: (
+        "info_nce_fwd": lambda q, k, queue, temperature, in_batch, fold: (
+            _scalar(q), _rows(q, q.shape[0]),
+            q.new_empty(tuple(q.shape) if fold else (0,), dtype=acc_dtype(q))),
+        "info_nce_bwd": lambda g, q, k, queue, lse, folded, temperature, in_batch: (
             torch.empty_like(q), torch.empty_like(k)),
         "clip_loss_fwd": lambda image, text, scale, bias: (
             _scalar(image), _rows(image, image.shape[0]), _rows(image, text.shape[0])),
@@ -80,15 +87,15 @@ def _autograd(ops):
         return ops.nt_xent_bwd(grad_loss, z, lse, *ctx.args), None, None
 
     def info_nce_setup(ctx, inputs, output):
-        query, key, queue, temperature, in_batch = inputs
-        ctx.mark_non_differentiable(output[1])
-        ctx.save_for_backward(query, key, queue, output[1])
+        query, key, queue, temperature, in_batch, _fold = inputs
+        ctx.mark_non_differentiable(output[1], output[2])
+        ctx.save_for_backward(query, key, queue, output[1], output[2])
         ctx.args = (temperature, in_batch)
 
-    def info_nce_backward(ctx, grad_loss, _grad_lse):
-        query, key, queue, lse = ctx.saved_tensors
-        grad_query, grad_key = ops.info_nce_bwd(grad_loss, query, key, queue, lse, *ctx.args)
-        return grad_query, grad_key, None, None, None
+    def info_nce_backward(ctx, grad_loss, _grad_lse, _grad_folded):
+        query, key, queue, lse, folded = ctx.saved_tensors
+        grad_query, grad_key = ops.info_nce_bwd(grad_loss, query, key, queue, lse, folded, *ctx.args)
+        return grad_query, grad_key, None, None, None, None
 
     def clip_setup(ctx, inputs, output):
         image, text, scale, bias = inputs

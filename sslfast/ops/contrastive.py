@@ -77,8 +77,12 @@ def info_nce(query, key, temperature=0.07, queue=None, *, normalize=True, in_bat
     if normalize:
         query, key = F.normalize(query, dim=1), F.normalize(key, dim=1)
         queue = None if queue is None else F.normalize(queue, dim=1)
-    loss, _ = _core_ops(backend).info_nce_fwd(query.contiguous(), key.contiguous(), queue,
-                                              temperature, bool(in_batch_negatives))
+    # MoCo on the C++ CPU kernel: fold the queue's share of dq into the forward pass when the
+    # backward will need it (see _contrastive_schema).
+    fold = (backend == "native" and queue is not None and not in_batch_negatives
+            and torch.is_grad_enabled() and query.requires_grad)
+    loss, _, _ = _core_ops(backend).info_nce_fwd(query.contiguous(), key.contiguous(), queue,
+                                                 temperature, bool(in_batch_negatives), fold)
     return loss
 
 

@@ -739,7 +739,14 @@ def nt_xent_bwd(grad_loss, z, lse, temperature, exclude_positive):
     return grad_z
 
 
-def info_nce_fwd(query, key, queue, temperature, in_batch_negatives):
+def _no_folding(what):
+    raise RuntimeError(f"sslfast_triton::{what}: folding the queue gradient into the forward is "
+                       "implemented by the C++ CPU kernel only (sslfast.info_nce never asks Triton)")
+
+
+def info_nce_fwd(query, key, queue, temperature, in_batch_negatives, fold_queue_grad):
+    if fold_queue_grad:
+        _no_folding("info_nce_fwd")
     query, key = query.contiguous(), key.contiguous()
     queue = None if queue is None else queue.contiguous()
     n_rows, d = query.shape
@@ -752,10 +759,12 @@ def info_nce_fwd(query, key, queue, temperature, in_batch_negatives):
         lse, positive, n_rows, queue.shape[0] if has_queue else 0, d,
         IN_BATCH_NEGATIVES=bool(in_batch_negatives), HAS_QUEUE=has_queue,
         **_kernel_options(query))
-    return (lse - positive).mean(), lse
+    return (lse - positive).mean(), lse, query.new_empty((0,), dtype=acc)
 
 
-def info_nce_bwd(grad_loss, query, key, queue, lse, temperature, in_batch_negatives):
+def info_nce_bwd(grad_loss, query, key, queue, lse, folded, temperature, in_batch_negatives):
+    if folded.numel():
+        _no_folding("info_nce_bwd")
     query, key, lse = query.contiguous(), key.contiguous(), lse.contiguous()
     queue = None if queue is None else queue.contiguous()
     n_rows, d = query.shape
