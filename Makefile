@@ -29,10 +29,10 @@ all: test
 # .pth file adds the parent venv's site-packages too.
 $(PY):
 	$(PYTHON) -m venv --system-site-packages $(VENV)
-	@$(PYTHON) -c "import site, sys; sys.prefix != sys.base_prefix and print(*site.getsitepackages(), sep='\n')" \
-		> "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/_parent_env.pth"
 
 $(DEPS): $(PY) Makefile
+	@$(PYTHON) -c "import site, sys; sys.prefix != sys.base_prefix and print(*site.getsitepackages(), sep='\n')" \
+		> "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/_parent_env.pth"
 	@$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q $(TORCH_PIN)
 	@$(PY) -c "import triton" 2>/dev/null || $(PIP) install -q $(TRITON_PIN) || echo "triton unavailable: Triton backend disabled"
 	@$(PY) -c "import numpy, pytest, pytest_benchmark, tqdm, matplotlib, ninja, setuptools, wheel" 2>/dev/null \
@@ -115,7 +115,7 @@ gpu-check: build nvcc-check
 	   > $(GPU_RES)-memcheck.txt 2>&1 || status=1; \
 	 tail -3 $(GPU_RES)-memcheck.txt; \
 	 echo "== compute-sanitizer racecheck on the sanitize subset -> $(GPU_RES)-racecheck.txt"; \
-	 SSLFAST_TEST_DEVICE=cuda $(SANITIZE) --tool racecheck $(PY) -m pytest -q tests -k sanitize \
+	 SSLFAST_TEST_DEVICE=cuda $(SANITIZE) --tool racecheck --print-limit 0 $(PY) -m pytest -q tests -k sanitize \
 	   > $(GPU_RES)-racecheck.txt 2>&1; \
 	 $(PY) benchmarks/racecheck_triage.py $(GPU_RES)-racecheck.txt || status=1; \
 	 echo "== benchmarks (quick sizes) -> $(GPU_RES)/"; \

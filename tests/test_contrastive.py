@@ -492,14 +492,18 @@ def test_gpu_tile_configs_keep_fp64_apart(monkeypatch):
     monkeypatch.setattr(tk, "_INTERPRETED", False)
     for one_config in (False, True):
         monkeypatch.setattr(tk, "_ONE_CONFIG", one_config)
-        for floor in (32, tk._CLIP_MIN_BLOCK_M):
+        for floor in (32, 64):  # the GPU floors: every kernel, and CLIP's column partials
             configs = tk._tile_configs(floor)
             assert all(c.kwargs["BLOCK_M"] >= floor for c in configs)
             for dtype in (torch.float64, torch.float32, torch.bfloat16, torch.float16):
-                args = {"z_ptr": torch.empty(1, dtype=dtype), "D": 8, "n_rows": 3}
-                kept = tk._configs_for_dtype(configs, args)
+                # an fp64 logit_scale beside non-fp64 embeddings must not pick the fp64 tiles
+                args = {"image_ptr": torch.empty(1, dtype=dtype), "scale_ptr": torch.empty((), dtype=torch.float64),
+                        "D": 8, "n_rows": 3}
+                options = tk._kernel_options(torch.empty(2, 8, dtype=dtype))
+                kept = tk._configs_for_dtype(configs, args, **options)
                 fp64_tiles = [c.kwargs["BLOCK_N"] == tk._FP64_BLOCK_N for c in kept]
                 assert kept and all(fp64_tiles) == (dtype == torch.float64) and any(fp64_tiles) == all(fp64_tiles)
+                assert len(kept) == 1 or not one_config
 
 
 @pytest.mark.skipif("native" not in BACKENDS, reason="native CPU backend")

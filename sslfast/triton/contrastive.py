@@ -16,6 +16,7 @@ reach the kernels as 0-D tensors: Triton passes Python floats as fp32.
 
 from __future__ import annotations
 
+import inspect
 import os
 
 import torch
@@ -58,16 +59,25 @@ _FP64_MAX_BLOCK_D = 16
 
 
 def _configs_for_dtype(configs, named_args, **kwargs):
-    args = list(named_args.values()) + list(kwargs.values())
-    fp64 = any(getattr(v, "dtype", None) == torch.float64 for v in args)
+    # By the accumulation dtype that every launch passes (_kernel_options): an fp64 logit_scale
+    # next to fp32 embeddings is not an fp64 launch.
+    fp64 = kwargs.get("ACC_DTYPE") == tl.float64
     kept = [c for c in configs if (c.kwargs["BLOCK_N"] == _FP64_BLOCK_N) == fp64]
     return kept or configs  # the interpreter's single config serves every dtype
 
 
+def _no_benchmark(kernel_call, quantiles=None, **_):
+    return [0.0, 0.0, 0.0] if quantiles else 0.0
+
+
 def _autotune(min_block_m=32):
-    # The autotuner keys on D plus every tensor argument's dtype, so fp64 tunes apart.
+    # The autotuner keys on D plus every tensor argument's dtype, so fp64 tunes apart. With one
+    # config per dtype (_ONE_CONFIG) the prune leaves one config: never time it (Triton versions
+    # differ on whether they benchmark a single pruned config).
+    accepts = "do_bench" in inspect.signature(triton.autotune).parameters
+    extra = {"do_bench": _no_benchmark} if _ONE_CONFIG and not _INTERPRETED and accepts else {}
     return triton.autotune(configs=_tile_configs(min_block_m), key=["D"],
-                           prune_configs_by={"early_config_prune": _configs_for_dtype})
+                           prune_configs_by={"early_config_prune": _configs_for_dtype}, **extra)
 
 
 # The CLIP forward writes one column partial per (row block, column): a larger BLOCK_M keeps that
