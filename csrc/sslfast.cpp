@@ -36,7 +36,8 @@ TORCH_LIBRARY(sslfast, m) {
         "-> (Tensor, Tensor, Tensor)");
   m.def("clip_loss_bwd(Tensor grad_loss, Tensor image, Tensor text, Tensor logit_scale, "
         "Tensor? logit_bias, Tensor row_lse, Tensor col_lse) -> (Tensor, Tensor, Tensor, Tensor)");
-  m.def("siglip_loss_fwd(Tensor image, Tensor text, Tensor logit_scale, Tensor logit_bias) -> Tensor");
+  m.def("siglip_loss_fwd(Tensor image, Tensor text, Tensor logit_scale, Tensor logit_bias, bool with_grads) "
+        "-> (Tensor, Tensor, Tensor, Tensor, Tensor)");
   m.def("siglip_loss_bwd(Tensor grad_loss, Tensor image, Tensor text, Tensor logit_scale, "
         "Tensor logit_bias) -> (Tensor, Tensor, Tensor, Tensor)");
 

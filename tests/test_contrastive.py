@@ -234,7 +234,8 @@ def core_op_cases(ops, fold=False):
         _, m_lse, folded = ops.info_nce_fwd(q, k, queue, 0.1, False, True)
         folding = [(ops.info_nce_fwd, (q, k, queue, 0.1, False, True)),
                    (ops.info_nce_bwd, (g, q.detach(), k.detach(), queue, m_lse.detach(), folded.detach(), 0.1,
-                                       False))]
+                                       False)),
+                   (ops.siglip_loss_fwd, (q, k, scale, bias, True))]
     return folding + [
         (ops.nt_xent_fwd, (z, 0.5, False)),
         (ops.nt_xent_fwd, (z, 0.5, True)),
@@ -246,7 +247,7 @@ def core_op_cases(ops, fold=False):
         (ops.clip_loss_fwd, (q, k, scale, None)),
         (ops.clip_loss_bwd, (g, q.detach(), k.detach(), scale.detach(), bias.detach(),
                              row_lse.detach(), col_lse.detach())),
-        (ops.siglip_loss_fwd, (q, k, scale, bias)),
+        (ops.siglip_loss_fwd, (q, k, scale, bias, False)),
         (ops.siglip_loss_bwd, (g, q.detach(), k.detach(), scale.detach(), bias.detach())),
     ]
 
@@ -541,3 +542,33 @@ def test_moco_folded_backward_matches_the_recompute(dtype):
     if "triton" in BACKENDS:
         with pytest.raises(RuntimeError, match="C\\+\\+ CPU kernel only"):
             torch.ops.sslfast_triton.info_nce_fwd(q, k, queue, 0.05, False, True)
+        with pytest.raises(RuntimeError, match="C\\+\\+ CPU kernel only"):
+            torch.ops.sslfast_triton.siglip_loss_fwd(q, k, g, g, True)
+
+
+@pytest.mark.skipif("native" not in BACKENDS, reason="native CPU backend")
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_siglip_gradients_from_the_forward_match_the_backward_op(dtype):
+    """siglip_loss_fwd(with_grads=True): the gradients for an upstream 1 equal siglip_loss_bwd's to
+    the bit (same tiles, same weights), the loss equals the plain forward's to rounding, and the
+    public function's gradients (which take this path) are those, scaled by the upstream gradient.
+    n = 300: several row and column blocks, so the per-tile loss slots and the diagonal move."""
+    ops = torch.ops.sslfast
+    image = F.normalize(randn(300, 20, dtype=dtype, requires_grad=False, seed=70), dim=1)
+    text = F.normalize(randn(300, 20, dtype=dtype, requires_grad=False, seed=71), dim=1)
+    scale = torch.tensor(10.0, dtype=dtype, device=DEVICE)
+    bias = torch.tensor(-10.0, dtype=dtype, device=DEVICE)
+    loss, *none = ops.siglip_loss_fwd(image, text, scale, bias, False)
+    loss_g, *grads = ops.siglip_loss_fwd(image, text, scale, bias, True)
+    assert all(t.numel() == 0 for t in none)
+    tol = dict(rtol=1e-12, atol=0) if dtype == torch.float64 else dict(rtol=1e-5, atol=0)
+    torch.testing.assert_close(loss_g, loss, **tol)
+    expected = ops.siglip_loss_bwd(torch.tensor(1.0, dtype=dtype), image, text, scale, bias)
+    for got, want in zip(grads, expected):
+        assert torch.equal(got, want)
+    upstream = 0.75
+    leaves = [t.clone().requires_grad_() for t in (image, text, scale, bias)]
+    with sslfast.use_backend("native"):
+        (upstream * sslfast.siglip_loss(*leaves)).backward()
+    for leaf, g in zip(leaves, grads):
+        torch.testing.assert_close(leaf.grad, upstream * g, rtol=0, atol=0)

@@ -459,17 +459,64 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> clip_loss_bwd(
   return {d_image, d_text, grad_scale, grad_bias};
 }
 
-at::Tensor siglip_loss_fwd(const at::Tensor& image, const at::Tensor& text, const at::Tensor& logit_scale,
-                           const at::Tensor& logit_bias) {
+// One row of SigLIP's gradient weights from raw dots: G_ij = -(coef) z_ij sigmoid(-z_ij S_ij),
+// S = scale * dots + bias, z = +1 on the diagonal (column `self` of this row, if in the tile) and
+// -1 elsewhere. With `loss`, also adds the row's sum of -logsigmoid(z S) = softplus(-z S) to it.
+template <typename T>
+void siglip_weight_row(const T* dots, T* w, int64_t self, int64_t nc, T s, T b, T coef, double* loss) {
+  const bool has_self = self >= 0 && self < nc;
+  affine(dots, s, b, w, nc);
+  if (loss) {
+    if (has_self) w[self] = -w[self];
+    *loss += double(sum_softplus(w, T(1), nc));
+    if (has_self) w[self] = -w[self];
+  }
+  scaled_sigmoid(w, coef, w, nc);
+  if (has_self) w[self] = -coef * scalar_sigmoid(-(s * dots[self] + b));
+}
+
+// with_grads (the public function asks when anything needs a gradient): the loss and its
+// gradients for an upstream gradient of 1 from one pass over the score tiles, since SigLIP has no
+// normalizer that must be known first. The backward then only scales them: three score-GEMM
+// passes instead of four. The loss is summed tile by tile there, so it can differ from the
+// no-gradient value in the last bits.
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> siglip_loss_fwd(
+    const at::Tensor& image, const at::Tensor& text, const at::Tensor& logit_scale, const at::Tensor& logit_bias,
+    bool with_grads) {
   check_pair(image, text);
   const double scale = scalar_of(logit_scale, "logit_scale");
   const double bias = scalar_of(logit_bias, "logit_bias");
+  const int64_t n = image.size(0);
   double loss = 0;
+  if (!with_grads) {
+    AT_DISPATCH_FLOATING_TYPES(image.scalar_type(), "siglip_loss_fwd", [&] {
+      loss = siglip_forward<scalar_t>(image.data_ptr<scalar_t>(), text.data_ptr<scalar_t>(), n, image.size(1),
+                                      scalar_t(scale), scalar_t(bias));
+    });
+    auto none = [&] { return at::empty({0}, image.options()); };  // four distinct (non-aliasing) outputs
+    return {at::scalar_tensor(loss, image.options()), none(), none(), none(), none()};
+  }
+  auto d_image = at::empty_like(image);
+  auto d_text = at::empty_like(text);
+  std::pair<double, double> scale_bias_grads;
   AT_DISPATCH_FLOATING_TYPES(image.scalar_type(), "siglip_loss_fwd", [&] {
-    loss = siglip_forward<scalar_t>(image.data_ptr<scalar_t>(), text.data_ptr<scalar_t>(), image.size(0),
-                                    image.size(1), scalar_t(scale), scalar_t(bias));
+    using T = scalar_t;
+    const T coef = T(1.0 / double(n)), s = T(scale), b = T(bias);
+    const Blocking blocks(n);  // paired_backward's tiling: one loss slot per (row block, column block)
+    Buffer<double> loss_part(blocks.count * blocks.count, 0.0);
+    auto weights = [&](const T* dots, T* w, int64_t r0, int64_t nr, int64_t c0, int64_t nc) {
+      double part = 0;
+      for (int64_t r = 0; r < nr; ++r)
+        siglip_weight_row(dots + r * nc, w + r * nc, r0 + r - c0, nc, s, b, coef, &part);
+      loss_part[(r0 / blocks.size) * blocks.count + c0 / blocks.size] = part;
+    };
+    scale_bias_grads = paired_backward<T>(image.data_ptr<T>(), text.data_ptr<T>(), n, image.size(1), s, weights,
+                                          d_image.data_ptr<T>(), d_text.data_ptr<T>());
+    for (int64_t t = 0; t < blocks.count * blocks.count; ++t) loss += loss_part[t];  // fixed order
+    loss /= double(n);
   });
-  return at::scalar_tensor(loss, image.options());
+  return {at::scalar_tensor(loss, image.options()), d_image, d_text,
+          at::full_like(logit_scale, scale_bias_grads.first), at::full_like(logit_bias, scale_bias_grads.second)};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> siglip_loss_bwd(const at::Tensor& grad_loss,
@@ -491,12 +538,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> siglip_loss_bwd(const
     // G_ij = -(g / N) z_ij sigmoid(-z_ij S_ij): (g / N) sigmoid(S) off the diagonal,
     // -(g / N) sigmoid(-S) on it.
     auto weights = [&](const T* dots, T* w, int64_t r0, int64_t nr, int64_t c0, int64_t nc) {
-      for (int64_t r = 0; r < nr; ++r) {
-        affine(dots + r * nc, s, b, w + r * nc, nc);
-        scaled_sigmoid(w + r * nc, coef, w + r * nc, nc);
-        const int64_t self = r0 + r - c0;
-        if (self >= 0 && self < nc) w[r * nc + self] = -coef * scalar_sigmoid(-(s * dots[r * nc + self] + b));
-      }
+      for (int64_t r = 0; r < nr; ++r)
+        siglip_weight_row(dots + r * nc, w + r * nc, r0 + r - c0, nc, s, b, coef, (double*)nullptr);
     };
     scale_bias_grads = paired_backward<T>(image.data_ptr<T>(), text.data_ptr<T>(), n, image.size(1), s, weights,
                                           d_image.data_ptr<T>(), d_text.data_ptr<T>());

@@ -13,6 +13,10 @@ Core-op contract (inputs already normalized by the public functions when ``norma
     queue, so that ``info_nce_bwd`` needs no second pass (three score-GEMM passes become two);
     otherwise ``folded`` is empty and the backward recomputes. Only the C++ CPU kernel folds: the
     public function asks for it there, when the query needs a gradient.
+  * ``siglip_loss_fwd(..., with_grads=True)`` also returns the four gradients for an upstream
+    gradient of 1 (SigLIP has no normalizer, so one pass over the tiles gives loss and gradients);
+    the backward scales them and never runs ``siglip_loss_bwd``. Empty [0] tensors otherwise. Only
+    the C++ CPU kernel does it; the public function asks there when an input needs a gradient.
 """
 
 from __future__ import annotations
@@ -34,7 +38,8 @@ SCHEMAS = {
     "clip_loss_bwd": "(Tensor grad_loss, Tensor image, Tensor text, Tensor logit_scale, "
                      "Tensor? logit_bias, Tensor row_lse, Tensor col_lse) "
                      "-> (Tensor, Tensor, Tensor, Tensor)",
-    "siglip_loss_fwd": "(Tensor image, Tensor text, Tensor logit_scale, Tensor logit_bias) -> Tensor",
+    "siglip_loss_fwd": "(Tensor image, Tensor text, Tensor logit_scale, Tensor logit_bias, bool with_grads) "
+                       "-> (Tensor, Tensor, Tensor, Tensor, Tensor)",
     "siglip_loss_bwd": "(Tensor grad_loss, Tensor image, Tensor text, Tensor logit_scale, "
                        "Tensor logit_bias) -> (Tensor, Tensor, Tensor, Tensor)",
 }
@@ -66,7 +71,9 @@ def _fakes():
         "clip_loss_bwd": lambda g, image, text, scale, bias, row_lse, col_lse: (
             torch.empty_like(image), torch.empty_like(text), torch.empty_like(scale),
             torch.empty_like(scale) if bias is None else torch.empty_like(bias)),
-        "siglip_loss_fwd": lambda image, text, scale, bias: _scalar(image),
+        "siglip_loss_fwd": lambda image, text, scale, bias, with_grads: (_scalar(image), *(
+            (torch.empty_like(image), torch.empty_like(text), torch.empty_like(scale), torch.empty_like(bias))
+            if with_grads else tuple(image.new_empty((0,)) for _ in range(4)))),
         "siglip_loss_bwd": lambda g, image, text, scale, bias: (
             torch.empty_like(image), torch.empty_like(text), torch.empty_like(scale),
             torch.empty_like(bias)),
@@ -108,10 +115,15 @@ def _autograd(ops):
         return grads[0], grads[1], grads[2], (None if bias is None else grads[3])
 
     def siglip_setup(ctx, inputs, output):
-        ctx.save_for_backward(*inputs)
+        image, text, scale, bias, _with_grads = inputs
+        ctx.mark_non_differentiable(*output[1:])
+        ctx.from_forward = output[1].numel() > 0  # gradients for an upstream 1, from the forward
+        ctx.save_for_backward(*(output[1:] if ctx.from_forward else (image, text, scale, bias)))
 
-    def siglip_backward(ctx, grad_loss):
-        return tuple(ops.siglip_loss_bwd(grad_loss, *ctx.saved_tensors))
+    def siglip_backward(ctx, grad_loss, *_unused):
+        if ctx.from_forward:
+            return tuple(grad_loss.to(g.dtype) * g for g in ctx.saved_tensors) + (None,)
+        return tuple(ops.siglip_loss_bwd(grad_loss, *ctx.saved_tensors)) + (None,)
 
     return {
         "nt_xent_fwd": (nt_xent_setup, nt_xent_backward),

@@ -119,5 +119,9 @@ def siglip_loss(image, text, logit_scale, logit_bias):
     backend = _backend.resolve("siglip_loss", image.device.type, _NATIVE_DEVICES)
     if backend == "reference":
         return reference.siglip_loss(image, text, logit_scale, logit_bias)
+    # On the C++ CPU kernel the forward also returns the gradients when one is needed (one pass
+    # over the score tiles instead of two; see _contrastive_schema).
+    with_grads = backend == "native" and torch.is_grad_enabled() and any(
+        t.requires_grad for t in (image, text, logit_scale, logit_bias))
     return _core_ops(backend).siglip_loss_fwd(
-        _kernel_input(backend, image), _kernel_input(backend, text), logit_scale, logit_bias)
+        _kernel_input(backend, image), _kernel_input(backend, text), logit_scale, logit_bias, with_grads)[0]

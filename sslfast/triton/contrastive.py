@@ -750,8 +750,8 @@ def nt_xent_bwd(grad_loss, z, lse, temperature, exclude_positive):
 
 
 def _no_folding(what):
-    raise RuntimeError(f"sslfast_triton::{what}: folding the queue gradient into the forward is "
-                       "implemented by the C++ CPU kernel only (sslfast.info_nce never asks Triton)")
+    raise RuntimeError(f"sslfast_triton::{what}: gradients computed in the forward pass are "
+                       "implemented by the C++ CPU kernel only (the public functions never ask Triton)")
 
 
 def info_nce_fwd(query, key, queue, temperature, in_batch_negatives, fold_queue_grad):
@@ -849,14 +849,16 @@ def clip_loss_bwd(grad_loss, image, text, logit_scale, logit_bias, row_lse, col_
                           siglip=False)
 
 
-def siglip_loss_fwd(image, text, logit_scale, logit_bias):
+def siglip_loss_fwd(image, text, logit_scale, logit_bias, with_grads):
+    if with_grads:
+        _no_folding("siglip_loss_fwd")
     image, text = image.contiguous(), text.contiguous()
     n_rows, d = image.shape
     row_loss = image.new_empty((n_rows,), dtype=_acc_dtype(image))
     _siglip_loss_fwd_kernel[_row_grid(n_rows)](
         image, text, logit_scale, logit_bias, row_loss, n_rows, text.shape[0], d,
         **_kernel_options(image))
-    return row_loss.sum() / n_rows
+    return (row_loss.sum() / n_rows, *(image.new_empty((0,)) for _ in range(4)))  # four distinct outputs
 
 
 def siglip_loss_bwd(grad_loss, image, text, logit_scale, logit_bias):
