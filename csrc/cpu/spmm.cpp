@@ -647,14 +647,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gat_aggregate_bwd(
 
 // ---------------------------------------------------------------- graph construction
 
-// Stable counting sort of int64 keys in [0, n): offsets[n + 1] (CSR row pointer) and perm[E]
-// with keys[perm] non-decreasing, equal keys in input order (= torch.sort(stable=True).indices).
-// Threads take contiguous edge ranges; thread t's slot for key v starts after every earlier
-// thread's v-entries, so the result is the unique stable order whatever the thread count.
-// The counting sort behind csr_by_key; false when a key is outside [0, n) (then ptr / out are
-// unspecified). It never throws: the caller does. On the H100 image (torch 2.11, GCC 13.3) a
-// TORCH_CHECK thrown from this function's body segfaulted (benchmarks/NOTES.md); this function
-// realigns its stack for AVX spills, the thin caller does not.
+// csr_by_key: stable counting sort of int64 keys in [0, n) into offsets[n + 1] (CSR row pointer)
+// and perm[E] with keys[perm] non-decreasing, equal keys in input order (=
+// torch.sort(stable=True).indices). Threads take contiguous edge ranges; thread t's slot for key v
+// starts after every earlier thread's v-entries, so the result is the unique stable order whatever
+// the thread count.
+//
+// csr_by_key_fill does the sort and returns false when a key is outside [0, n) (ptr / out are
+// then unspecified); it never throws, the thin caller does. On the H100 image (torch 2.11, GCC
+// 13.3) a TORCH_CHECK thrown from the sort's body segfaulted (benchmarks/NOTES.md): that body
+// realigns its stack for AVX spills, the caller does not.
 [[gnu::noinline]] bool csr_by_key_fill(const int64_t* key, int64_t edges, int64_t n, int64_t ranges,
                                        int64_t* cursor, int64_t* ptr, int64_t* out) {
   std::atomic<bool> bad{false};

@@ -124,15 +124,11 @@ def edge_softmax(graph, scores):
     return p / denom[dst]
 
 
-def _offsets(keys, num_nodes):
-    ptr = torch.zeros(num_nodes + 1, dtype=torch.int64, device=keys.device)
-    ptr[1:] = torch.cumsum(torch.bincount(keys, minlength=num_nodes), 0)
-    return ptr
-
-
 def csr(edge_index, num_nodes):
     """The destination-sorted CSR in plain torch (stable argsort by target, offsets from
     bincount + cumsum): (rowptr, col, perm)."""
+    from ..graph import _offsets  # bincount + cumsum, plain torch
+
     src, dst = edge_index[0], edge_index[1]
     perm = torch.argsort(dst, stable=True)
     return _offsets(dst, num_nodes), src[perm], perm
@@ -141,6 +137,8 @@ def csr(edge_index, num_nodes):
 def csr_and_transpose(edge_index, num_nodes):
     """What ``Graph.from_edge_index`` builds, in plain torch: ``csr`` and its transpose (stable
     argsort of the CSR sources). Returns (rowptr, col, perm, colptr, row, csc_perm)."""
+    from ..graph import _offsets
+
     rowptr, col, perm = csr(edge_index, num_nodes)
     csc_perm = torch.argsort(col, stable=True)
     return rowptr, col, perm, _offsets(edge_index[0], num_nodes), edge_index[1][perm][csc_perm], csc_perm

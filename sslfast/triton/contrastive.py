@@ -7,8 +7,8 @@ Every kernel streams [BLOCK_M, BLOCK_N] score tiles (``tl.dot`` over D in BLOCK_
 broadcast product-sum; fp32 accumulation for fp16/bf16/fp32 inputs, fp64 for fp64) through an
 online logsumexp, so the N x M logits never exist. Backward recomputes the tiles from the saved
 logsumexps: a row-owner kernel for the left operand and a column-owner kernel for the right one,
-so every output element has exactly one writer. No atomics anywhere; per-program partials are reduced by torch in a fixed
-order, so two runs are bitwise equal.
+so every output element has exactly one writer. No atomics anywhere; per-program partials are
+reduced by torch in a fixed order, so two runs are bitwise equal.
 
 Scalars that must stay exact in float64 (1/T, logit_scale, logit_bias, the incoming gradient)
 reach the kernels as 0-D tensors: Triton passes Python floats as fp32.
@@ -70,14 +70,17 @@ def _no_benchmark(kernel_call, quantiles=None, **_):
     return [0.0, 0.0, 0.0] if quantiles else 0.0
 
 
+# With one config per dtype (_ONE_CONFIG) the prune leaves one config: never time it (Triton
+# versions differ on whether they benchmark a single pruned config; older ones take no do_bench).
+_AUTOTUNE_EXTRA = ({"do_bench": _no_benchmark}
+                   if _ONE_CONFIG and not _INTERPRETED and "do_bench" in inspect.signature(triton.autotune).parameters
+                   else {})
+
+
 def _autotune(min_block_m=32):
-    # The autotuner keys on D plus every tensor argument's dtype, so fp64 tunes apart. With one
-    # config per dtype (_ONE_CONFIG) the prune leaves one config: never time it (Triton versions
-    # differ on whether they benchmark a single pruned config).
-    accepts = "do_bench" in inspect.signature(triton.autotune).parameters
-    extra = {"do_bench": _no_benchmark} if _ONE_CONFIG and not _INTERPRETED and accepts else {}
+    # The autotuner keys on D plus every tensor argument's dtype, so fp64 tunes apart.
     return triton.autotune(configs=_tile_configs(min_block_m), key=["D"],
-                           prune_configs_by={"early_config_prune": _configs_for_dtype}, **extra)
+                           prune_configs_by={"early_config_prune": _configs_for_dtype}, **_AUTOTUNE_EXTRA)
 
 
 # The CLIP forward writes one column partial per (row block, column): a larger BLOCK_M keeps that
