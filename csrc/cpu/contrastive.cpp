@@ -10,6 +10,7 @@
 #include <torch/library.h>
 
 #include "../checks.h"
+#include "alloc.h"
 #include "tile_math.h"
 #include "tile_schedule.h"
 
@@ -339,7 +340,7 @@ at::Tensor nt_xent_bwd(const at::Tensor& grad_loss, const at::Tensor& z, const a
   CHECK_EMBEDDINGS(z);
   TORCH_CHECK(z.size(0) % 2 == 0, "z must hold 2N rows (both views), got ", z.size(0));
   check_lse(lse, z, "lse");
-  auto dz = at::empty_like(z);
+  auto dz = empty_output_like(z);
   const double grad = scalar_of(grad_loss, "grad_loss");
   AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "nt_xent_bwd", [&] {
     nt_xent_backward<scalar_t>(z.data_ptr<scalar_t>(), lse.data_ptr<scalar_t>(), z.size(0), z.size(1),
@@ -367,7 +368,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> info_nce_fwd(const at::Tensor& qu
   TORCH_CHECK(!fold_queue_grad || (queue && !in_batch_negatives),
               "fold_queue_grad needs a queue and in_batch_negatives=False");
   auto lse = at::empty({query.size(0)}, query.options());
-  auto folded = fold_queue_grad ? at::empty_like(query) : at::empty({0}, query.options());
+  auto folded = fold_queue_grad ? empty_output_like(query) : at::empty({0}, query.options());
   double loss = 0;
   AT_DISPATCH_FLOATING_TYPES(query.scalar_type(), "info_nce_fwd", [&] {
     loss = info_nce_forward<scalar_t>(query.data_ptr<scalar_t>(), key.data_ptr<scalar_t>(),
@@ -393,8 +394,8 @@ std::tuple<at::Tensor, at::Tensor> info_nce_bwd(const at::Tensor& grad_loss, con
     CHECK_SAME_DTYPE(folded, query);
     TORCH_CHECK(folded.sizes() == query.sizes(), "folded must have the shape of query, got ", folded.sizes());
   }
-  auto d_query = at::empty_like(query);
-  auto d_key = at::empty_like(key);
+  auto d_query = empty_output_like(query);
+  auto d_key = empty_output_like(key);
   const double grad = scalar_of(grad_loss, "grad_loss");
   AT_DISPATCH_FLOATING_TYPES(query.scalar_type(), "info_nce_bwd", [&] {
     info_nce_backward<scalar_t>(query.data_ptr<scalar_t>(), key.data_ptr<scalar_t>(),
@@ -434,8 +435,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> clip_loss_bwd(
   const double bias = logit_bias ? scalar_of(*logit_bias, "logit_bias") : 0.0;
   const double grad = scalar_of(grad_loss, "grad_loss");
   const int64_t n = image.size(0);
-  auto d_image = at::empty_like(image);
-  auto d_text = at::empty_like(text);
+  auto d_image = empty_output_like(image);
+  auto d_text = empty_output_like(text);
   std::pair<double, double> scale_bias_grads;
   AT_DISPATCH_FLOATING_TYPES(image.scalar_type(), "clip_loss_bwd", [&] {
     using T = scalar_t;
@@ -496,8 +497,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> siglip_lo
     auto none = [&] { return at::empty({0}, image.options()); };  // four distinct (non-aliasing) outputs
     return {at::scalar_tensor(loss, image.options()), none(), none(), none(), none()};
   }
-  auto d_image = at::empty_like(image);
-  auto d_text = at::empty_like(text);
+  auto d_image = empty_output_like(image);
+  auto d_text = empty_output_like(text);
   std::pair<double, double> scale_bias_grads;
   AT_DISPATCH_FLOATING_TYPES(image.scalar_type(), "siglip_loss_fwd", [&] {
     using T = scalar_t;
@@ -529,8 +530,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> siglip_loss_bwd(const
   const double bias = scalar_of(logit_bias, "logit_bias");
   const double grad = scalar_of(grad_loss, "grad_loss");
   const int64_t n = image.size(0);
-  auto d_image = at::empty_like(image);
-  auto d_text = at::empty_like(text);
+  auto d_image = empty_output_like(image);
+  auto d_text = empty_output_like(text);
   std::pair<double, double> scale_bias_grads;
   AT_DISPATCH_FLOATING_TYPES(image.scalar_type(), "siglip_loss_bwd", [&] {
     using T = scalar_t;

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "../checks.h"
+#include "alloc.h"
 #include "tile_math.h"
 
 namespace sslfast::cpu {
@@ -236,8 +237,8 @@ std::tuple<at::Tensor, at::Tensor> diffusion_q_sample(const at::Tensor& x0, cons
   check_like(noise, x0, "noise");
   check_coefs(coefs, x0, 2);
   TORCH_CHECK(noise || seed >= 0, "diffusion_q_sample needs noise or a seed >= 0");
-  auto x_t = at::empty_like(x0);
-  auto target = at::empty_like(x0);
+  auto x_t = empty_output_like(x0);
+  auto target = empty_output_like(x0);
   const int64_t n = x0.numel(), inner = n / x0.size(0);
   if (n == 0) return {x_t, target};
   AT_DISPATCH_FLOATING_TYPES(x0.scalar_type(), "diffusion_q_sample", [&] {
@@ -331,7 +332,7 @@ at::Tensor diffusion_loss_bwd(const at::Tensor& grad_per_sample, const at::Tenso
   check_like(target, model_output, "target");
   const int64_t batch = model_output.size(0);
   TORCH_CHECK(grad_per_sample.numel() == batch && weight.numel() == batch, "grad_per_sample and weight must be [B]");
-  auto grad = at::empty_like(model_output);
+  auto grad = empty_output_like(model_output);
   const int64_t n = model_output.numel(), inner = n / batch;
   if (n == 0) return grad;
   // 2 w_b g_b / inner per sample, in double, then one pass over the data.
@@ -438,8 +439,8 @@ std::tuple<at::Tensor, at::Tensor> diffusion_step(const at::Tensor& sample, cons
   check_like(prev_x0, sample, "prev_x0");
   check_like(noise, sample, "noise");
   check_coefs(coefs, sample, kStepCoefs);
-  auto out = at::empty_like(sample);
-  auto x0_out = write_x0 ? at::empty_like(sample) : at::empty({0}, sample.options());
+  auto out = empty_output_like(sample);
+  auto x0_out = write_x0 ? empty_output_like(sample) : at::empty({0}, sample.options());
   const int64_t n = sample.numel(), inner = n / sample.size(0);
   if (n == 0) return {out, x0_out};
   const bool has_noise = noise.has_value() || seed >= 0;

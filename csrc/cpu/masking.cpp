@@ -22,6 +22,7 @@
 #include <cstring>
 
 #include "../checks.h"
+#include "alloc.h"
 
 namespace sslfast::cpu {
 namespace {
@@ -127,7 +128,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> random_masking_fwd(
               "noise must be float32 or float64, got ", noise_.scalar_type());
   const at::Tensor x = x_.contiguous(), noise = noise_.contiguous();
   const at::Tensor pos = checked_pos_embed(pos_embed, total, x);
-  at::Tensor visible = at::empty({n, prefix + len_keep, d}, x.options());
+  at::Tensor visible = empty_output({n, prefix + len_keep, d}, x.options());
   at::Tensor mask = at::empty({n, length}, x.options());
   at::Tensor ids_restore = at::empty({n, length}, x.options().dtype(int32_indices ? at::kInt : at::kLong));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "random_masking_fwd", [&] {
@@ -208,7 +209,7 @@ at::Tensor unshuffle_fwd(const at::Tensor& x_visible_, const at::Tensor& ids_res
   const at::Tensor src = x_visible_.contiguous(), ids = ids_restore_.contiguous();
   const at::Tensor token = mask_token_.to(src.scalar_type()).contiguous();
   const at::Tensor pos = checked_pos_embed(pos_embed, prefix + length, src);
-  at::Tensor out = at::empty({n, prefix + length, d}, src.options());
+  at::Tensor out = empty_output({n, prefix + length, d}, src.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, src.scalar_type(), "unshuffle_fwd", [&] {
     dispatch_index(ids, [&](auto ids_ptr) {
       unshuffle_kernel(src.data_ptr<scalar_t>(), ids_ptr, token.data_ptr<scalar_t>(),
@@ -230,7 +231,7 @@ at::Tensor random_masking_bwd(const at::Tensor& grad_visible_, const at::Tensor&
   const int64_t length = ids_restore_.size(1), keep = grad_visible_.size(1) - prefix;
   TORCH_CHECK(keep <= length, "grad_visible has more rows than ids_restore allows");
   const at::Tensor src = grad_visible_.contiguous(), ids = ids_restore_.contiguous();
-  at::Tensor out = at::empty({n, prefix + length, d}, src.options());
+  at::Tensor out = empty_output({n, prefix + length, d}, src.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, src.scalar_type(), "random_masking_bwd", [&] {
     dispatch_index(ids, [&](auto ids_ptr) {
       unshuffle_kernel<scalar_t>(src.data_ptr<scalar_t>(), ids_ptr, nullptr, nullptr, n, prefix, length, keep,
@@ -404,7 +405,7 @@ at::Tensor masked_patch_loss_bwd(const at::Tensor& grad_loss, const at::Tensor& 
   const double msum = mask.sum().item<double>();
   const double denom = l1 ? (msum * double(patch_size * patch_size) + 1e-5) * double(g.channels) : msum;
   const double scale = grad_loss.to(at::kDouble).item<double>() / denom;
-  at::Tensor grad = at::empty_like(pred);
+  at::Tensor grad = empty_output_like(pred);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, pred.scalar_type(), "masked_patch_loss_bwd", [&] {
     using acc_t = loss_acc_t<scalar_t>;
     Scratch<acc_t> scratch(g.features);

@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "../checks.h"
+#include "alloc.h"
 
 namespace sslfast::cpu {
 namespace {
@@ -311,9 +312,9 @@ std::tuple<at::Tensor, at::Tensor> spmm_fwd(const at::Tensor& rowptr, const at::
   TORCH_CHECK(rowptr[n].item<int64_t>() == edges, "rowptr[-1] must equal E");
   check_weight(weight, x, edges);
   const int64_t features = x.size(1);
-  at::Tensor out = at::empty_like(x);
+  at::Tensor out = empty_output_like(x);
   const bool extreme = reduce == Reduce::Max || reduce == Reduce::Min;
-  at::Tensor arg = extreme ? at::empty({n, features}, x.options().dtype(at::kLong)) : at::empty({0}, x.options().dtype(at::kLong));
+  at::Tensor arg = extreme ? empty_output({n, features}, x.options().dtype(at::kLong)) : at::empty({0}, x.options().dtype(at::kLong));
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "spmm_fwd", [&] {
     const int64_t* ptr = rowptr.data_ptr<int64_t>();
     const scalar_t* w = weight ? weight->data_ptr<scalar_t>() : nullptr;
@@ -354,7 +355,7 @@ std::tuple<at::Tensor, at::Tensor> spmm_bwd(const at::Tensor& grad_out, const at
   const bool extreme = reduce == Reduce::Max || reduce == Reduce::Min;
   if (extreme) TORCH_CHECK(arg.sizes() == x.sizes() && arg.scalar_type() == at::kLong, "arg must be int64 like x");
   const int64_t features = x.size(1);
-  at::Tensor grad_x = at::empty_like(x);
+  at::Tensor grad_x = empty_output_like(x);
   at::Tensor grad_w = weight && weight_requires_grad ? at::empty_like(*weight) : at::empty({0}, x.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "spmm_bwd", [&] {
     const scalar_t* w = weight ? weight->data_ptr<scalar_t>() : nullptr;
@@ -389,7 +390,7 @@ at::Tensor gcn_run(const at::Tensor& ptr, const at::Tensor& idx, const at::Tenso
   check_features(x, n, "x");
   TORCH_CHECK(dinv.dim() == 1 && dinv.numel() == n && dinv.scalar_type() == x.scalar_type() && dinv.is_contiguous(),
               "deg_inv_sqrt must be a contiguous [num_nodes] tensor with the dtype of x");
-  at::Tensor out = at::empty_like(x);
+  at::Tensor out = empty_output_like(x);
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gcn_aggregate", [&] {
     const scalar_t* d = dinv.data_ptr<scalar_t>();
     std::vector<scalar_t> self;
@@ -551,7 +552,7 @@ std::tuple<at::Tensor, at::Tensor> gat_aggregate_fwd(const at::Tensor& rowptr, c
                     a->sizes() == at::IntArrayRef({n, heads}),
                 "alpha_src / alpha_dst must be contiguous [num_nodes, heads] tensors with the dtype of x");
   }
-  at::Tensor out = at::empty_like(x);
+  at::Tensor out = empty_output_like(x);
   at::Tensor lse = at::empty({n, heads}, x.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gat_aggregate_fwd", [&] {
     gat_forward<scalar_t>(rowptr.data_ptr<int64_t>(), col.data_ptr<int64_t>(), x.data_ptr<scalar_t>(),
@@ -585,7 +586,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gat_aggregate_bwd(
   for (const at::Tensor* a : {&alpha_src, &alpha_dst, &lse})
     TORCH_CHECK(a->is_contiguous() && a->scalar_type() == x.scalar_type() && a->sizes() == at::IntArrayRef({n, heads}),
                 "alpha_src, alpha_dst and lse must be contiguous [num_nodes, heads] tensors with the dtype of x");
-  at::Tensor grad_x = at::empty_like(x), grad_src = at::empty_like(alpha_src), grad_dst = at::empty_like(alpha_dst);
+  at::Tensor grad_x = empty_output_like(x), grad_src = at::empty_like(alpha_src), grad_dst = at::empty_like(alpha_dst);
   at::Tensor delta = at::empty({n, heads}, x.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gat_aggregate_bwd", [&] {
     using T = scalar_t;
