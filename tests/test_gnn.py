@@ -192,6 +192,42 @@ def test_spmm_power_law_hub(backend, reduce):
 
 
 @pytest.mark.parametrize("backend", FAST_BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("features", [4, 40])  # a fixed-width tile, then a tile + a 8-wide rest
+def test_spmm_max_min_nan_ties_and_infinities(backend, dtype, features):
+    """Node 0 receives from 1, 2, 3 (CSR positions 0, 1, 2). Per feature column: a tie (the
+    first edge wins, and so does its gradient), NaN from the first edge and from the second
+    (NaN wins; the first NaN is kept), all -inf / all +inf (a real edge is still chosen), and
+    for node 4 no in-edges at all (0, no gradient)."""
+    nan, inf = float("nan"), float("inf")
+    cols = torch.tensor([[1.0, nan, 5.0, -inf, inf],   # node 1
+                         [1.0, 2.0, nan, -inf, inf],   # node 2
+                         [0.0, nan, 7.0, -inf, inf]],  # node 3
+                        dtype=torch.float64)
+    x = torch.zeros(5, features, dtype=torch.float64)
+    x[1:4] = cols.repeat(1, (features + 4) // 5)[:, :features]
+    edge_index = torch.tensor([[1, 2, 3], [0, 0, 0]], device=DEVICE)
+    g = Graph.from_edge_index(edge_index, 5)
+    expected = {  # column -> (value, winning source node) for max and min
+        "max": [(1.0, 1), (nan, 1), (nan, 2), (-inf, 1), (inf, 1)],
+        "min": [(0.0, 3), (nan, 1), (nan, 2), (-inf, 1), (inf, 1)],
+    }
+    for reduce, per_col in expected.items():
+        xl = x.to(DEVICE, dtype).clone().requires_grad_()  # a fresh leaf per reduce
+        with sslfast.use_backend(backend):
+            out = sslfast.spmm(g, xl, reduce)
+        out.backward(torch.ones_like(out))
+        want = torch.zeros(5, features, dtype=torch.float64)
+        want_grad = torch.zeros(5, features, dtype=torch.float64)
+        for f in range(features):
+            value, source = per_col[f % 5]
+            want[0, f] = value
+            want_grad[source, f] = 1.0
+        torch.testing.assert_close(out.detach().cpu().double(), want, equal_nan=True, rtol=0, atol=0)
+        torch.testing.assert_close(xl.grad.cpu().double(), want_grad, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("backend", FAST_BACKENDS)
 def test_spmm_graph_weights_and_override(backend):
     edge_index, n = random_edges(30, 150, seed=22), 30
     w_graph, w_call = randn(150, seed=23, requires_grad=False), randn(150, seed=24, requires_grad=False)
