@@ -193,7 +193,7 @@ def test_spmm_power_law_hub(backend, reduce):
 
 @pytest.mark.parametrize("backend", FAST_BACKENDS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("features", [4, 40])  # a fixed-width tile, then a tile + a 8-wide rest
+@pytest.mark.parametrize("features", [4, 16, 40])  # runtime-width tile; 16-wide; 32-wide + 8-wide
 def test_spmm_max_min_nan_ties_and_infinities(backend, dtype, features):
     """Node 0 receives from 1, 2, 3 (CSR positions 0, 1, 2). Per feature column: a tie (the
     first edge wins, and so does its gradient), NaN from the first edge and from the second
