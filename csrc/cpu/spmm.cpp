@@ -104,8 +104,8 @@ void for_rows(const int64_t* ptr, int64_t rows, int64_t features, const at::Tens
 // Every scale / weight is optional (nullptr = 1, self_scale nullptr = no self term).
 // Serves spmm sum / mean forward, their x-gradient over CSC, and GCN forward / backward.
 //
-// Features go in tiles of kTile held in a local accumulator (fixed trip count: the compiler keeps
-// it in vector registers) while the row's edges stream by; gathered rows are prefetched ahead.
+// Features go in tiles of kTile (or 32 / 16 / 8) held in a local accumulator (VecTile below: ymm
+// registers) while the row's edges stream by; gathered rows are prefetched ahead.
 constexpr int64_t kTile = 64;
 constexpr int64_t kPrefetch = 8;
 
