@@ -212,19 +212,24 @@ def test_spmm_max_min_nan_ties_and_infinities(backend, dtype, features):
         "max": [(1.0, 1), (nan, 1), (nan, 2), (-inf, 1), (inf, 1)],
         "min": [(0.0, 3), (nan, 1), (nan, 2), (-inf, 1), (inf, 1)],
     }
+    # The second upstream gradient puts NaN / inf / -inf in row 0 and NaN in the rows without
+    # in-edges: each must reach only the winning source of its column, never another lane.
+    special = torch.full((5, features), nan, dtype=torch.float64)
+    special[0] = torch.tensor([nan, inf, -inf, 3.0]).repeat((features + 3) // 4)[:features]
     for reduce, per_col in expected.items():
-        xl = x.to(DEVICE, dtype).clone().requires_grad_()  # a fresh leaf per reduce
-        with sslfast.use_backend(backend):
-            out = sslfast.spmm(g, xl, reduce)
-        out.backward(torch.ones_like(out))
-        want = torch.zeros(5, features, dtype=torch.float64)
-        want_grad = torch.zeros(5, features, dtype=torch.float64)
-        for f in range(features):
-            value, source = per_col[f % 5]
-            want[0, f] = value
-            want_grad[source, f] = 1.0
-        torch.testing.assert_close(out.detach().cpu().double(), want, equal_nan=True, rtol=0, atol=0)
-        torch.testing.assert_close(xl.grad.cpu().double(), want_grad, rtol=0, atol=0)
+        for upstream in (torch.ones(5, features, dtype=torch.float64), special):
+            xl = x.to(DEVICE, dtype).clone().requires_grad_()  # a fresh leaf per backward
+            with sslfast.use_backend(backend):
+                out = sslfast.spmm(g, xl, reduce)
+            out.backward(upstream.to(DEVICE, dtype))
+            want = torch.zeros(5, features, dtype=torch.float64)
+            want_grad = torch.zeros(5, features, dtype=torch.float64)
+            for f in range(features):
+                value, source = per_col[f % 5]
+                want[0, f] = value
+                want_grad[source, f] = upstream[0, f]
+            torch.testing.assert_close(out.detach().cpu().double(), want, equal_nan=True, rtol=0, atol=0)
+            torch.testing.assert_close(xl.grad.cpu().double(), want_grad, equal_nan=True, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("backend", FAST_BACKENDS)
