@@ -10,11 +10,14 @@ the backward passes. Offsets and indices are int64. Degrees and the GCN normaliz
 
 from __future__ import annotations
 
+import os
+import pickle
+
 import torch
 
 from . import _native
 
-__all__ = ["Graph", "HUB_DEGREE"]
+__all__ = ["Graph", "HUB_DEGREE", "planetoid_edge_index"]
 
 # Rows with at least this many edges are "hubs": the kernels split them over feature blocks (CPU)
 # or a whole thread block (CUDA) instead of giving them to one thread / one warp.
@@ -198,3 +201,40 @@ class Graph:
     def __repr__(self):
         return (f"Graph(num_nodes={self.num_nodes}, num_edges={self.num_edges}, "
                 f"device={self.col.device}, weighted={self.edge_weight is not None})")
+
+
+class _AdjacencyUnpickler(pickle.Unpickler):
+    """Planetoid's ``ind.<name>.graph`` is a pickled dict node -> neighbour list; nothing else
+    is allowed to load (a pickle can name any callable)."""
+
+    _ALLOWED = {("collections", "defaultdict")} | {(module, name) for module in ("builtins", "__builtin__")
+                                                     for name in ("dict", "list", "int", "long", "set")}
+
+    def find_class(self, module, name):
+        if (module, name) in self._ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"ind.<name>.graph may only hold dicts and lists, found {module}.{name}")
+
+
+def planetoid_edge_index(root, name):
+    """(edge_index [2, E] int64, num_nodes) of a Planetoid citation graph (``name``: "cora",
+    "citeseer" or "pubmed") from ``root``/ind.<name>.graph, as PyG's ``Planetoid`` builds it:
+    both directions of every link, self loops and duplicates removed, sorted by (source,
+    target). Cora: 2708 nodes, 10556 edges. Only the graph file is read (no scipy needed)."""
+    if not isinstance(name, str) or name.lower() not in ("cora", "citeseer", "pubmed"):
+        raise ValueError(f"name must be 'cora', 'citeseer' or 'pubmed', got {name!r}")
+    path = os.path.join(os.fspath(root), f"ind.{name.lower()}.graph")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"root has no {os.path.basename(path)}: {path}")
+    with open(path, "rb") as f:
+        adjacency = _AdjacencyUnpickler(f, encoding="latin1").load()
+    if not isinstance(adjacency, dict):
+        raise ValueError(f"{path} must hold a dict node -> neighbours, got {type(adjacency).__name__}")
+    pairs = [(int(s), int(d)) for s, nbrs in adjacency.items() for d in nbrs]
+    num_nodes = max((max(s, d) for s, d in pairs), default=-1) + 1
+    num_nodes = max(num_nodes, max((int(k) for k in adjacency), default=-1) + 1)
+    edges = torch.tensor(pairs, dtype=torch.int64).reshape(-1, 2).t()
+    edges = torch.cat([edges, edges.flip(0)], dim=1)
+    edges = edges[:, edges[0] != edges[1]]
+    keys = torch.unique(edges[0] * num_nodes + edges[1])  # sorted, no duplicates
+    return torch.stack([keys // num_nodes, keys % num_nodes]), num_nodes

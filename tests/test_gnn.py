@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import sslfast
-from sslfast.graph import HUB_DEGREE, Graph
+from sslfast.graph import HUB_DEGREE, Graph, planetoid_edge_index
 from sslfast.reference import gnn as reference
 
 from sslfast.ops import gnn as gnn_ops
@@ -286,14 +286,10 @@ def test_gcn_aggregate_matches_pyg_formula():
 @pytest.mark.skipif(not os.path.exists(os.path.join(PLANETOID, "ind.cora.graph")), reason="no Planetoid data")
 @pytest.mark.parametrize("backend", FAST_BACKENDS)
 def test_cora_gcn_aggregate_and_mean(backend):
-    with open(os.path.join(PLANETOID, "ind.cora.graph"), "rb") as f:
-        adjacency = pickle.load(f, encoding="latin1")
-    pairs = sorted({(int(s), int(d)) for s, nbrs in adjacency.items() for d in nbrs if int(s) != int(d)})
-    edge_index = torch.tensor(pairs, device=DEVICE).t().contiguous()
-    edge_index = torch.cat([edge_index, edge_index.flip(0)], dim=1).unique(dim=1)  # undirected
-    n = 2708
+    edge_index, n = planetoid_edge_index(PLANETOID, "cora")
+    edge_index = edge_index.to(DEVICE)
     g = Graph.from_edge_index(edge_index, n)
-    assert g.num_edges == 10556  # PyG's Cora
+    assert (n, g.num_edges) == (2708, 10556)  # PyG's Cora
     x = randn(n, 64, dtype=torch.float32, seed=33)
     got, (got_grad,) = outputs_and_grads(lambda a, _: sslfast.gcn_aggregate(g, a), x, None, backend)
     want, (want_grad,) = outputs_and_grads(lambda a, _: reference.gcn_aggregate(edge_index, a.double(), True,
@@ -302,6 +298,35 @@ def test_cora_gcn_aggregate_and_mean(backend):
     torch.testing.assert_close(got_grad.double(), want_grad.double(), rtol=1e-5, atol=1e-5)
     with sslfast.use_backend(backend):
         torch.testing.assert_close(sslfast.spmm(g, x, "mean"), reference.spmm(edge_index, x, "mean"))
+
+
+@pytest.mark.skipif(not os.path.exists(os.path.join(PLANETOID, "ind.citeseer.graph")), reason="no Planetoid data")
+def test_planetoid_edge_index_matches_pyg():
+    """PyG's counts (Cora 2708 / 10556, CiteSeer 3327 / 9104), each link both ways, no self
+    loops, no duplicates, sorted by (source, target); built here from the raw pickle."""
+    for name, nodes, edges in (("cora", 2708, 10556), ("CiteSeer", 3327, 9104)):
+        edge_index, n = planetoid_edge_index(PLANETOID, name)
+        assert (n, edge_index.shape[1], edge_index.dtype) == (nodes, edges, torch.int64)
+        with open(os.path.join(PLANETOID, f"ind.{name.lower()}.graph"), "rb") as f:
+            adjacency = pickle.load(f, encoding="latin1")
+        links = {(int(s), int(d)) for s, nbrs in adjacency.items() for d in nbrs if int(s) != int(d)}
+        want = sorted(links | {(d, s) for s, d in links})
+        assert edge_index.t().tolist() == [list(p) for p in want]
+
+
+def test_planetoid_edge_index_bad_input(tmp_path):
+    with pytest.raises(ValueError, match="name must be"):
+        planetoid_edge_index(tmp_path, "reddit")
+    with pytest.raises(FileNotFoundError, match="ind.cora.graph"):
+        planetoid_edge_index(tmp_path, "cora")
+    with open(tmp_path / "ind.cora.graph", "wb") as f:  # a pickle that would run a command
+        pickle.dump(os.system, f)
+    with pytest.raises(pickle.UnpicklingError, match="only hold dicts and lists"):
+        planetoid_edge_index(tmp_path, "cora")
+    with open(tmp_path / "ind.cora.graph", "wb") as f:
+        pickle.dump({0: [1, 2], 3: []}, f, protocol=2)
+    edge_index, n = planetoid_edge_index(tmp_path, "cora")
+    assert n == 4 and edge_index.tolist() == [[0, 0, 1, 2], [1, 2, 0, 0]]
 
 
 # ---------------------------------------------------------------- autograd, registration

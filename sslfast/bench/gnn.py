@@ -15,16 +15,23 @@ Byte models (float32, F features, N nodes, E edges, s bytes per value), forward:
 Forward+backward counts the forward twice (the backward is the same traffic over the transpose).
 The graph is built once per case (``Graph.from_edge_index``), outside the timed region, as a
 training loop does.
+
+Real graphs: when the Planetoid files are found (``$SSLFAST_PLANETOID``, else
+``shared/data/planetoid`` beside the checkout or inside it), the full sets add Cora and CiteSeer
+(PyG's edges, random features) at the sizes the papers train: GCN hidden 16, GAT 8 heads x 8,
+spmm at 64 features. Small graphs: these cases measure per-call overhead as much as kernels.
 """
 
 from __future__ import annotations
 
+import os
 import warnings
+from pathlib import Path
 
 import torch
 
 import sslfast
-from sslfast.graph import Graph
+from sslfast.graph import Graph, planetoid_edge_index
 from sslfast.ops import gnn as ops
 from sslfast.reference import gnn as reference
 
@@ -38,10 +45,29 @@ MODEL_NOTE = ("gnn: GB/s against the per-edge byte model (each gathered row once
 _GRAPHS: dict = {}
 
 
+PLANETOID = ("cora", "citeseer")
+
+
+def planetoid_root():
+    """The folder holding ind.<name>.graph, or None (the cases are then left out)."""
+    checkout = Path(__file__).resolve().parents[2]
+    for root in (os.environ.get("SSLFAST_PLANETOID"), checkout.parent / "shared" / "data" / "planetoid",
+                 checkout / "shared" / "data" / "planetoid"):
+        if root and all(os.path.exists(os.path.join(root, f"ind.{name}.graph")) for name in PLANETOID):
+            return str(root)
+    return None
+
+
 def make_edges(n: int, e: int, kind: str, seed: int = SEED) -> torch.Tensor:
     """``random``: uniform sources and targets. ``power_law``: targets drawn with density
     ~ u^2.5 over a fixed node permutation (the top node gets ~ E * N^-0.4 in-edges, > 10k at
-    N = 100k, E = 1M), sources uniform."""
+    N = 100k, E = 1M), sources uniform. ``cora`` / ``citeseer``: the real graph (n, e must
+    match it)."""
+    if kind in PLANETOID:
+        edge_index, nodes = planetoid_edge_index(planetoid_root(), kind)
+        if (nodes, edge_index.shape[1]) != (n, e):
+            raise ValueError(f"{kind} has N={nodes} E={edge_index.shape[1]}, the case says N={n} E={e}")
+        return edge_index
     g = torch.Generator().manual_seed(seed)
     src = torch.randint(0, n, (e,), generator=g)
     if kind == "random":
@@ -166,7 +192,7 @@ def cases(ctx: Context) -> list:
         out = [spmm_case(**big, headline=True), spmm_case(**big, kind="power_law"),
                spmm_case(**huge, kind="power_law"), gcn_case(**huge, kind="power_law"),
                spmm_case(**big, reduce="max"), graph_build_case(1_000_000, 10_000_000, "power_law")]
-        return out[:3] if ctx.sizes == "quick" else out
+        return out[:3] if ctx.sizes == "quick" else out + planetoid_cases()
     if ctx.sizes == "quick":
         return [spmm_case(**big, modes=("fwd",), headline=True), gcn_case(**big, modes=("fwd+bwd",)),
                 graph_build_case(**big_graph)]
@@ -179,4 +205,16 @@ def cases(ctx: Context) -> list:
             spmm_case(10_000, 100_000, 256, kind="power_law", **fwd),
             spmm_case(1_000_000, 10_000_000, 16, **fwd), spmm_case(1_000_000, 10_000_000, 16, "power_law", **fwd),
             gat_case(50_000, 500_000, 4, 32),
-            graph_build_case(**big_graph), graph_build_case(1_000_000, 10_000_000, "power_law")]
+            graph_build_case(**big_graph), graph_build_case(1_000_000, 10_000_000, "power_law")] + planetoid_cases()
+
+
+def planetoid_cases() -> list:
+    """Cora / CiteSeer at the papers' sizes (full sets only; none when the data is absent)."""
+    if planetoid_root() is None:
+        return []
+    sizes = {}
+    for name in PLANETOID:
+        edge_index, n = planetoid_edge_index(planetoid_root(), name)
+        sizes[name] = dict(n=n, e=edge_index.shape[1], kind=name)
+    return [spmm_case(**sizes["cora"], f=64), gcn_case(**sizes["cora"], f=16, modes=("fwd+bwd",)),
+            gat_case(**sizes["cora"], heads=8, f=8), gcn_case(**sizes["citeseer"], f=16, modes=("fwd+bwd",))]
