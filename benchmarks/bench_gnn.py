@@ -24,7 +24,7 @@ CASES = {
     "gcn_aggregate": lambda: cases.gcn_case(20_000, 200_000, 64),
     "gat_aggregate": lambda: cases.gat_case(10_000, 100_000, 4, 16),
 }
-if cases.planetoid_root() is not None:  # the real graph, when ../shared/data/planetoid is there
+if cases.planetoid_root("cora") is not None:  # the real graph, when ../shared/data/planetoid is there
     CASES["gcn_aggregate_cora"] = lambda: cases.gcn_case(2708, 10556, 16, kind="cora")
 
 

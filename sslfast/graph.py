@@ -207,22 +207,28 @@ class _AdjacencyUnpickler(pickle.Unpickler):
     """Planetoid's ``ind.<name>.graph`` is a pickled dict node -> neighbour list; nothing else
     is allowed to load (a pickle can name any callable)."""
 
-    _ALLOWED = {("collections", "defaultdict")} | {(module, name) for module in ("builtins", "__builtin__")
-                                                     for name in ("dict", "list", "int", "long", "set")}
+    _ALLOWED = {("collections", "defaultdict"), ("builtins", "dict"), ("builtins", "list"),
+                ("__builtin__", "dict"), ("__builtin__", "list")}  # Python 2 pickles name __builtin__
 
     def find_class(self, module, name):
         if (module, name) in self._ALLOWED:
             return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"ind.<name>.graph may only hold dicts and lists, found {module}.{name}")
+        raise pickle.UnpicklingError(f"ind.<name>.graph may only hold dicts (defaultdict) and lists, "
+                                     f"found {module}.{name}")
 
 
-def planetoid_edge_index(root, name):
+def planetoid_edge_index(root, name, num_nodes=None):
     """(edge_index [2, E] int64, num_nodes) of a Planetoid citation graph (``name``: "cora",
-    "citeseer" or "pubmed") from ``root``/ind.<name>.graph, as PyG's ``Planetoid`` builds it:
-    both directions of every link, self loops and duplicates removed, sorted by (source,
-    target). Cora: 2708 nodes, 10556 edges. Only the graph file is read (no scipy needed)."""
+    "citeseer" or "pubmed") from ``root``/ind.<name>.graph: PyG's ``Planetoid`` edge set, every
+    link in both directions (the raw dicts list both; the reverse is added anyway), self loops
+    and duplicates removed, sorted by (source, target). Cora: 2708 nodes, 10556 edges;
+    CiteSeer: 3327, 9104. Only the graph file is read (no scipy needed), so ``num_nodes``
+    defaults to the largest node id in it + 1; pass PyG's count (from the label arrays) for a
+    copy whose last nodes are isolated and absent from the dict."""
     if not isinstance(name, str) or name.lower() not in ("cora", "citeseer", "pubmed"):
         raise ValueError(f"name must be 'cora', 'citeseer' or 'pubmed', got {name!r}")
+    if num_nodes is not None and (isinstance(num_nodes, bool) or not isinstance(num_nodes, int) or num_nodes < 0):
+        raise ValueError(f"num_nodes must be None or an int >= 0, got {num_nodes!r}")
     path = os.path.join(os.fspath(root), f"ind.{name.lower()}.graph")
     if not os.path.exists(path):
         raise FileNotFoundError(f"root has no {os.path.basename(path)}: {path}")
@@ -231,8 +237,11 @@ def planetoid_edge_index(root, name):
     if not isinstance(adjacency, dict):
         raise ValueError(f"{path} must hold a dict node -> neighbours, got {type(adjacency).__name__}")
     pairs = [(int(s), int(d)) for s, nbrs in adjacency.items() for d in nbrs]
-    num_nodes = max((max(s, d) for s, d in pairs), default=-1) + 1
-    num_nodes = max(num_nodes, max((int(k) for k in adjacency), default=-1) + 1)
+    largest = max(max((max(s, d) for s, d in pairs), default=-1), max((int(k) for k in adjacency), default=-1))
+    if num_nodes is None:
+        num_nodes = largest + 1
+    elif num_nodes <= largest:
+        raise ValueError(f"num_nodes must exceed the largest node id {largest} of {path}, got {num_nodes}")
     edges = torch.tensor(pairs, dtype=torch.int64).reshape(-1, 2).t()
     edges = torch.cat([edges, edges.flip(0)], dim=1)
     edges = edges[:, edges[0] != edges[1]]

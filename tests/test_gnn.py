@@ -2,6 +2,7 @@
 on every runnable backend vs the float64 eager reference (index_add / scatter_reduce, PyG
 conventions), gradients, gradcheck, opcheck, compile, determinism, hubs, Cora, bad input."""
 
+import collections
 import os
 import pickle
 
@@ -212,8 +213,9 @@ def test_spmm_max_min_nan_ties_and_infinities(backend, dtype, features):
         "max": [(1.0, 1), (nan, 1), (nan, 2), (-inf, 1), (inf, 1)],
         "min": [(0.0, 3), (nan, 1), (nan, 2), (-inf, 1), (inf, 1)],
     }
-    # The second upstream gradient puts NaN / inf / -inf in row 0 and NaN in the rows without
-    # in-edges: each must reach only the winning source of its column, never another lane.
+    # The second upstream gradient puts NaN / inf / -inf in row 0 (the only row with in-edges, so
+    # the only one the backward reads): each must reach only the winning source of its column,
+    # never the lanes of the other sources.
     special = torch.full((5, features), nan, dtype=torch.float64)
     special[0] = torch.tensor([nan, inf, -inf, 3.0]).repeat((features + 3) // 4)[:features]
     for reduce, per_col in expected.items():
@@ -321,12 +323,17 @@ def test_planetoid_edge_index_bad_input(tmp_path):
         planetoid_edge_index(tmp_path, "cora")
     with open(tmp_path / "ind.cora.graph", "wb") as f:  # a pickle that would run a command
         pickle.dump(os.system, f)
-    with pytest.raises(pickle.UnpicklingError, match="only hold dicts and lists"):
+    with pytest.raises(pickle.UnpicklingError, match=r"only hold dicts \(defaultdict\) and lists"):
         planetoid_edge_index(tmp_path, "cora")
-    with open(tmp_path / "ind.cora.graph", "wb") as f:
-        pickle.dump({0: [1, 2], 3: []}, f, protocol=2)
+    with open(tmp_path / "ind.cora.graph", "wb") as f:  # as Planetoid's: defaultdict(list), Python 2 names
+        data = pickle.dumps(collections.defaultdict(list, {0: [1, 2], 3: [3]}), protocol=2)
+        assert b"c__builtin__\nlist" in data and b"ccollections\ndefaultdict" in data
+        f.write(data)
     edge_index, n = planetoid_edge_index(tmp_path, "cora")
-    assert n == 4 and edge_index.tolist() == [[0, 0, 1, 2], [1, 2, 0, 0]]
+    assert n == 4 and edge_index.tolist() == [[0, 0, 1, 2], [1, 2, 0, 0]]  # both ways, no loop
+    assert planetoid_edge_index(tmp_path, "cora", num_nodes=6)[1] == 6  # trailing isolated nodes
+    with pytest.raises(ValueError, match="num_nodes must exceed the largest node id 3"):
+        planetoid_edge_index(tmp_path, "cora", num_nodes=3)
 
 
 # ---------------------------------------------------------------- autograd, registration
