@@ -205,7 +205,8 @@ def negative_sampling(edge_index, num_nodes, num_neg, generator=None):
 def gat_aggregate(graph, h, alpha_src, alpha_dst, negative_slope=0.2):
     """Fused GAT aggregation (PyG ``GATConv`` propagate without dropout): for h [N, H, F],
     out[i, k] = sum over in-edges j -> i of softmax_i(leaky_relu(alpha_src[j, k] + alpha_dst[i, k],
-    negative_slope)) * h[j, k]. One pass per row with an online softmax; extra memory O(N * H);
+    negative_slope)) * h[j, k]. h is read once per edge (CUDA: an online softmax; CPU: the row's
+    scores and their maximum first); extra memory O(N * H);
     backward recomputes the edge probabilities. Rows without in-edges are 0 (add self loops to
     the graph for PyG's default)."""
     graph = as_graph(graph, num_nodes=h.shape[0] if isinstance(h, torch.Tensor) and h.dim() == 3 else None)
