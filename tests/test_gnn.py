@@ -652,6 +652,47 @@ def test_gat_aggregate_float32_matches_float64_reference(backend, heads, feature
 
 
 @pytest.mark.parametrize("backend", FAST_BACKENDS)
+def test_gat_aggregate_hub_heads_split_by_thread_count_stays_bitwise(backend):
+    """65 heads: a hub row's heads run as one block of 65 on one thread, as blocks of 64 + 1 on
+    two. Every float32 exp must take the same path either way (no position-dependent tail)."""
+    n = 3000  # 8 hubs with different last-chunk sizes, so many elements sit in a vector's tail
+    targets = torch.cat([torch.full((HUB_DEGREE + 37 * k + 3,), k) for k in range(8)])
+    sources = torch.randint(0, n, targets.shape, generator=gen(174))
+    edge_index = torch.stack([sources, targets]).to(DEVICE)
+    g = Graph.from_edge_index(edge_index, n)
+    assert g.hub_rows.numel() == 8
+    inputs = gat_inputs(n, 65, 2, dtype=torch.float32, seed=175)
+    threads = torch.get_num_threads()
+    runs = []
+    try:
+        for count in (1, 2):
+            torch.set_num_threads(count)
+            runs.append(outputs_and_grads(lambda a, _: sslfast.gat_aggregate(g, a, *inputs[1:]), inputs[0], None,
+                                          backend))
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(runs[0][0], runs[1][0]) and torch.equal(runs[0][1][0], runs[1][1][0])
+
+
+@pytest.mark.parametrize("backend", FAST_BACKENDS)
+def test_gat_aggregate_nan_score_gives_nan_row(backend):
+    """A NaN attention logit makes the softmax of every row it enters NaN at that head (as the
+    reference does), in float32 too, where the scores go through the vectorized exp."""
+    edge_index, n = random_edges(40, 400, seed=176), 40
+    g = Graph.from_edge_index(edge_index, n)
+    h, a_src, a_dst = gat_inputs(n, 8, 4, dtype=torch.float32, seed=177)
+    a_src = a_src.clone()
+    a_src[5, 3] = float("nan")
+    with sslfast.use_backend(backend):
+        got = sslfast.gat_aggregate(g, h, a_src, a_dst)
+    want = reference.gat_aggregate(edge_index, h.double(), a_src.double(), a_dst.double(), 0.2)
+    hit = torch.zeros(n, dtype=torch.bool, device=DEVICE)
+    hit[edge_index[1][edge_index[0] == 5]] = True
+    assert hit.any() and torch.isnan(got[hit][:, 3]).all() and not torch.isnan(got[~hit]).any()
+    torch.testing.assert_close(got.double(), want, equal_nan=True, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("backend", FAST_BACKENDS)
 def test_gat_aggregate_gradcheck_opcheck_compile_determinism(backend):
     edge_index, n = special_edges()
     g = Graph.from_edge_index(edge_index, n)

@@ -696,16 +696,21 @@ inline T dot8(const T* __restrict a, const T* __restrict b, int64_t n) {
   return acc;
 }
 
-// v[0, n) = exp(v[0, n)): float lanes through exp8 where AVX2 is compiled in, the rest std::exp.
-// Which elements take which path depends only on n, so results are deterministic.
+// v[0, n) = exp(v[0, n)). float with AVX2: every element through exp8, the last partial vector
+// padded (v must hold exp_capacity(n) values), so an element's result never depends on where
+// it falls (hub rows split their heads by thread count); otherwise std::exp.
+inline int64_t exp_capacity(int64_t n) { return (n + 7) / 8 * 8; }
+
 template <typename T>
 inline void exp_inplace(T* v, int64_t n) {
-  int64_t c = 0;
 #ifdef __AVX2__
-  if constexpr (std::is_same_v<T, float>)
-    for (; c + 8 <= n; c += 8) _mm256_storeu_ps(v + c, exp8(_mm256_loadu_ps(v + c)));
+  if constexpr (std::is_same_v<T, float>) {
+    for (int64_t c = n; c < exp_capacity(n); ++c) v[c] = 0.0f;
+    for (int64_t c = 0; c < n; c += 8) _mm256_storeu_ps(v + c, exp8(_mm256_loadu_ps(v + c)));
+    return;
+  }
 #endif
-  for (; c < n; ++c) v[c] = std::exp(v[c]);
+  for (int64_t c = 0; c < n; ++c) v[c] = std::exp(v[c]);
 }
 
 // A thread's scratch of at least `size` values (grown, never shrunk; one per thread).
@@ -725,9 +730,10 @@ void gat_forward(const int64_t* ptr, const int64_t* idx, const T* x, const T* a_
   const int64_t width = heads * features;
   for_rows(ptr, n, heads, hubs, [&](int64_t i, int64_t h0, int64_t h1) {
     const int64_t nh = h1 - h0, begin = ptr[i], deg = ptr[i + 1] - begin;
-    T* __restrict row_max = gat_scratch<T>((kGatChunk + 2) * nh);
-    T* __restrict row_sum = row_max + nh;
-    T* __restrict prob = row_sum + nh;  // [chunk, nh]
+    T* scratch = gat_scratch<T>(2 * nh + exp_capacity(kGatChunk * nh));
+    T* __restrict row_max = scratch;
+    T* __restrict row_sum = scratch + nh;
+    T* __restrict prob = scratch + 2 * nh;  // [chunk, nh]
     const int64_t* __restrict nbr = idx + begin;
     const T* __restrict src = a_src + h0;  // src[j * heads + h]
     const T* __restrict dst = a_dst + i * heads + h0;
@@ -737,7 +743,7 @@ void gat_forward(const int64_t* ptr, const int64_t* idx, const T* x, const T* a_
       if (j < 0 || j >= n) continue;  // validated in Python; never read out of bounds
       for (int64_t h = 0; h < nh; ++h) {
         const T e = leaky(src[j * heads + h] + dst[h], slope);
-        row_max[h] = e > row_max[h] ? e : row_max[h];  // a NaN score is skipped here, poisons the sum below
+        row_max[h] = e > row_max[h] ? e : row_max[h];  // a NaN score is skipped here; its exp (NaN) poisons the sum
       }
     }
     for (int64_t h = 0; h < nh; ++h) row_sum[h] = T(0);
@@ -860,8 +866,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gat_aggregate_bwd(
       const int64_t nh = h1 - h0, begin = ptr[i], deg = ptr[i + 1] - begin;
       for (int64_t h = h0; h < h1; ++h)
         pd[i * heads + h] = dot(pg + i * width + h * features, po + i * width + h * features);
-      T* __restrict acc = gat_scratch<T>((kGatChunk + 1) * nh);
-      T* __restrict prob = acc + nh;
+      T* scratch = gat_scratch<T>(nh + exp_capacity(kGatChunk * nh));
+      T* __restrict acc = scratch;
+      T* __restrict prob = scratch + nh;
       for (int64_t h = 0; h < nh; ++h) acc[h] = T(0);
       for (int64_t c0 = 0; c0 < deg; c0 += kGatChunk) {
         const int64_t count = std::min(kGatChunk, deg - c0);
@@ -879,8 +886,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gat_aggregate_bwd(
     const int64_t* ridx = row.data_ptr<int64_t>();
     for_rows(cptr, n, heads, hub_cols, [&](int64_t j, int64_t h0, int64_t h1) {
       const int64_t nh = h1 - h0, begin = cptr[j], deg = cptr[j + 1] - begin;
-      T* __restrict acc = gat_scratch<T>((kGatChunk + 1) * nh);
-      T* __restrict prob = acc + nh;
+      T* scratch = gat_scratch<T>(nh + exp_capacity(kGatChunk * nh));
+      T* __restrict acc = scratch;
+      T* __restrict prob = scratch + nh;
       for (int64_t h = 0; h < nh; ++h) {
         acc[h] = T(0);
         T* __restrict gxh = gx + j * width + (h0 + h) * features;

@@ -82,6 +82,7 @@ constexpr T neg_inf() {
 // Cephes expf on 8 lanes (rel. error ~2 ulp). Below -87.3 it flushes to exactly 0, so masked
 // (-inf) entries contribute nothing; NaN stays NaN.
 inline __m256 exp8(__m256 x) {
+  const __m256 input = x;  // the clamps below turn NaN into 88.38 (min_ps returns its 2nd operand)
   const __m256 is_nan = _mm256_cmp_ps(x, x, _CMP_UNORD_Q);
   const __m256 underflow = _mm256_cmp_ps(x, _mm256_set1_ps(-87.3365478515625f), _CMP_LT_OQ);
   x = _mm256_min_ps(x, _mm256_set1_ps(88.3762626647949f));
@@ -99,7 +100,7 @@ inline __m256 exp8(__m256 x) {
   const __m256i pow2 = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvttps_epi32(fx), _mm256_set1_epi32(127)), 23);
   y = _mm256_mul_ps(y, _mm256_castsi256_ps(pow2));
   y = _mm256_andnot_ps(underflow, y);
-  return _mm256_blendv_ps(y, x, is_nan);
+  return _mm256_blendv_ps(y, input, is_nan);
 }
 
 // Cephes logf on 8 lanes for positive, finite x.
