@@ -316,10 +316,9 @@ void extreme_rows(const int64_t* ptr, const int64_t* idx, const T* weight, const
 // lane width and blend by bits.
 typedef int64_t Long4 __attribute__((vector_size(32)));
 typedef int32_t Int8 __attribute__((vector_size(32)));
-
-// all-ones lanes where a[0..kLanes) == k, in T's lane width (float: 8 x int32, double: 4 x int64)
 typedef int32_t Int4 __attribute__((vector_size(16)));
 
+// all-ones lanes where a[0..kLanes) == k, in T's lane width (float: 8 x int32, double: 4 x int64)
 template <typename T>
 inline auto match_mask(const int64_t* __restrict a, int64_t k) {
   const Long4 key = Long4{} + k;
