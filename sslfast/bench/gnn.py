@@ -24,6 +24,7 @@ spmm at 64 features. Small graphs: these cases measure per-call overhead as much
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from pathlib import Path
@@ -58,13 +59,20 @@ def planetoid_root(name="cora"):
     return None
 
 
+@functools.lru_cache(maxsize=None)
+def _planetoid(name):
+    """(edge_index, num_nodes), read once per process: the case list sizes the cases from it and
+    each case's graph is built from it."""
+    return planetoid_edge_index(planetoid_root(name), name)
+
+
 def make_edges(n: int, e: int, kind: str, seed: int = SEED) -> torch.Tensor:
     """``random``: uniform sources and targets. ``power_law``: targets drawn with density
     ~ u^2.5 over a fixed node permutation (the top node gets ~ E * N^-0.4 in-edges, > 10k at
     N = 100k, E = 1M), sources uniform. ``cora`` / ``citeseer``: the real graph (n, e must
     match it)."""
     if kind in PLANETOID:
-        edge_index, nodes = planetoid_edge_index(planetoid_root(kind), kind)
+        edge_index, nodes = _planetoid(kind)
         if (nodes, edge_index.shape[1]) != (n, e):
             raise ValueError(f"{kind} has N={nodes} E={edge_index.shape[1]}, the case says N={n} E={e}")
         return edge_index
@@ -214,7 +222,7 @@ def planetoid_cases() -> list:
     for name in PLANETOID:
         if planetoid_root(name) is None:
             continue
-        edge_index, n = planetoid_edge_index(planetoid_root(name), name)
+        edge_index, n = _planetoid(name)
         size = dict(n=n, e=edge_index.shape[1], kind=name)
         if name == "cora":
             out += [spmm_case(**size, f=64), gcn_case(**size, f=16, modes=("fwd+bwd",)),
