@@ -3,16 +3,20 @@
 // gradient (also SDDMM's forward), and the fused GAT aggregation (online softmax) + its backward.
 // Math: sslfast/reference/gnn.py; contract: kernels/spmm.h. Plain CUDA, no torch headers.
 //
-// Layout: one warp per destination row, lanes across features with 16-byte vector loads when
-// the feature count and pointers allow; the warp loads 32 (index, coefficient) pairs at once and
-// broadcasts them with shuffles. Rows of degree >= kHubDegree get a whole block (8 warps take
-// every 8th edge; the 8 partial sums are added in warp order through shared memory), so a
-// power-law hub does not serialize one warp. Every output element has one writer and a fixed
-// summation order: bitwise deterministic, no atomics. Half types accumulate in float32.
+// Layout: one warp per destination row, lanes across features with 16- or 8-byte vector loads when
+// the feature count and pointers allow; the warp loads 32 (index, coefficient) pairs at once,
+// broadcasts them with shuffles and keeps 4 gathers in flight per lane. Rows of degree >=
+// kHubDegree get a whole block per feature tile in the same launch (8 warps take contiguous
+// ranges of about an eighth of the edges each; the 8 partial sums are added in warp order through
+// shared memory), so a power-law hub does not serialize one warp. Every output element has one
+// writer (a hub listed twice: two writers of the same bits) and a fixed summation order: bitwise
+// deterministic, no atomics. Half types accumulate in float32.
 #include "spmm.h"
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+
+#include <type_traits>
 
 namespace sslfast::cuda {
 namespace {
@@ -21,6 +25,8 @@ constexpr int kWarp = 32;
 constexpr int kThreads = 256;
 constexpr int kHubWarps = kThreads / kWarp;
 constexpr unsigned kFullMask = 0xffffffffu;
+constexpr int kUnroll = 4;  // gathers in flight per lane in the row sum (sum_edges)
+static_assert(kWarp % kUnroll == 0, "sum_edges reads shuffle lanes t0 + u < kWarp");
 
 template <typename T> struct AccOf { using type = float; };
 template <> struct AccOf<double> { using type = double; };
@@ -86,86 +92,126 @@ __device__ __forceinline__ void load_pack(const T* src, typename AccOf<T>::type*
   for (int v = 0; v < V; ++v) dst[v] = to_acc(pack.v[v]);
 }
 
-// One warp per row (rows of degree >= kHubDegree are left to row_sum_hub_kernel).
+// acc = the sum of the edges [kbegin, kend) of one row, in edge order, at this lane's V features
+// f0 = base + lane * V of the feature tile at base; returns whether the lane has features there
+// (V > 1 only when features % V == 0). The warp loads 32 (index, coefficient) pairs at once and broadcasts them with shuffles,
+// then issues kUnroll gathers before their FMAs, so a long row keeps kUnroll loads in flight per
+// lane instead of one (the one-load loop ran power-law graphs at 0.23x cuSPARSE on an H100, which
+// benchmarks/NOTES.md estimates to be the latency of one gather per edge). The order of the FMAs
+// is the edge order whatever kUnroll is.
 template <typename T, int V>
-__global__ void __launch_bounds__(kThreads) row_sum_kernel(RowSum<T> p) {
+__device__ __forceinline__ bool sum_edges(const RowSum<T>& p, int64_t kbegin, int64_t kend, int64_t base, int lane,
+                                          typename AccOf<T>::type* acc) {
   using A = typename AccOf<T>::type;
-  const int64_t r = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / kWarp;
+  const int64_t f0 = base + int64_t(lane) * V;
+  const bool active = f0 < p.features;
+#pragma unroll
+  for (int v = 0; v < V; ++v) acc[v] = A(0);
+  for (int64_t kb = kbegin; kb < kend; kb += kWarp) {
+    const int64_t k = kb + lane;
+    int64_t my_j = -1;  // lanes past kend and out-of-range indices stay -1: skipped below
+    A my_c = A(0);
+    if (k < kend) {
+      const int64_t j = p.idx[k];
+      if (j >= 0 && j < p.x_rows) {
+        my_j = j;
+        my_c = p.edge_coef(k, j);
+      }
+    }
+    const int n = int(kend - kb < kWarp ? kend - kb : kWarp);
+    for (int t0 = 0; t0 < n; t0 += kUnroll) {  // t0 + u <= 31: kWarp % kUnroll == 0
+      int64_t j[kUnroll];
+      A c[kUnroll];
+      Pack<T, V> xv[kUnroll];
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        j[u] = __shfl_sync(kFullMask, my_j, t0 + u);
+        c[u] = __shfl_sync(kFullMask, my_c, t0 + u);
+      }
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u)
+        if (j[u] >= 0 && active) xv[u] = *reinterpret_cast<const Pack<T, V>*>(p.x + j[u] * p.features + f0);
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        if (j[u] < 0 || !active) continue;
+#pragma unroll
+        for (int v = 0; v < V; ++v) acc[v] += c[u] * to_acc(xv[u].v[v]);
+      }
+    }
+  }
+  return active;
+}
+
+// Self loop, row coefficient, store: out[r, f0 .. f0 + V) from the row's edge sum.
+template <typename T, int V>
+__device__ __forceinline__ void finish_row(const RowSum<T>& p, int64_t r, int64_t f0,
+                                           typename AccOf<T>::type* acc) {
+  using A = typename AccOf<T>::type;
+  if (p.self_loops && r < p.x_rows) {
+    const A self_coef = p.nbr_coef(r);
+    A xv[V];
+    load_pack<T, V>(p.x + r * p.features + f0, xv);
+#pragma unroll
+    for (int v = 0; v < V; ++v) acc[v] += self_coef * xv[v];
+  }
+  const A rc = p.row_coef(r);
+  Pack<T, V> result;
+#pragma unroll
+  for (int v = 0; v < V; ++v) result.v[v] = from_acc<T>(rc * acc[v]);
+  *reinterpret_cast<Pack<T, V>*>(p.out + r * p.features + f0) = result;
+}
+
+// One feature tile [base, base + 32 V) of a hub row (degree >= kHubDegree) on a whole block: warp w
+// sums the w-th contiguous chunk of the edges (an eighth, rounded up to whole 32-edge batches), and
+// the 8 partial sums are added in warp order through shared memory: deterministic, no atomics.
+template <typename T, int V>
+__device__ __forceinline__ void hub_row(const RowSum<T>& p, int64_t r, int64_t base) {
+  using A = typename AccOf<T>::type;
+  __shared__ A partial[kHubWarps][kWarp * V];
+  const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
+  const int64_t begin = p.ptr[r], end = p.ptr[r + 1];
+  const int64_t chunk = ((end - begin + kHubWarps - 1) / kHubWarps + kWarp - 1) / kWarp * kWarp;
+  const int64_t kb = begin + warp * chunk < end ? begin + warp * chunk : end;
+  const int64_t ke = kb + chunk < end ? kb + chunk : end;
+  A acc[V];
+  const bool active = sum_edges<T, V>(p, kb, ke, base, lane, acc);
+#pragma unroll
+  for (int v = 0; v < V; ++v) partial[warp][lane * V + v] = acc[v];
+  __syncthreads();
+  if (warp != 0 || !active) return;
+#pragma unroll
+  for (int v = 0; v < V; ++v) {
+    A sum = A(0);
+#pragma unroll
+    for (int w = 0; w < kHubWarps; ++w) sum += partial[w][lane * V + v];
+    acc[v] = sum;
+  }
+  finish_row<T, V>(p, r, base + int64_t(lane) * V, acc);
+}
+
+// One launch for the whole row sum: blocks [0, hub_blocks) take one (hub row, feature tile) each
+// (first, so the long ones start early and overlap the rest); every later block takes kHubWarps
+// ordinary rows, one warp each (rows of degree >= kHubDegree are skipped there: they are the hub
+// blocks' work).
+template <typename T, int V>
+__global__ void __launch_bounds__(kThreads) row_sum_kernel(RowSum<T> p, const int64_t* hubs, int64_t hub_blocks) {
+  using A = typename AccOf<T>::type;
+  const int64_t tile_width = int64_t(kWarp) * V, tiles = (p.features + tile_width - 1) / tile_width;
+  if (int64_t(blockIdx.x) < hub_blocks) {  // block-uniform
+    const int64_t r = hubs[blockIdx.x / tiles];  // a listed row of lower degree is left to its warp
+    if (r >= 0 && r < p.rows && p.ptr[r + 1] - p.ptr[r] >= kHubDegree)
+      hub_row<T, V>(p, r, (blockIdx.x % tiles) * tile_width);
+    return;
+  }
+  const int64_t r = ((int64_t(blockIdx.x) - hub_blocks) * blockDim.x + threadIdx.x) / kWarp;
   const int lane = threadIdx.x % kWarp;
   if (r >= p.rows) return;  // warp-uniform
   const int64_t begin = p.ptr[r], end = p.ptr[r + 1];
   if (end - begin >= kHubDegree) return;
-  const A rc = p.row_coef(r);
-  const bool self = p.self_loops && r < p.x_rows;
-  const A self_coef = self ? p.nbr_coef(r) : A(0);
-  for (int64_t base = 0; base < p.features; base += int64_t(kWarp) * V) {
-    const int64_t f0 = base + int64_t(lane) * V;
-    const bool active = f0 < p.features;  // V > 1 only when features % V == 0
+  for (int64_t base = 0; base < p.features; base += tile_width) {
     A acc[V];
-#pragma unroll
-    for (int v = 0; v < V; ++v) acc[v] = A(0);
-    for (int64_t kb = begin; kb < end; kb += kWarp) {
-      const int64_t k = kb + lane;
-      int64_t my_j = -1;
-      A my_c = A(0);
-      if (k < end) {
-        const int64_t j = p.idx[k];
-        if (j >= 0 && j < p.x_rows) {
-          my_j = j;
-          my_c = p.edge_coef(k, j);
-        }
-      }
-      const int n = int(end - kb < kWarp ? end - kb : kWarp);
-      for (int t = 0; t < n; ++t) {
-        const int64_t j = __shfl_sync(kFullMask, my_j, t);
-        const A c = __shfl_sync(kFullMask, my_c, t);
-        if (j < 0 || !active) continue;
-        A xv[V];
-        load_pack<T, V>(p.x + j * p.features + f0, xv);
-#pragma unroll
-        for (int v = 0; v < V; ++v) acc[v] += c * xv[v];
-      }
-    }
-    if (!active) continue;
-    if (self) {
-      A xv[V];
-      load_pack<T, V>(p.x + r * p.features + f0, xv);
-#pragma unroll
-      for (int v = 0; v < V; ++v) acc[v] += self_coef * xv[v];
-    }
-    Pack<T, V> result;
-#pragma unroll
-    for (int v = 0; v < V; ++v) result.v[v] = from_acc<T>(rc * acc[v]);
-    *reinterpret_cast<Pack<T, V>*>(p.out + r * p.features + f0) = result;
+    if (sum_edges<T, V>(p, begin, end, base, lane, acc)) finish_row<T, V>(p, r, base + int64_t(lane) * V, acc);
   }
-}
-
-// One block per (hub row, 32-feature tile): warp w sums edges begin + w, begin + w + 8, ...;
-// the 8 partial sums are added in warp order (deterministic).
-template <typename T>
-__global__ void __launch_bounds__(kThreads) row_sum_hub_kernel(RowSum<T> p, const int64_t* hubs) {
-  using A = typename AccOf<T>::type;
-  __shared__ A partial[kHubWarps][kWarp];
-  const int64_t r = hubs[blockIdx.x];
-  if (r < 0 || r >= p.rows) return;  // block-uniform
-  const int warp = threadIdx.x / kWarp, lane = threadIdx.x % kWarp;
-  const int64_t f = int64_t(blockIdx.y) * kWarp + lane;
-  const bool active = f < p.features;
-  const int64_t begin = p.ptr[r], end = p.ptr[r + 1];
-  A acc = A(0);
-  for (int64_t k = begin + warp; k < end; k += kHubWarps) {
-    const int64_t j = p.idx[k];
-    if (j < 0 || j >= p.x_rows || !active) continue;
-    acc += p.edge_coef(k, j) * to_acc(p.x[j * p.features + f]);
-  }
-  partial[warp][lane] = acc;
-  __syncthreads();
-  if (warp != 0 || !active) return;
-  A sum = A(0);
-#pragma unroll
-  for (int w = 0; w < kHubWarps; ++w) sum += partial[w][lane];
-  if (p.self_loops && r < p.x_rows) sum += p.nbr_coef(r) * to_acc(p.x[r * p.features + f]);
-  p.out[r * p.features + f] = from_acc<T>(p.row_coef(r) * sum);
 }
 
 template <typename T, bool IsMax>
@@ -388,7 +434,7 @@ __global__ void __launch_bounds__(kThreads) gat_grad_src_kernel(const int64_t* c
 
 int64_t warp_blocks(int64_t rows) { return (rows * kWarp + kThreads - 1) / kThreads; }
 
-bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
+bool aligned(const void* p, uintptr_t bytes) { return (reinterpret_cast<uintptr_t>(p) & (bytes - 1)) == 0; }
 
 template <typename T>
 cudaError_t row_sum(const RowSumParams& q, cudaStream_t stream) {
@@ -397,17 +443,28 @@ cudaError_t row_sum(const RowSumParams& q, cudaStream_t stream) {
               q.nbr_mean_ptr, static_cast<const A*>(q.row_scale), q.row_mean, q.self_loops,
               static_cast<const T*>(q.x), static_cast<T*>(q.out), q.rows, q.x_rows, q.features};
   if (q.rows == 0 || q.features == 0) return cudaSuccess;
-  constexpr int V = int(16 / sizeof(T));
-  const bool vectorized = q.features % V == 0 && aligned16(q.x) && aligned16(q.out);
-  const dim3 grid(unsigned(warp_blocks(q.rows)));
-  if (vectorized)
-    row_sum_kernel<T, V><<<grid, kThreads, 0, stream>>>(p);
+  // Lanes across features with 16-byte loads, or 8-byte ones where those cover the features in one
+  // pass of the warp (F <= 32 * 8 / sizeof(T)): the same passes, all lanes busy, half the
+  // registers per lane. Scalar where the feature count or pointers allow neither.
+  constexpr int V16 = int(16 / sizeof(T)), V8 = int(8 / sizeof(T));
+  const auto fits = [&](int v, uintptr_t align) {
+    return q.features % v == 0 && aligned(q.x, align) && aligned(q.out, align);
+  };
+  const auto launch = [&](auto v) {
+    constexpr int kV = decltype(v)::value;
+    const int64_t tiles = (q.features + int64_t(kWarp) * kV - 1) / (int64_t(kWarp) * kV);
+    const int64_t hub_blocks = q.num_hubs * tiles;
+    row_sum_kernel<T, kV><<<dim3(unsigned(hub_blocks + warp_blocks(q.rows))), kThreads, 0, stream>>>(p, q.hubs,
+                                                                                                   hub_blocks);
+  };
+  if (fits(V8, 8) && q.features <= int64_t(kWarp) * V8)
+    launch(std::integral_constant<int, V8>{});
+  else if (fits(V16, 16))
+    launch(std::integral_constant<int, V16>{});
+  else if (fits(V8, 8))
+    launch(std::integral_constant<int, V8>{});
   else
-    row_sum_kernel<T, 1><<<grid, kThreads, 0, stream>>>(p);
-  if (q.num_hubs > 0) {
-    const dim3 hub_grid(unsigned(q.num_hubs), unsigned((q.features + kWarp - 1) / kWarp));
-    row_sum_hub_kernel<T><<<hub_grid, kThreads, 0, stream>>>(p, q.hubs);
-  }
+    launch(std::integral_constant<int, 1>{});
   return cudaGetLastError();
 }
 

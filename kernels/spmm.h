@@ -11,7 +11,8 @@ namespace sslfast::cuda {
 
 // Must equal sslfast.graph.HUB_DEGREE: rows with at least this many edges are listed in the
 // Graph's hub lists and run one thread block each (deterministic in-block reduction) instead of
-// one warp.
+// one warp. A listed row of lower degree still runs on its warp; an unlisted hub row is not
+// written (the Graph always lists them).
 constexpr int64_t kHubDegree = 2048;
 
 enum class DType : int { Float32 = 0, Float64 = 1, Float16 = 2, BFloat16 = 3 };

@@ -414,6 +414,52 @@ def test_fixed_width_feature_tiles(backend, features):
             torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
 
 
+def many_hubs_edges(n=3000, seed=176):
+    """8 hub rows (HUB_DEGREE exactly, then HUB_DEGREE + 37k + 3: splits into chunks that end
+    ragged), 6 long ordinary rows (300..1800 edges), 2 hub columns (nodes n - 1 and n - 2 send
+    HUB_DEGREE + 11 and + 300 edges), and random noise."""
+    g = gen(seed)
+    degrees = [HUB_DEGREE] + [HUB_DEGREE + 37 * k + 3 for k in range(1, 8)] + [300 * k for k in range(1, 7)]
+    targets = torch.cat([torch.full((d,), k) for k, d in enumerate(degrees)])
+    into = torch.stack([torch.randint(0, n, targets.shape, generator=g), targets])
+    out = [torch.stack([torch.full((d,), n - 1 - k), torch.randint(0, n, (d,), generator=g)])
+           for k, d in enumerate([HUB_DEGREE + 11, HUB_DEGREE + 300])]
+    noise = torch.randint(0, n, (2, 4 * n), generator=g)
+    return torch.cat([into, *out, noise], dim=1).to(DEVICE), n
+
+
+@pytest.mark.parametrize("backend", FAST_BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("features", [3, 64, 128, 264])
+def test_spmm_many_hubs_low_precision(backend, dtype, features):
+    """Low-precision inputs (fp32 accumulation) on rows split across workers: 8 hub rows, long
+    rows, hub columns; feature counts that pick each lane width on CUDA (scalar, 8-byte, 16-byte
+    loads). Forward (sum, mean, GCN) and, in float32, the x-gradient (the transpose, where the hub
+    columns are the long rows) vs float64 of the same inputs, within the dtype's rounding."""
+    edge_index, n = many_hubs_edges()
+    g = Graph.from_edge_index(edge_index, n)
+    assert g.hub_rows.numel() == 8 and g.hub_cols.numel() == 2
+    x = randn(n, features, dtype=dtype, seed=177, requires_grad=False)
+    w = randn(edge_index.shape[1], dtype=dtype, seed=178, requires_grad=False)
+    cases = [(lambda a, b: sslfast.spmm(g, a, "sum", b), lambda a, b: reference.spmm(edge_index, a, "sum", b)),
+             (lambda a, b: sslfast.spmm(g, a, "mean"), lambda a, b: reference.spmm(edge_index, a, "mean")),
+             (lambda a, b: sslfast.gcn_aggregate(g, a), lambda a, b: reference.gcn_aggregate(edge_index, a))]
+    # float32 sums of ~2k terms of size ~1; bf16: one rounding of the result (2^-9 relative)
+    rtol, atol_scale = (1e-5, 1e-5) if dtype == torch.float32 else (2 ** -8, 1e-4)
+    for fast, slow in cases:
+        if dtype == torch.float32:
+            got, (got_grad,) = outputs_and_grads(lambda a, _: fast(a, w), x, None, backend)
+            truth, (truth_grad,) = outputs_and_grads(lambda a, _: slow(a, w.double()), x.double(), None, "reference")
+            torch.testing.assert_close(got_grad.double(), truth_grad, rtol=rtol,
+                                       atol=atol_scale * truth_grad.abs().max().item())
+        else:
+            with sslfast.use_backend(backend):
+                got = fast(x, w)
+            truth = slow(x.double(), w.double())
+        assert got.dtype == dtype
+        torch.testing.assert_close(got.double(), truth, rtol=rtol, atol=atol_scale * truth.abs().max().item())
+
+
 @pytest.mark.parametrize("backend", FAST_BACKENDS)
 @pytest.mark.parametrize("reduce", ["sum", "max"])
 def test_deterministic_bitwise(backend, reduce):
