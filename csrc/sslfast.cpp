@@ -64,10 +64,12 @@ TORCH_LIBRARY(sslfast, m) {
   m.def("masked_patch_loss_bwd(Tensor grad_loss, Tensor pred, Tensor imgs, Tensor mask, int patch_size, "
         "bool norm_pix, bool l1) -> Tensor");
 
-  // GNN family (csrc/cpu/spmm.cpp; CUDA: csrc/cuda/spmm.cpp -> kernels/spmm.cu). The graph is a
-  // destination-sorted CSR plus its cached transpose (sslfast/graph.py); forward ops take the
-  // transpose too so that autograd can hand it to the backward op.
-  m.def("csr_by_key(Tensor keys, int num_nodes) -> (Tensor, Tensor)");
+  // GNN family (csrc/cpu/spmm.cpp, its construction csr_by_key in csrc/cpu/graph.cpp; CUDA:
+  // csrc/cuda/spmm.cpp -> kernels/spmm.cu). The graph is a destination-sorted CSR plus its cached
+  // transpose (sslfast/graph.py); forward ops take the transpose too so that autograd can hand it
+  // to the backward op.
+  m.def("csr_by_key(Tensor keys, int num_nodes, Tensor? values=None, bool inverse=False) "
+        "-> (Tensor, Tensor, Tensor, Tensor)");
   m.def("spmm_fwd(Tensor rowptr, Tensor col, Tensor colptr, Tensor row, Tensor csc_perm, "
         "Tensor hub_rows, Tensor hub_cols, Tensor? weight, Tensor x, str reduce) -> (Tensor, Tensor)");
   m.def("spmm_bwd(Tensor grad_out, Tensor rowptr, Tensor col, Tensor colptr, Tensor row, "

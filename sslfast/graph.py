@@ -34,14 +34,26 @@ def _offsets(keys: torch.Tensor, n: int) -> torch.Tensor:
     return ptr
 
 
-def _sort_by_key(keys: torch.Tensor, n: int):
-    """(offsets [n + 1], perm [E]): the stable sort of ``keys`` in [0, n) as CSR offsets and the
-    permutation (ties in input order). CPU: the C++ counting sort (O(E + n), the same result as
-    ``torch.sort(stable=True)``); elsewhere torch's sort."""
+def _sort_by_key(keys: torch.Tensor, n: int, values=None, inverse=False):
+    """(offsets [n + 1], perm [E], values[perm], inverse of perm): the stable sort of ``keys`` in
+    [0, n) as CSR offsets and the permutation (ties in input order); the last two are None unless
+    asked for. CPU: the C++ counting sort (O(E + n), the same result as
+    ``torch.sort(stable=True)``, the gather and the inverse written in its scatter pass);
+    elsewhere torch's sort."""
     if keys.device.type == "cpu" and _native.AVAILABLE:
-        return torch.ops.sslfast.csr_by_key(keys, n)
-    perm = torch.sort(keys, stable=True).indices if keys.numel() else keys.clone()
-    return _offsets(keys, n), perm
+        offsets, perm, sorted_values, inv = torch.ops.sslfast.csr_by_key(keys, n, values, inverse)
+    else:
+        offsets = _offsets(keys, n)
+        perm = torch.sort(keys, stable=True).indices if keys.numel() else keys.clone()
+        sorted_values = None if values is None else values[perm]
+        inv = _inverse(perm) if inverse else None
+    return offsets, perm, (sorted_values if values is not None else None), (inv if inverse else None)
+
+
+def _inverse(perm: torch.Tensor) -> torch.Tensor:
+    inv = torch.empty_like(perm)
+    inv[perm] = torch.arange(perm.numel(), device=perm.device)
+    return inv
 
 
 def _check_edge_index(edge_index, num_nodes):
@@ -73,7 +85,7 @@ class Graph:
     degree >= HUB_DEGREE), ``edge_weight`` (CSR order, or None), ``in_degree``, ``out_degree``.
     """
 
-    def __init__(self, rowptr, col, perm, num_nodes, edge_weight=None):
+    def __init__(self, rowptr, col, perm, num_nodes, edge_weight=None, inv_perm=None):
         self.num_nodes = int(num_nodes)
         self.rowptr, self.col, self.perm = rowptr, col, perm
         self.num_edges = int(col.numel())
@@ -82,11 +94,9 @@ class Graph:
         target = torch.repeat_interleave(torch.arange(self.num_nodes, device=col.device), self.in_degree)
         self.target = target  # CSR-order targets: with col, the edge_index in CSR order
         # Stable sort by source: within a column, entries stay in CSR (= target) order.
-        self.colptr, self.csc_perm = _sort_by_key(col, self.num_nodes)
-        self.row = target[self.csc_perm]
+        self.colptr, self.csc_perm, self.row, _ = _sort_by_key(col, self.num_nodes, values=target)
         self.out_degree = self.colptr[1:] - self.colptr[:-1]
-        self.inv_perm = torch.empty_like(perm)
-        self.inv_perm[perm] = torch.arange(self.num_edges, device=perm.device)
+        self.inv_perm = _inverse(perm) if inv_perm is None else inv_perm
         self.hub_rows = torch.nonzero(self.in_degree >= HUB_DEGREE).flatten()
         self.hub_cols = torch.nonzero(self.out_degree >= HUB_DEGREE).flatten()
         self._gcn_norm = {}
@@ -105,9 +115,9 @@ class Graph:
         edge_index, num_nodes = _check_edge_index(edge_index, num_nodes)
         edge_weight = cls._check_weight(edge_weight, edge_index.shape[1], edge_index.device)
         src, dst = edge_index[0], edge_index[1]
-        rowptr, perm = _sort_by_key(dst, num_nodes)
+        rowptr, perm, col, inv_perm = _sort_by_key(dst, num_nodes, values=src, inverse=True)
         weight = None if edge_weight is None else edge_weight[perm]
-        return cls(rowptr, src[perm].contiguous(), perm, num_nodes, weight)
+        return cls(rowptr, col.contiguous(), perm, num_nodes, weight, inv_perm)
 
     @classmethod
     def from_sparse(cls, adjacency: torch.Tensor) -> "Graph":

@@ -92,25 +92,48 @@ def test_graph_csr_and_transpose():
     assert torch.equal(g.out_degree.cpu(), torch.bincount(src, minlength=n))
     assert g.num_nodes == n and g.num_edges == edge_index.shape[1]
     assert g.hub_rows.numel() == 0
+    assert torch.equal(g.inv_perm[g.perm].cpu(), torch.arange(edge_index.shape[1]))
+
+
+def test_graph_native_build_matches_torch_build(monkeypatch):
+    """The C++ counting sort (CPU) and the torch.sort path (other devices) build the same Graph."""
+    import sslfast.graph as graph_module
+
+    edge_index, n = hub_edges(n=3000, hub_degree=HUB_DEGREE + 5, seed=9)
+    native = Graph.from_edge_index(edge_index, n)
+    monkeypatch.setattr(graph_module._native, "AVAILABLE", False)
+    plain = Graph.from_edge_index(edge_index, n)
+    for name in ("rowptr", "col", "perm", "inv_perm", "target", "colptr", "csc_perm", "row", "hub_rows", "hub_cols"):
+        assert torch.equal(getattr(native, name), getattr(plain, name)), name
 
 
 @pytest.mark.skipif(not FAST_BACKENDS, reason="sslfast._C not built")
 @pytest.mark.parametrize("n,e", [(1, 0), (5, 0), (7, 100), (1000, 5000), (70_000, 300_000), (3, 200_000)])
 def test_csr_by_key_is_the_stable_sort(n, e):
-    """The Graph builder's counting sort = torch.sort(stable=True), for any thread count."""
+    """The Graph builder's counting sort = torch.sort(stable=True), for any thread count, with the
+    gather of a payload and the inverse permutation written by the same pass."""
     keys = torch.randint(0, n, (e,), generator=gen(7))
+    values = torch.randint(-5, 10 ** 9, (e,), generator=gen(8))
+    want = torch.sort(keys, stable=True).indices
     threads = torch.get_num_threads()
     try:
         for t in (1, 2, 3):
             torch.set_num_threads(t)
-            offsets, perm = torch.ops.sslfast.csr_by_key(keys, n)
-            assert torch.equal(perm, torch.sort(keys, stable=True).indices)
+            offsets, perm, gathered, inverse = torch.ops.sslfast.csr_by_key(keys, n, values, True)
+            assert torch.equal(perm, want)
             assert torch.equal(offsets[1:] - offsets[:-1], torch.bincount(keys, minlength=n)) and offsets[0] == 0
+            assert torch.equal(gathered, values[want]) and torch.equal(inverse[want], torch.arange(e))
+            offsets2, perm2, none1, none2 = torch.ops.sslfast.csr_by_key(keys, n)
+            assert torch.equal(offsets2, offsets) and torch.equal(perm2, want)
+            assert none1.numel() == 0 and none2.numel() == 0
     finally:
         torch.set_num_threads(threads)
     torch.library.opcheck(torch.ops.sslfast.csr_by_key.default, (keys, n))
+    torch.library.opcheck(torch.ops.sslfast.csr_by_key.default, (keys, n, values, True))
     with pytest.raises(RuntimeError, match="num_nodes"):
         torch.ops.sslfast.csr_by_key(torch.tensor([0, n]), n)
+    with pytest.raises(RuntimeError, match="values"):
+        torch.ops.sslfast.csr_by_key(keys, n, values[:-1] if e else torch.zeros(1, dtype=torch.long))
 
 
 def test_graph_from_sparse_matches_edge_index():

@@ -914,79 +914,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gat_aggregate_bwd(
   return {grad_x, grad_src, grad_dst};
 }
 
-// ---------------------------------------------------------------- graph construction
-
-// csr_by_key: stable counting sort of int64 keys in [0, n) into offsets[n + 1] (CSR row pointer)
-// and perm[E] with keys[perm] non-decreasing, equal keys in input order (=
-// torch.sort(stable=True).indices). Threads take contiguous edge ranges; thread t's slot for key v
-// starts after every earlier thread's v-entries, so the result is the unique stable order whatever
-// the thread count.
-//
-// csr_by_key_fill does the sort and returns false when a key is outside [0, n) (ptr / out are
-// then unspecified); it never throws, the thin caller does. On the H100 image (torch 2.11, GCC
-// 13.3) a TORCH_CHECK thrown from the sort's body segfaulted (benchmarks/NOTES.md): that body
-// realigns its stack for AVX spills, the caller does not.
-[[gnu::noinline]] bool csr_by_key_fill(const int64_t* key, int64_t edges, int64_t n, int64_t ranges,
-                                       int64_t* cursor, int64_t* ptr, int64_t* out) {
-  std::atomic<bool> bad{false};
-  auto range_of = [&](int64_t t) { return std::make_pair(edges * t / ranges, edges * (t + 1) / ranges); };
-  at::parallel_for(0, ranges, 1, [&](int64_t t0, int64_t t1) {
-    for (int64_t t = t0; t < t1; ++t) {
-      int64_t* count = cursor + t * n;
-      const auto [k0, k1] = range_of(t);
-      for (int64_t k = k0; k < k1; ++k) {
-        const int64_t v = key[k];
-        if (v < 0 || v >= n) {
-          bad = true;
-          continue;
-        }
-        ++count[v];
-      }
-    }
-  });
-  if (bad) return false;
-  int64_t running = 0;
-  for (int64_t v = 0; v < n; ++v) {
-    ptr[v] = running;
-    for (int64_t t = 0; t < ranges; ++t) {
-      const int64_t c = cursor[t * n + v];
-      cursor[t * n + v] = running;
-      running += c;
-    }
-  }
-  ptr[n] = running;
-  at::parallel_for(0, ranges, 1, [&](int64_t t0, int64_t t1) {
-    for (int64_t t = t0; t < t1; ++t) {
-      int64_t* next = cursor + t * n;
-      const auto [k0, k1] = range_of(t);
-      for (int64_t k = k0; k < k1; ++k) out[next[key[k]]++] = k;
-    }
-  });
-  return true;
-}
-
-std::tuple<at::Tensor, at::Tensor> csr_by_key(const at::Tensor& keys_in, int64_t n) {
-  TORCH_CHECK(keys_in.device().is_cpu() && keys_in.scalar_type() == at::kLong && keys_in.dim() == 1,
-              "keys must be a 1-D int64 CPU tensor");
-  TORCH_CHECK(n >= 0, "num_nodes must be >= 0, got ", n);
-  const at::Tensor keys = keys_in.contiguous();
-  const int64_t edges = keys.numel();
-  at::Tensor offsets = at::zeros({n + 1}, keys.options());
-  at::Tensor perm = at::empty({edges}, keys.options());
-  // one histogram per range: worth it only when the ranges are long next to n
-  const int64_t ranges = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), edges / std::max<int64_t>(n, 1 << 16)));
-  // Through the torch allocator, so the benchmark's memory probe sees it (up to threads x N x 8 B).
-  at::Tensor cursor = at::zeros({ranges * n}, keys.options());
-  const bool ok = csr_by_key_fill(keys.data_ptr<int64_t>(), edges, n, ranges, cursor.data_ptr<int64_t>(),
-                                  offsets.data_ptr<int64_t>(), perm.data_ptr<int64_t>());
-  TORCH_CHECK(ok, "keys must be in [0, num_nodes = ", n, ")");
-  return {offsets, perm};
-}
-
 }  // namespace
 
 TORCH_LIBRARY_IMPL(sslfast, CPU, m) {
-  m.impl("csr_by_key", &csr_by_key);
   m.impl("gat_aggregate_fwd", &gat_aggregate_fwd);
   m.impl("gat_aggregate_bwd", &gat_aggregate_bwd);
   m.impl("sddmm_fwd", &sddmm_fwd);

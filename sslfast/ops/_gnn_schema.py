@@ -8,8 +8,9 @@ transpose ``colptr``/``row`` with ``csc_perm`` = CSR position of each CSC entry,
 of both), so ``torch.compile`` sees plain tensors. ``weight`` is in CSR order. ``spmm_fwd``
 returns ``(out, arg)``; ``arg`` is the int64 [N, F] CSR position chosen by max / min (-1 where a
 row has no in-edge) and an empty tensor for sum / mean. Backward w.r.t. x runs over the
-transpose: deterministic, no atomics. ``csr_by_key(keys, n)`` is the Graph builder's stable
-counting sort: (offsets [n + 1], perm [E]) with keys[perm] sorted, ties in input order.
+transpose: deterministic, no atomics. ``csr_by_key(keys, n, values=None, inverse=False)`` is the
+Graph builder's stable counting sort: (offsets [n + 1], perm [E], values[perm], the inverse of
+perm) with keys[perm] sorted, ties in input order; the last two are empty unless asked for.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ import torch
 from . import _registry
 
 SCHEMAS = {
-    "csr_by_key": "(Tensor keys, int num_nodes) -> (Tensor, Tensor)",
+    "csr_by_key": "(Tensor keys, int num_nodes, Tensor? values=None, bool inverse=False) "
+                  "-> (Tensor, Tensor, Tensor, Tensor)",
     "spmm_fwd": "(Tensor rowptr, Tensor col, Tensor colptr, Tensor row, Tensor csc_perm, "
                 "Tensor hub_rows, Tensor hub_cols, Tensor? weight, Tensor x, str reduce) "
                 "-> (Tensor, Tensor)",
@@ -60,7 +62,10 @@ def _fakes():
         return torch.empty_like(x), grad_w
 
     return {
-        "csr_by_key": lambda keys, n: (keys.new_empty((n + 1,)), keys.new_empty(keys.shape)),
+        "csr_by_key": lambda keys, n, values=None, inverse=False: (
+            keys.new_empty((n + 1,)), keys.new_empty(keys.shape),
+            keys.new_empty((keys.numel() if values is not None else 0,)),
+            keys.new_empty((keys.numel() if inverse else 0,))),
         "spmm_fwd": spmm_fwd,
         "spmm_bwd": spmm_bwd,
         "gcn_aggregate_fwd": lambda rowptr, col, colptr, row, hr, hc, dinv, x, loops: torch.empty_like(x),
