@@ -78,18 +78,22 @@ bench-quick: build
 
 # On a GPU machine (see README "GPU"): everything on CUDA, then sanitizers and benchmarks.
 # Logs and results land in benchmarks/results/<gpu>-<date>*; a failing step fails the target
-# (after the later steps still ran). GPU_QUICK=1: a small check: of the test suite, only the
-# sanitize and sync-free tests.
-#  - tests: one Triton tile config per kernel (autotuning eight configs per kernel and shape in
-#    every xdist worker took 6 minutes on an H100 for the contrastive tests alone) and xdist
+# (after the later steps still ran). Each step prints its wall time.
+#  GPU_STEPS: the steps to run, in order (default: all). One call of the lent GPU machine may run
+#    10 minutes, and the whole target takes about that long, so a session can split it:
+#    `make gpu-check GPU_STEPS="tests-cuda tests-cpu"`, then `... GPU_STEPS="memcheck racecheck bench"`.
+#  GPU_QUICK=1: a small check: of the test suites, only the sanitize and sync-free tests (CUDA)
+#    and the bad-input ones (CPU).
+#  - tests-cuda: one Triton tile config per kernel (autotuning eight configs per kernel and shape
+#    in every xdist worker took 6 minutes on an H100 for the contrastive tests alone) and xdist
 #    workers when pytest-xdist is there; the benchmarks autotune every config.
-#  - tests on CPU too: the C++ CPU kernels here come from this machine's compiler and torch, not
-#    CI's (on the first H100 image a CPU op's TORCH_CHECK segfaulted; benchmarks/NOTES.md).
-#  - racecheck: Triton's reductions store replicated partials from one PC to one shared address,
-#    which racecheck reports as races; benchmarks/racecheck_triage.py passes exactly those and
-#    fails on anything else.
-#  - bench: the quick size set, so the whole target stays near 10 minutes; `make bench` on the
-#    same machine runs the full set.
+#  - tests-cpu: the C++ CPU kernels here come from this machine's compiler and torch, not CI's (on
+#    the first H100 image a CPU op's TORCH_CHECK segfaulted; benchmarks/NOTES.md).
+#  - memcheck / racecheck on the sanitize subset. Triton's reductions store replicated partials
+#    from one PC to one shared address, which racecheck reports as races;
+#    benchmarks/racecheck_triage.py passes exactly those and fails on anything else.
+#  - bench: the quick size set; `make bench` on the same machine runs the full set.
+GPU_STEPS ?= tests-cuda tests-cpu memcheck racecheck bench
 GPU_NAME = $(shell nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 | tr ' ' '-' | tr -cd 'A-Za-z0-9-')
 GPU_TAG  = $(or $(GPU_NAME),gpu)-$(shell date -u +%Y-%m-%d)
 GPU_RES  = benchmarks/results/$(GPU_TAG)
@@ -102,26 +106,29 @@ SANITIZE  = PYTORCH_NO_CUDA_MEMORY_CACHING=1 SSLFAST_TRITON_ONE_CONFIG=1 $(SANIT
 gpu-check: build nvcc-check
 	@$(PY) -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'gpu-check: no CUDA device')"
 	@mkdir -p benchmarks/results; status=0; \
-	 echo "== tests on CUDA -> $(GPU_RES)-tests.txt"; \
-	 SSLFAST_TEST_DEVICE=cuda SSLFAST_TRITON_ONE_CONFIG=1 $(PY) -m pytest -q tests $(XDIST) --durations=15 \
-	   $(if $(GPU_QUICK),-k "sanitize or sync") > $(GPU_RES)-tests.txt 2>&1 || status=1; \
-	 tail -5 $(GPU_RES)-tests.txt; \
-	 echo "== tests on CPU with this machine's build -> $(GPU_RES)-tests-cpu.txt"; \
-	 SSLFAST_TEST_DEVICE=cpu $(PY) -m pytest -q tests $(XDIST) $(if $(GPU_QUICK),-k "bad_input or reject or csr_by_key") \
-	   > $(GPU_RES)-tests-cpu.txt 2>&1 || status=1; \
-	 tail -3 $(GPU_RES)-tests-cpu.txt; \
-	 echo "== compute-sanitizer memcheck on the sanitize subset -> $(GPU_RES)-memcheck.txt"; \
-	 SSLFAST_TEST_DEVICE=cuda $(SANITIZE) --tool memcheck $(PY) -m pytest -q tests -k sanitize \
-	   > $(GPU_RES)-memcheck.txt 2>&1 || status=1; \
-	 tail -3 $(GPU_RES)-memcheck.txt; \
-	 echo "== compute-sanitizer racecheck on the sanitize subset -> $(GPU_RES)-racecheck.txt"; \
-	 SSLFAST_TEST_DEVICE=cuda $(SANITIZE) --tool racecheck --print-limit 0 $(PY) -m pytest -q tests -k sanitize \
-	   > $(GPU_RES)-racecheck.txt 2>&1; \
-	 $(PY) benchmarks/racecheck_triage.py $(GPU_RES)-racecheck.txt || status=1; \
-	 echo "== benchmarks (quick sizes) -> $(GPU_RES)/"; \
-	 $(PY) -m sslfast.bench --device cuda --quick --no-progress --out $(GPU_RES) $(BENCH_ARGS) || status=1; \
-	 cp $(GPU_RES)/results.json $(GPU_RES).json 2>/dev/null; \
-	 $(PY) benchmarks/summarize.py benchmarks/results/*/results.json -o benchmarks/RESULTS.md || status=1; \
+	 for step in $(GPU_STEPS); do start=$$(date +%s); case $$step in \
+	 tests-cuda) echo "== tests on CUDA -> $(GPU_RES)-tests.txt"; \
+	   SSLFAST_TEST_DEVICE=cuda SSLFAST_TRITON_ONE_CONFIG=1 $(PY) -m pytest -q tests $(XDIST) --durations=15 \
+	     $(if $(GPU_QUICK),-k "sanitize or sync") > $(GPU_RES)-tests.txt 2>&1 || status=1; \
+	   tail -5 $(GPU_RES)-tests.txt;; \
+	 tests-cpu) echo "== tests on CPU with this machine's build -> $(GPU_RES)-tests-cpu.txt"; \
+	   SSLFAST_TEST_DEVICE=cpu $(PY) -m pytest -q tests $(XDIST) $(if $(GPU_QUICK),-k "bad_input or reject or csr_by_key") \
+	     > $(GPU_RES)-tests-cpu.txt 2>&1 || status=1; \
+	   tail -3 $(GPU_RES)-tests-cpu.txt;; \
+	 memcheck) echo "== compute-sanitizer memcheck on the sanitize subset -> $(GPU_RES)-memcheck.txt"; \
+	   SSLFAST_TEST_DEVICE=cuda $(SANITIZE) --tool memcheck $(PY) -m pytest -q tests -k sanitize \
+	     > $(GPU_RES)-memcheck.txt 2>&1 || status=1; \
+	   tail -3 $(GPU_RES)-memcheck.txt;; \
+	 racecheck) echo "== compute-sanitizer racecheck on the sanitize subset -> $(GPU_RES)-racecheck.txt"; \
+	   SSLFAST_TEST_DEVICE=cuda $(SANITIZE) --tool racecheck --print-limit 0 $(PY) -m pytest -q tests -k sanitize \
+	     > $(GPU_RES)-racecheck.txt 2>&1; \
+	   $(PY) benchmarks/racecheck_triage.py $(GPU_RES)-racecheck.txt || status=1;; \
+	 bench) echo "== benchmarks (quick sizes) -> $(GPU_RES)/"; \
+	   $(PY) -m sslfast.bench --device cuda --quick --no-progress --out $(GPU_RES) $(BENCH_ARGS) || status=1; \
+	   cp $(GPU_RES)/results.json $(GPU_RES).json 2>/dev/null; \
+	   $(PY) benchmarks/summarize.py benchmarks/results/*/results.json -o benchmarks/RESULTS.md || status=1;; \
+	 *) echo "gpu-check: unknown step '$$step' (steps: tests-cuda tests-cpu memcheck racecheck bench)"; status=1;; \
+	 esac; echo "   ($$step: $$(( $$(date +%s) - start )) s)"; done; \
 	 exit $$status
 
 clean:
