@@ -1,7 +1,9 @@
-"""Schemas, fake kernels and autograd formulas of the GNN core ops (``sslfast::spmm_*``,
-``gcn_aggregate_*``, ``sddmm_*``, ``gat_aggregate_*``); the strings are identical to
-csrc/sslfast.cpp. ``gat_aggregate_fwd`` also returns the per-(row, head) log-sum-exp in the
-accumulation dtype (float64 for float64, float32 otherwise), the backward's only saved state.
+"""Schemas and fake kernels of the GNN core ops (``sslfast::spmm_*``, ``gcn_aggregate_*``,
+``sddmm_*``, ``gat_aggregate_*``); the strings are identical to csrc/sslfast.cpp. Their autograd
+is C++ (csrc/gnn_autograd.cpp: each forward op's backward is its ``*_bwd`` op), registered for
+the Autograd key: torch.library's Python autograd wrapper cost more than a small graph's kernel.
+``gat_aggregate_fwd`` also returns the per-(row, head) log-sum-exp in the accumulation dtype
+(float64 for float64, float32 otherwise), the backward's only saved state.
 
 Core-op contract: the graph arrives as tensors (destination-sorted CSR ``rowptr``/``col``, its
 transpose ``colptr``/``row`` with ``csc_perm`` = CSR position of each CSC entry, and the hub lists
@@ -81,58 +83,7 @@ def _fakes():
     }
 
 
-def _autograd(ops):
-    def spmm_setup(ctx, inputs, output):
-        rowptr, col, colptr, row, csc_perm, hub_rows, hub_cols, weight, x, reduce = inputs
-        ctx.mark_non_differentiable(output[1])
-        ctx.save_for_backward(rowptr, col, colptr, row, csc_perm, hub_rows, hub_cols, weight, x,
-                              output[1])
-        ctx.reduce = reduce
-
-    def spmm_backward(ctx, grad_out, _grad_arg):
-        rowptr, col, colptr, row, csc_perm, hub_rows, hub_cols, weight, x, arg = ctx.saved_tensors
-        weight_grad = weight is not None and ctx.needs_input_grad[7]
-        grad_x, grad_w = ops.spmm_bwd(grad_out, rowptr, col, colptr, row, csc_perm, hub_rows,
-                                      hub_cols, weight, x, arg, ctx.reduce, weight_grad)
-        return (None,) * 7 + (grad_w if weight_grad else None, grad_x, None)
-
-    def gcn_setup(ctx, inputs, output):
-        rowptr, col, colptr, row, hub_rows, hub_cols, dinv, x, loops = inputs
-        ctx.save_for_backward(colptr, row, hub_cols, dinv)
-        ctx.loops = loops
-
-    def gcn_backward(ctx, grad_out):
-        colptr, row, hub_cols, dinv = ctx.saved_tensors
-        grad_x = ops.gcn_aggregate_bwd(grad_out, colptr, row, hub_cols, dinv, ctx.loops)
-        return (None,) * 7 + (grad_x, None)
-
-    def sddmm_setup(ctx, inputs, output):
-        ctx.save_for_backward(*inputs)
-
-    def sddmm_backward(ctx, grad_out):
-        saved = ctx.saved_tensors
-        grad_a, grad_b = ops.sddmm_bwd(grad_out, *saved)
-        return (None,) * 7 + (grad_a, grad_b)
-
-    def gat_setup(ctx, inputs, output):
-        *graph, x, a_src, a_dst, slope = inputs
-        ctx.mark_non_differentiable(output[1])
-        ctx.save_for_backward(*graph, x, a_src, a_dst, output[0], output[1])
-        ctx.slope = slope
-
-    def gat_backward(ctx, grad_out, _grad_lse):
-        saved = ctx.saved_tensors
-        grads = ops.gat_aggregate_bwd(grad_out, *saved, ctx.slope)
-        return (None,) * 7 + tuple(grads) + (None,)
-
-    return {
-        "gat_aggregate_fwd": (gat_setup, gat_backward),
-        "sddmm_fwd": (sddmm_setup, sddmm_backward),
-        "spmm_fwd": (spmm_setup, spmm_backward),
-        "gcn_aggregate_fwd": (gcn_setup, gcn_backward),
-    }
-
-
 def register_fakes_and_autograd(namespace: str) -> None:
-    """Register fake kernels for every op and autograd for every forward op of ``namespace``."""
-    _registry.register_fakes_and_autograd(namespace, _fakes(), _autograd)
+    """Register fake kernels for every op of ``namespace``. The GNN ops exist only in the native
+    build, whose autograd is C++ (csrc/gnn_autograd.cpp), so no Python autograd is registered."""
+    _registry.register_fakes_and_autograd(namespace, _fakes(), lambda ops: {})
