@@ -615,6 +615,51 @@ def test_sddmm_matches_reference(backend, graph_name):
 
 
 @pytest.mark.parametrize("backend", FAST_BACKENDS)
+@pytest.mark.parametrize("mode", ["compile", "compiled_autograd"])
+def test_gradients_under_compile_and_compiled_autograd(backend, mode):
+    """Every GNN op's gradients through torch.compile(fullgraph=True), and through compiled
+    autograd (which rejected C++ autograd nodes that mark an output non-differentiable), equal
+    eager's: weights with and without x, max / min with their int64 argmax, GAT (whose lse output
+    is not differentiable), SDDMM, weighted GCN."""
+    edge_index, n = random_edges(31, 120, seed=190), 31
+    g = Graph.from_edge_index(edge_index, n)
+
+    def t(*shape, seed):
+        return randn(*shape, dtype=torch.float32, seed=seed)
+
+    ones = torch.ones(n, 5, device=DEVICE)
+    cases = {
+        "spmm min, weighted": (lambda x, w: sslfast.spmm(g, x, "min", w), [t(n, 5, seed=191), t(120, seed=192)]),
+        "spmm sum, weight only": (lambda w: sslfast.spmm(g, ones, "sum", w), [t(120, seed=193)]),
+        "gcn, weighted": (lambda x, w: sslfast.gcn_aggregate(g, x, edge_weight=w),
+                          [t(n, 5, seed=194), t(120, seed=195).detach().abs().requires_grad_()]),
+        "sddmm": (lambda a, b: sslfast.sddmm(g, a, b), [t(n, 4, seed=196), t(n, 4, seed=197)]),
+        "gat": (lambda h, a, b: sslfast.gat_aggregate(g, h, a, b), [t(n, 2, 3, seed=198), t(n, 2, seed=199),
+                                                                    t(n, 2, seed=200)]),
+    }
+
+    def value_and_grads(fn, inputs):
+        leaves = [x.detach().clone().requires_grad_() for x in inputs]
+        out = fn(*leaves)
+        upstream = torch.randn(out.shape, generator=gen(201)).to(out)
+        return out.detach(), torch.autograd.grad(out, leaves, upstream)
+
+    with sslfast.use_backend(backend):
+        for name, (fn, inputs) in cases.items():
+            torch._dynamo.reset()
+            want = value_and_grads(fn, inputs)
+            if mode == "compile":
+                got = value_and_grads(torch.compile(fn, fullgraph=True), inputs)
+            else:
+                with torch._dynamo.compiled_autograd._enable(torch.compile(backend="eager")):
+                    got = value_and_grads(fn, inputs)
+            torch.testing.assert_close(got[0], want[0], rtol=1e-5, atol=1e-6, msg=name)
+            for a, b in zip(got[1], want[1]):
+                torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+    torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("backend", FAST_BACKENDS)
 def test_sddmm_gradcheck_opcheck_compile(backend):
     edge_index, n = special_edges()
     g = Graph.from_edge_index(edge_index, n)

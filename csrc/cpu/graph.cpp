@@ -27,9 +27,9 @@ struct SortOutputs {
 // v-entries, so the result is the unique stable order whatever the thread count.
 //
 // Returns false when a key is outside [0, n) (the outputs are then unspecified); it never throws,
-// the thin caller does. On the H100 image (torch 2.11, GCC 13.3) a TORCH_CHECK thrown from the
-// sort's body segfaulted (benchmarks/NOTES.md): that body realigns its stack for AVX spills, the
-// caller does not.
+// the caller does. On the H100 image (torch 2.11, GCC 13.3) a TORCH_CHECK thrown from inside the
+// sort segfaulted; the cause is not established (benchmarks/NOTES.md: the guess was the sort's
+// stack realignment, but with GCC 12 the caller realigns as well, and throws fine here).
 [[gnu::noinline]] bool counting_sort(const int64_t* key, int64_t edges, int64_t n, int64_t ranges, int64_t* cursor,
                                      int64_t* ptr, SortOutputs out) {
   std::atomic<bool> bad{false};

@@ -3,7 +3,8 @@
 is C++ (csrc/gnn_autograd.cpp: each forward op's backward is its ``*_bwd`` op), registered for
 the Autograd key: torch.library's Python autograd wrapper cost more than a small graph's kernel.
 ``gat_aggregate_fwd`` also returns the per-(row, head) log-sum-exp in the accumulation dtype
-(float64 for float64, float32 otherwise), the backward's only saved state.
+(float64 for float64, float32 otherwise), which the backward recomputes the edge weights from
+(with ``out``, O(N * H) saved besides the inputs). ``arg`` and ``lse`` carry no gradient.
 
 Core-op contract: the graph arrives as tensors (destination-sorted CSR ``rowptr``/``col``, its
 transpose ``colptr``/``row`` with ``csc_perm`` = CSR position of each CSC entry, and the hub lists

@@ -2,7 +2,9 @@
 
 Each family's ``_<family>_schema.py`` owns its schemas, fake kernels and autograd formulas;
 this registers them for one namespace (``sslfast`` for the C++ ops, ``sslfast_triton`` for the
-Triton ones), so both backends of a family get exactly the same fakes and autograd.
+Triton ones), so both backends of a family get exactly the same fakes and autograd. The GNN
+family has no Triton backend and its autograd is C++ (csrc/gnn_autograd.cpp): only its fakes
+come through here.
 """
 
 from __future__ import annotations
