@@ -766,6 +766,29 @@ def test_gat_aggregate_float32_matches_float64_reference(backend, heads, feature
 
 
 @pytest.mark.parametrize("backend", FAST_BACKENDS)
+@pytest.mark.parametrize("features", [8, 16, 5])
+def test_gat_aggregate_heads_are_independent_bitwise(backend, features):
+    """Heads do not interact: rolling the head axis of the inputs (and of the upstream gradient)
+    rolls the output and every gradient, bit for bit. With 9 heads the CPU backward computes heads
+    0-7 as one 8-head vector and head 8 alone (when features % 8 == 0), so the roll moves a head
+    between the two paths."""
+    edge_index, n = random_edges(200, 1500, seed=202), 200
+    g = Graph.from_edge_index(edge_index, n)
+    inputs = gat_inputs(n, 9, features, dtype=torch.float32, seed=203)
+    upstream = torch.randn(n, 9, features, generator=gen(204)).to(DEVICE)
+
+    def run(shift):
+        leaves = [torch.roll(t.detach(), shift, dims=1).requires_grad_() for t in inputs]
+        with sslfast.use_backend(backend):
+            out = sslfast.gat_aggregate(g, *leaves)
+        grads = torch.autograd.grad(out, leaves, torch.roll(upstream, shift, dims=1))
+        return [torch.roll(t, -shift, dims=1) for t in (out.detach(), *grads)]
+
+    for a, b in zip(run(0), run(1)):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("backend", FAST_BACKENDS)
 def test_gat_aggregate_hub_heads_split_by_thread_count_stays_bitwise(backend):
     """65 heads: a hub row's heads run as one block of 65 on one thread, as blocks of 64 + 1 on
     two. Every float32 exp must take the same path either way (no position-dependent tail)."""
