@@ -769,9 +769,9 @@ def test_gat_aggregate_float32_matches_float64_reference(backend, heads, feature
 @pytest.mark.parametrize("features", [8, 16, 5])
 def test_gat_aggregate_heads_are_independent_bitwise(backend, features):
     """Heads do not interact: rolling the head axis of the inputs (and of the upstream gradient)
-    rolls the output and every gradient, bit for bit. With 9 heads the CPU backward computes heads
-    0-7 as one 8-head vector and head 8 alone (when features % 8 == 0), so the roll moves a head
-    between the two paths."""
+    rolls the output and every gradient, bit for bit. With 9 heads the CPU kernels do the score
+    steps of heads 0-7 as one 8-head vector and head 8 alone (and the backward's dots too when
+    features % 8 == 0), so the roll moves a head between the two paths."""
     edge_index, n = random_edges(200, 1500, seed=202), 200
     g = Graph.from_edge_index(edge_index, n)
     inputs = gat_inputs(n, 9, features, dtype=torch.float32, seed=203)

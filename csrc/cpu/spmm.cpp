@@ -683,7 +683,7 @@ inline T leaky(T v, T slope) { return v * leaky_factor(v, slope); }
 
 // v[0, n) = 0 with vector stores: GCC turns a plain zeroing loop of runtime length into
 // `rep stos`, whose startup cost made the per-row clears of the GAT kernels (8 to 64 values)
-// about a tenth of the Cora backward.
+// about a sixth of the Cora backward's perf samples.
 template <typename T>
 inline void zero_fill(T* __restrict v, int64_t n) {
   int64_t f = 0;
@@ -696,7 +696,8 @@ inline void zero_fill(T* __restrict v, int64_t n) {
 
 // The per-head steps of one edge, over heads [0, nh) with a[h] = alpha_src[j], b[h] =
 // alpha_dst[i] (raw score a + b): 8 heads per AVX2 step for float, the scalar form's operations
-// in its order otherwise and for the tail, so the bits do not depend on the path. At 8 heads of 8
+// in its order otherwise and for the tail, so the bits do not depend on the path (a NaN's sign
+// can: which operand's NaN an fma keeps depends on the instruction form). At 8 heads of 8
 // features these loops, one head at a time, were most of the GAT kernels' instructions.
 // Products that meet an add are spelled as fused multiply-adds on both paths (the compiler would
 // contract the scalar form, and not necessarily the vector one).
