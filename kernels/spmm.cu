@@ -94,11 +94,11 @@ __device__ __forceinline__ void load_pack(const T* src, typename AccOf<T>::type*
 
 // acc = the sum of the edges [kbegin, kend) of one row, in edge order, at this lane's V features
 // f0 = base + lane * V of the feature tile at base; returns whether the lane has features there
-// (V > 1 only when features % V == 0). The warp loads 32 (index, coefficient) pairs at once and broadcasts them with shuffles,
-// then issues kUnroll gathers before their FMAs, so a long row keeps kUnroll loads in flight per
-// lane instead of one (the one-load loop ran power-law graphs at 0.23x cuSPARSE on an H100, which
-// benchmarks/NOTES.md estimates to be the latency of one gather per edge). The order of the FMAs
-// is the edge order whatever kUnroll is.
+// (V > 1 only when features % V == 0). The warp loads 32 (index, coefficient) pairs at once and
+// broadcasts them with shuffles, then issues kUnroll gathers before their FMAs, so a long row
+// keeps kUnroll loads in flight per lane instead of one (the one-load loop ran power-law graphs
+// at 0.23x cuSPARSE on an H100, which benchmarks/NOTES.md estimates to be the latency of one
+// gather per edge). The order of the FMAs is the edge order whatever kUnroll is.
 template <typename T, int V>
 __device__ __forceinline__ bool sum_edges(const RowSum<T>& p, int64_t kbegin, int64_t kend, int64_t base, int lane,
                                           typename AccOf<T>::type* acc) {
