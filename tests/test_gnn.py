@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import sslfast
+from sslfast.bench.gnn import planetoid_root
 from sslfast.graph import HUB_DEGREE, Graph, planetoid_edge_index
 from sslfast.reference import gnn as reference
 
@@ -20,7 +21,8 @@ from conftest import DEVICE, runnable_backends
 BACKENDS = [b for b in runnable_backends(torch.device(DEVICE).type, gnn_ops._NATIVE_DEVICES) if b != "triton"]
 FAST_BACKENDS = [b for b in BACKENDS if b != "reference"]
 REDUCES = ["sum", "mean", "max", "min"]
-PLANETOID = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "planetoid")
+# the Planetoid files, where the benchmarks look too ($SSLFAST_PLANETOID, ../shared, shared/)
+PLANETOID = {name: planetoid_root(name) for name in ("cora", "citeseer")}
 
 
 def gen(seed):
@@ -308,10 +310,10 @@ def test_gcn_aggregate_matches_pyg_formula():
     torch.testing.assert_close(sslfast.gcn_aggregate(edge_index, x), expected)
 
 
-@pytest.mark.skipif(not os.path.exists(os.path.join(PLANETOID, "ind.cora.graph")), reason="no Planetoid data")
+@pytest.mark.skipif(PLANETOID["cora"] is None, reason="no Planetoid data")
 @pytest.mark.parametrize("backend", FAST_BACKENDS)
 def test_cora_gcn_aggregate_and_mean(backend):
-    edge_index, n = planetoid_edge_index(PLANETOID, "cora")
+    edge_index, n = planetoid_edge_index(PLANETOID["cora"], "cora")
     edge_index = edge_index.to(DEVICE)
     g = Graph.from_edge_index(edge_index, n)
     assert (n, g.num_edges) == (2708, 10556)  # PyG's Cora
@@ -325,14 +327,15 @@ def test_cora_gcn_aggregate_and_mean(backend):
         torch.testing.assert_close(sslfast.spmm(g, x, "mean"), reference.spmm(edge_index, x, "mean"))
 
 
-@pytest.mark.skipif(not os.path.exists(os.path.join(PLANETOID, "ind.citeseer.graph")), reason="no Planetoid data")
+@pytest.mark.skipif(None in PLANETOID.values(), reason="no Planetoid data")
 def test_planetoid_edge_index_matches_pyg():
     """PyG's counts (Cora 2708 / 10556, CiteSeer 3327 / 9104), each link both ways, no self
     loops, no duplicates, sorted by (source, target); built here from the raw pickle."""
     for name, nodes, edges in (("cora", 2708, 10556), ("CiteSeer", 3327, 9104)):
-        edge_index, n = planetoid_edge_index(PLANETOID, name)
+        root = PLANETOID[name.lower()]
+        edge_index, n = planetoid_edge_index(root, name)
         assert (n, edge_index.shape[1], edge_index.dtype) == (nodes, edges, torch.int64)
-        with open(os.path.join(PLANETOID, f"ind.{name.lower()}.graph"), "rb") as f:
+        with open(os.path.join(root, f"ind.{name.lower()}.graph"), "rb") as f:
             adjacency = pickle.load(f, encoding="latin1")
         links = {(int(s), int(d)) for s, nbrs in adjacency.items() for d in nbrs if int(s) != int(d)}
         want = sorted(links | {(d, s) for s, d in links})
