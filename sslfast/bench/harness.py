@@ -92,6 +92,14 @@ class Case:
     # speedup_vs[<name>]; the table's last column shows their ratios.
     extra_bytes: dict = dataclasses.field(default_factory=dict)
     baselines: dict = dataclasses.field(default_factory=dict)
+    # Per-call cost cases (the ``overhead`` family): each timed sample runs the call this many
+    # times and reports the mean per call (a single tiny call is too short to time alone), with
+    # torch limited to ``threads`` threads; ``target(mode, impls) -> (met, text)`` judges the
+    # record against the op's target (JSON ``target``, printed with the table).
+    calls_per_sample: int = 1
+    rounds: int | None = None  # timed rounds (overrides the adaptive count; --repeats wins)
+    threads: int | None = None
+    target: Callable[[str, dict], tuple] | None = None
 
 
 @dataclasses.dataclass
@@ -200,20 +208,23 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
-def time_once(run: Callable[[], Any], device: torch.device) -> float:
-    """Milliseconds for one ``run()``: CUDA events on GPUs, ``perf_counter`` on CPU."""
+def time_once(run: Callable[[], Any], device: torch.device, calls: int = 1) -> float:
+    """Milliseconds per ``run()``, over ``calls`` back-to-back calls: CUDA events on GPUs,
+    ``perf_counter`` on CPU."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         start = torch.cuda.Event(enable_timing=True)
         end = torch.cuda.Event(enable_timing=True)
         start.record()
-        run()
+        for _ in range(calls):
+            run()
         end.record()
         end.synchronize()
-        return float(start.elapsed_time(end))
+        return float(start.elapsed_time(end)) / calls
     t0 = time.perf_counter()
-    run()
-    return (time.perf_counter() - t0) * 1e3
+    for _ in range(calls):
+        run()
+    return (time.perf_counter() - t0) * 1e3 / calls
 
 
 @contextlib.contextmanager
@@ -394,8 +405,10 @@ def run_mode(case: Case, mode: str, device, dtype, plan: Plan, compiled) -> dict
     # How many timed rounds: exact, or as many as fit the budget (between min and max).
     if plan.repeats is not None:
         rounds = max(1, plan.repeats)
+    elif case.rounds is not None:
+        rounds = case.rounds
     else:
-        est = sum(last_s.get(name, 0.0) for name in runs)
+        est = sum(last_s.get(name, 0.0) for name in runs) * case.calls_per_sample
         rounds = int(plan.budget_s / est) if est > 0 else plan.max_repeats
         rounds = max(plan.min_repeats, min(plan.max_repeats, rounds))
 
@@ -409,7 +422,7 @@ def run_mode(case: Case, mode: str, device, dtype, plan: Plan, compiled) -> dict
                 continue
             clear_grads(inputs)
             try:
-                samples[name].append(time_once(runs[name], device))
+                samples[name].append(time_once(runs[name], device, case.calls_per_sample))
             except Exception as error:
                 results[name]["error"] = _error_text(error)
                 runs.pop(name)
@@ -469,6 +482,9 @@ def run_mode(case: Case, mode: str, device, dtype, plan: Plan, compiled) -> dict
     }
     if case.baselines:
         record["speedup_vs"] = {name: ratio(name) for name in case.baselines}
+    if case.target and results["sslfast"].get("median_ms") is not None:
+        met, text = case.target(mode, results)
+        record["target"] = {"met": bool(met), "text": text}
     for key, model in case.extra_flops.items():
         record[f"flops_{key}"] = model(mode)
     for key, model in case.extra_bytes.items():
@@ -478,6 +494,13 @@ def run_mode(case: Case, mode: str, device, dtype, plan: Plan, compiled) -> dict
 
 
 def run_case(case: Case, device, dtype, plan: Plan) -> list:
+    if case.threads is not None:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(case.threads)
+        try:
+            return run_case(dataclasses.replace(case, threads=None), device, dtype, plan)
+        finally:
+            torch.set_num_threads(threads)
     compiled = None
     if plan.compile:
         torch._dynamo.reset()  # fresh graphs per case; no shape-driven recompiles to dynamic
@@ -656,7 +679,9 @@ def table_rows(records) -> tuple[list, list]:
             _fmt_x(r["speedup_vs_eager"]), _fmt_x(r["speedup_vs_compile"]),
             "/".join(_fmt_mib(im[n]) for n in IMPLS), "/".join(_fmt_mib(im[n], "scratch_mib") for n in IMPLS),
             perf_s,
-            " ".join(f"{name} {_fmt_x(x)}" for name, x in (r.get("speedup_vs") or {}).items()) or "-",
+            " ".join([f"{name} {_fmt_x(x)}" for name, x in (r.get("speedup_vs") or {}).items()]
+                     + ([("" if r["target"]["met"] else "MISSED ") + r["target"]["text"]] if r.get("target") else []))
+            or "-",
         ])
     return header, rows
 
