@@ -36,12 +36,12 @@ def _want_cuda():
     return torch.version.cuda is not None and CUDA_HOME is not None
 
 
-cxx_flags = ["-O3", "-std=c++17", "-fopenmp"]
+cxx_flags = ["-O3", "-std=c++20", "-fopenmp"]
 if platform.machine() in ("x86_64", "AMD64") and _cpu_has_avx2():
     # The vectorized exp/log paths in csrc/cpu/tile_math.h; a scalar path is compiled otherwise.
     cxx_flags += ["-mavx2", "-mfma"]
 
-sources = _sources("csrc/*.cpp") + _sources("csrc/cpu/*.cpp")
+sources = _sources("csrc/*.cpp") + _sources("csrc/autograd/*.cpp") + _sources("csrc/cpu/*.cpp")
 cuda_sources = _sources("csrc/cuda/*.cpp") + _sources("kernels/*.cu")
 
 if _want_cuda() and cuda_sources:

@@ -10,25 +10,22 @@ import torch
 
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
+# Inductor's on-disk caches key a graph by its ops, not by the fake kernels registered for them:
+# a cache entry made before a fake changed would be reused. Tests always compile afresh.
+os.environ["TORCHINDUCTOR_FX_GRAPH_CACHE"] = "0"
+os.environ["TORCHINDUCTOR_AUTOGRAD_CACHE"] = "0"
 
 import pytest  # noqa: E402
 
 import sslfast  # noqa: E402
-from sslfast import _backend  # noqa: E402
+from sslfast import _dispatch  # noqa: E402
 
 DEVICE = os.environ.get("SSLFAST_TEST_DEVICE", "cpu")
 
 
-def runnable_backends(device_type, native_devices):
-    """Backends that can run one op family on this machine for this device type (reference
-    always can). ``native_devices``: the family's ``_NATIVE_DEVICES`` (the C++ extension has CUDA
-    kernels for some families only)."""
-    names = ["reference"]
-    if device_type in native_devices:
-        names.append("native")
-    if sslfast.triton.AVAILABLE and _backend.triton_can_run(device_type):
-        names.append("triton")
-    return names
+def runnable_backends(device_type, op):
+    """Backends that can run ``op`` on this machine for this device type (reference always can)."""
+    return [b for b in ("reference", "native", "triton") if _dispatch.why_not(b, op, device_type) is None]
 
 
 @pytest.fixture
@@ -41,3 +38,5 @@ def _restore_backend():
     previous = sslfast.get_backend()
     yield
     sslfast.set_backend(previous)
+    for op in _dispatch.OP_TABLE:
+        sslfast.set_op_backend(op, "auto")

@@ -14,7 +14,7 @@ from sslfast.ops import contrastive as contrastive_ops
 
 from conftest import DEVICE, runnable_backends
 
-BACKENDS = runnable_backends(torch.device(DEVICE).type, contrastive_ops._NATIVE_DEVICES)
+BACKENDS = runnable_backends(torch.device(DEVICE).type, "nt_xent")
 FAST_BACKENDS = [b for b in BACKENDS if b != "reference"]
 # The Triton interpreter is slow on CPU: it gets the smaller shapes.
 SHAPES = [(1, 1), (3, 7), (129, 130)]
@@ -414,8 +414,8 @@ def test_core_ops_reject_bad_input_too():
         torch.ops.sslfast.nt_xent_fwd(torch.randn(3, 4), 0.5, False)
     with pytest.raises(RuntimeError, match="lse must have shape"):
         torch.ops.sslfast.nt_xent_bwd(torch.tensor(1.0), torch.randn(4, 4), torch.randn(3), 0.5, False)
-    with pytest.raises(RuntimeError, match="float32 or float64"):
-        torch.ops.sslfast.clip_loss_fwd(torch.randn(4, 4).half(), torch.randn(4, 4).half(), torch.tensor(1.0), None)
+    with pytest.raises(RuntimeError, match="image must be floating point"):
+        torch.ops.sslfast.clip_loss_fwd(torch.ones(4, 4, dtype=torch.long), torch.randn(4, 4), torch.tensor(1.0), None)
 
 
 def test_backend_choice():

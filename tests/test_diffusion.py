@@ -18,7 +18,7 @@ from sslfast.ops import diffusion as diffusion_ops
 
 from conftest import DEVICE, runnable_backends
 
-BACKENDS = runnable_backends(torch.device(DEVICE).type, diffusion_ops._NATIVE_DEVICES)
+BACKENDS = runnable_backends(torch.device(DEVICE).type, "q_sample")
 FAST_BACKENDS = [b for b in BACKENDS if b != "reference"]
 # [B, ...] shapes: one element per sample, odd sizes, a sample larger than one C++ chunk.
 SHAPES = [(1, 1), (3, 7), (2, 3, 5, 7), (2, 4, 65, 129)]
@@ -383,21 +383,31 @@ def test_ddpm_in_kernel_noise_is_reproducible(backend):
 
 def core_op_cases(ops):
     x, m, u, p, e = (randn(3, 2, 5, dtype=torch.float32, seed=k) for k in range(5))
-    c2 = randn(3, 2, dtype=torch.float32, seed=9).contiguous()
+    table2 = randn(7, 2, dtype=torch.float32, seed=9)
+    table10 = randn(7, 10, dtype=torch.float32, seed=10)
     c10 = randn(3, 10, dtype=torch.float32, seed=10).contiguous()
-    w = randn(3, dtype=torch.float32, seed=11).abs()
+    w = randn(7, dtype=torch.float32, seed=11).abs()
+    t = torch.tensor([0, 6, 3], device=DEVICE)
     g = randn(3, dtype=torch.float32, seed=12)
+    sigma = randn(3, dtype=torch.float32, seed=13).abs()
+    gen = torch.Generator(device=DEVICE).manual_seed(5)
     return [
-        (ops.diffusion_q_sample, (x, e, c2, -1, False)),
-        (ops.diffusion_q_sample, (x, None, c2, 7, True)),
-        (ops.diffusion_q_sample, (x.clone().requires_grad_(), e, c2, -1, True)),
-        (ops.diffusion_loss_fwd, (m.clone().requires_grad_(), x, w)),
-        (ops.diffusion_loss_bwd, (g, m, x, w)),
-        (ops.diffusion_step, (x, m, u, p, e, c10, 2.0, True, 1.0, -1, True)),
-        (ops.diffusion_step, (x, m, None, None, None, c10, 1.0, False, 1.0, 3, False)),
-        (ops.diffusion_sigma_coefs, (w + 0.1, w * 0.5, None, 3, "euler", "v_prediction", torch.float32)),
-        (ops.diffusion_sigma_coefs, (w[0].double() + 0.1, w * 0.5, w + 1.0, 3, "dpmpp_2m", "epsilon",
-                                     torch.float64)),
+        (ops.q_sample, (x.clone().requires_grad_(), e, table2, t, -1, None, True)),
+        (ops.diffusion_loss, (m.clone().requires_grad_(), x, w, t, 1)),
+        (ops.diffusion_loss, (m.clone().requires_grad_(), x, w, t[1], 0)),
+        (ops.q_sample_fwd, (x, e, table2, t, -1, None, False)),
+        (ops.q_sample_fwd, (x, None, table2, t[2], 7, None, True)),
+        (ops.q_sample_bwd, (x, e, table2, t, True)),
+        (ops.q_sample_bwd, (None, e, table2, t, True)),
+        (ops.diffusion_loss_fwd, (m, x, w, t, 2)),
+        (ops.diffusion_loss_bwd, (g, m, x, w, t, 0)),
+        (ops.diffusion_loss_bwd, (g[0], m, x, w, t, 1)),
+        (ops.diffusion_step, (x, m, u, p, e, table10, t, 2.0, True, 1.0, False, -1, None, True)),
+        (ops.diffusion_step, (x, m, None, None, None, c10, None, 1.0, False, 1.0, True, 3, None, False)),
+        (ops.diffusion_sigma_step, (x, m, None, None, sigma + 0.1, sigma * 0.5, None, "euler", "v_prediction",
+                                    1.0, True)),
+        (ops.diffusion_sigma_step, (x, m, u, p, sigma[0].double() + 0.1, sigma * 0.5, sigma + 1.0, "dpmpp_2m",
+                                    "epsilon", 1.5, False)),
     ]
 
 
@@ -407,8 +417,16 @@ def namespaces():
 
 @pytest.mark.parametrize("namespace", namespaces())
 def test_opcheck(namespace):
-    for op, args in core_op_cases(getattr(torch.ops, namespace)):
+    ops = getattr(torch.ops, namespace)
+    for op, args in core_op_cases(ops):
         torch.library.opcheck(op, args)
+    # A key drawn from a generator: each call draws anew, so eager and traced runs differ by design;
+    # the schema, autograd registration and fake still get checked.
+    x = randn(3, 2, 5, dtype=torch.float32, seed=0)
+    gen = torch.Generator(device=DEVICE).manual_seed(5)
+    torch.library.opcheck(ops.q_sample_fwd, (x, None, randn(7, 2, dtype=torch.float32, seed=9),
+                                             torch.tensor(3, device=DEVICE), -1, gen, False),
+                          test_utils=("test_schema", "test_autograd_registration", "test_faketensor"))
 
 
 @pytest.mark.parametrize("backend", FAST_BACKENDS)

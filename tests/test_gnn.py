@@ -18,7 +18,7 @@ from sslfast.ops import gnn as gnn_ops
 
 from conftest import DEVICE, runnable_backends
 
-BACKENDS = [b for b in runnable_backends(torch.device(DEVICE).type, gnn_ops._NATIVE_DEVICES) if b != "triton"]
+BACKENDS = [b for b in runnable_backends(torch.device(DEVICE).type, "spmm") if b != "triton"]
 FAST_BACKENDS = [b for b in BACKENDS if b != "reference"]
 REDUCES = ["sum", "mean", "max", "min"]
 # the Planetoid files, where the benchmarks look too ($SSLFAST_PLANETOID, ../shared, shared/)

@@ -14,7 +14,7 @@ from sslfast.reference import masking as reference
 
 from conftest import DEVICE, runnable_backends
 
-BACKENDS = runnable_backends(torch.device(DEVICE).type, masking_ops._NATIVE_DEVICES)
+BACKENDS = runnable_backends(torch.device(DEVICE).type, "random_masking")
 FAST_BACKENDS = [b for b in BACKENDS if b != "reference"]
 DTYPES = [torch.float64, torch.float32, torch.bfloat16]
 # (N, prefix, L, D): L = 1, 2, odd, and ViT's 196 patches + a cls token (197 tokens).
@@ -245,18 +245,18 @@ def test_gradcheck(backend):
     x = randn(n, prefix + length, d, seed=1, requires_grad=True)
     pos = randn(prefix + length, d, seed=2, requires_grad=True)
     noise = rand_noise(n, length, seed=3)
-    assert torch.autograd.gradcheck(lambda a, b: ops.random_masking_fwd(a, noise, b, 2, prefix, False)[0],
+    assert torch.autograd.gradcheck(lambda a, b: ops.random_masking(a, noise, b, 2, prefix, False)[0],
                                     (x, pos), fast_mode=fast)
     vis = randn(n, prefix + 2, d, seed=4, requires_grad=True)
     ids = torch.argsort(noise, dim=1).argsort(dim=1)
     token = randn(d, seed=5, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda a, t, b: ops.unshuffle_fwd(a, ids, t, b, prefix), (vis, token, pos),
+    assert torch.autograd.gradcheck(lambda a, t, b: ops.unshuffle(a, ids, t, b, prefix), (vis, token, pos),
                                     fast_mode=fast)
     pred = randn(2, 6, 12, seed=6, requires_grad=True)
     imgs = randn(2, 3, 4, 6, seed=7)
     mask = torch.tensor([[1, 0, 1, 1, 0, 1], [0, 1, 0, 1, 0, 0]], dtype=torch.float64, device=DEVICE)
     for norm_pix, l1 in ((True, False), (False, True)):
-        assert torch.autograd.gradcheck(lambda a: ops.masked_patch_loss_fwd(a, imgs, mask, 2, norm_pix, l1),
+        assert torch.autograd.gradcheck(lambda a: ops.masked_patch_loss(a, imgs, mask, 2, norm_pix, l1),
                                         (pred,), fast_mode=fast)
 
 
@@ -273,6 +273,9 @@ def core_op_cases(ops):
     imgs = randn(2, 3, 8, 12, dtype=torch.float32, seed=8)
     mask = torch.tensor([[1, 0, 1, 1, 0, 1], [0, 1, 0, 1, 0, 0]], dtype=torch.float32, device=DEVICE)
     return [
+        (ops.random_masking, (x, noise, pos, 2, prefix, False)),
+        (ops.unshuffle, (vis, ids, token, pos, prefix)),
+        (ops.masked_patch_loss, (pred, imgs, mask, 4, True, False)),
         (ops.random_masking_fwd, (x, noise, pos, 2, prefix, False)),
         (ops.random_masking_fwd, (x, noise, None, 3, prefix, True)),
         (ops.random_masking_bwd, (vis.detach(), ids, prefix)),

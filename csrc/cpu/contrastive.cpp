@@ -300,6 +300,273 @@ std::pair<double, double> paired_backward(const T* image, const T* text, int64_t
   return {grad_scale, grad_bias};
 }
 
+// ---------------------------------------------------------------- SupCon (supervised contrastive)
+//
+// Anchor i's positives are the other rows with its label. Two reductions (sslfast/reference):
+//   supcon (Khosla et al.): L_i = lse_i - mean over positives p of s_ip, lse over all j != i;
+//     the loss is the mean over all N anchors (anchors without a positive contribute 0).
+//   pairwise (pytorch-metric-learning NTXentLoss): one term per positive pair,
+//     softplus(nlse_i - s_ip), nlse_i = logsumexp over the anchor's negatives (other labels);
+//     the loss is the mean over positive pairs.
+// Labels are compared inside the symmetric score tiles: no N x N mask or matrix exists.
+
+// Entry (r, c) of a tile: -1 on the diagonal (self), 1 when labels match, 0 otherwise.
+inline int pair_kind(const int64_t* labels, int64_t row, int64_t col) {
+  return row == col ? -1 : (labels[row] == labels[col] ? 1 : 0);
+}
+
+// supcon: row state = (lse over j != i, sum of positive scores, positive count);
+// pairwise pass 1: lse over negatives only (self and positives masked).
+template <typename T>
+void supcon_fold(const T* z, const int64_t* labels, int64_t rows, int64_t dim, T inv_t, bool negatives_only,
+                 T* lse, double* pos_sum, double* pos_count) {
+  const Blocking blocks(rows);
+  Buffer<T> run_max(rows, neg_inf<T>()), run_sum(rows, T(0));
+  Buffer<double> part_sum(rows * blocks.count, 0.0), part_count(rows * blocks.count, 0.0);
+  Scratch<T> scratch(blocks.size * blocks.size + 3 * blocks.size);
+  run_rounds(symmetric_rounds(blocks.count), [&](int64_t bi, int64_t bj, int thread) {
+    T* tile = scratch.get(thread);
+    const int64_t r0 = blocks.begin(bi), nr = blocks.rows(bi), c0 = blocks.begin(bj), nc = blocks.rows(bj);
+    scores_tile(z + r0 * dim, nr, z + c0 * dim, nc, dim, inv_t, tile);
+    // Positive sums per (row, column block) slot: each slot has one writer, summed in a fixed order.
+    for (int64_t r = 0; r < nr; ++r)
+      for (int64_t c = 0; c < nc; ++c) {
+        const int kind = pair_kind(labels, r0 + r, c0 + c);
+        T& v = tile[r * nc + c];
+        if (kind == 1 && !negatives_only) {
+          part_sum[(r0 + r) * blocks.count + bj] += double(v);
+          part_count[(r0 + r) * blocks.count + bj] += 1.0;
+          if (bi != bj) {
+            part_sum[(c0 + c) * blocks.count + bi] += double(v);
+            part_count[(c0 + c) * blocks.count + bi] += 1.0;
+          }
+        }
+        if (kind == -1 || (kind == 1 && negatives_only)) v = neg_inf<T>();
+      }
+    fold_tile_lse(tile, nr, nc, run_max.data() + r0, run_sum.data() + r0,
+                  bi != bj ? run_max.data() + c0 : nullptr, run_sum.data() + c0, tile + nr * nc);
+  });
+  for (int64_t i = 0; i < rows; ++i) {
+    lse[i] = run_sum[i] == T(0) ? neg_inf<T>() : T(run_max[i] + std::log(run_sum[i]));
+    if (pos_sum) {
+      double sum = 0, count = 0;
+      for (int64_t b = 0; b < blocks.count; ++b) {
+        sum += part_sum[i * blocks.count + b];
+        count += part_count[i * blocks.count + b];
+      }
+      pos_sum[i] = sum;
+      pos_count[i] = count;
+    }
+  }
+}
+
+// pairwise pass 2: per row, the sums over its positive pairs of softplus(nlse_i - s_ip) (loss)
+// and sigmoid(nlse_i - s_ip) (the backward's negative-weight factor), and the pair count.
+template <typename T>
+void supcon_pairs(const T* z, const int64_t* labels, const T* nlse, int64_t rows, int64_t dim, T inv_t,
+                  double* loss_rows, double* sigmoid_rows, double* pair_count) {
+  const Blocking blocks(rows);
+  const int64_t slots = rows * blocks.count;
+  Buffer<double> part_loss(slots, 0.0), part_sigmoid(slots, 0.0), part_count(slots, 0.0);
+  Scratch<T> scratch(blocks.size * blocks.size);
+  run_rounds(symmetric_rounds(blocks.count), [&](int64_t bi, int64_t bj, int thread) {
+    T* tile = scratch.get(thread);
+    const int64_t r0 = blocks.begin(bi), nr = blocks.rows(bi), c0 = blocks.begin(bj), nc = blocks.rows(bj);
+    scores_tile(z + r0 * dim, nr, z + c0 * dim, nc, dim, inv_t, tile);
+    auto add = [&](int64_t anchor, int64_t block, double s) {
+      const double x = double(nlse[anchor]) - s;  // -inf without negatives: softplus = sigmoid = 0
+      const int64_t slot = anchor * blocks.count + block;
+      part_loss[slot] += scalar_softplus(x);
+      part_sigmoid[slot] += x == -std::numeric_limits<double>::infinity() ? 0.0 : 1.0 / (1.0 + std::exp(-x));
+      part_count[slot] += 1.0;
+    };
+    for (int64_t r = 0; r < nr; ++r)
+      for (int64_t c = 0; c < nc; ++c) {
+        if (pair_kind(labels, r0 + r, c0 + c) != 1) continue;
+        add(r0 + r, bj, double(tile[r * nc + c]));
+        if (bi != bj) add(c0 + c, bi, double(tile[r * nc + c]));
+      }
+  });
+  for (int64_t i = 0; i < rows; ++i) {
+    double l = 0, g = 0, n = 0;
+    for (int64_t b = 0; b < blocks.count; ++b) {
+      l += part_loss[i * blocks.count + b];
+      g += part_sigmoid[i * blocks.count + b];
+      n += part_count[i * blocks.count + b];
+    }
+    loss_rows[i] = l;
+    sigmoid_rows[i] = g;
+    pair_count[i] = n;
+  }
+}
+
+// Backward: dz_k = inv_t * sum_j (G_kj + G_jk) z_j over symmetric tiles, with
+//   supcon:   G_ij = c_i (exp(s_ij - lse_i) - [pos] / P_i),  c_i = g / N if P_i > 0 else 0;
+//   pairwise: G_ij = c sig_i exp(s_ij - nlse_i) for negatives, -c sigmoid(nlse_i - s_ij) for
+//             positives, c = g / (number of positive pairs), sig_i = sum_p sigmoid(nlse_i - s_ip).
+// The exp terms come from softmax_weights with the coefficients folded into the shifts
+// (c exp(s - l) = exp(s - (l - log c)); c = 0 shifts by +inf); label-matching entries are then
+// rewritten.
+template <typename T>
+void supcon_backward(const T* z, const int64_t* labels, const T* lse, const T* stats, int64_t rows, int64_t dim,
+                     T inv_t, bool pairwise, double grad, T* dz) {
+  const T* positives = stats;
+  const T* sigmoids = stats + rows;
+  double pairs = 0;
+  for (int64_t i = 0; i < rows; ++i) pairs += double(positives[i]);
+  // Coefficients from |grad| (their logs are the shifts); its sign goes into the accumulation.
+  const double magnitude = std::abs(grad);
+  const T sign = grad < 0 ? T(-1) : T(1);
+  const double inf = std::numeric_limits<double>::infinity();
+  Buffer<T> shift(rows, T(0)), pos_weight(rows, T(0));
+  for (int64_t i = 0; i < rows; ++i) {
+    double coef;
+    if (pairwise) {
+      coef = pairs > 0 ? magnitude / pairs * double(sigmoids[i]) : 0.0;
+    } else {
+      coef = positives[i] > 0 ? magnitude / double(rows) : 0.0;
+      pos_weight[i] = positives[i] > 0 ? T(coef / double(positives[i])) : T(0);
+    }
+    // coef = 0 (no positives / no pairs): exp(s - inf) = 0; NaN stays NaN.
+    shift[i] = coef == 0.0 || std::isinf(double(lse[i])) ? T(inf) : T(double(lse[i]) - std::log(coef));
+  }
+  const double pair_coef = pairs > 0 ? magnitude / pairs : 0.0;
+  const Blocking blocks(rows);
+  Scratch<T> scratch(blocks.size * blocks.size + blocks.size);
+  std::fill(dz, dz + rows * dim, T(0));
+  run_rounds(symmetric_rounds(blocks.count), [&](int64_t bi, int64_t bj, int thread) {
+    T* w = scratch.get(thread);
+    T* raw = w + blocks.size * blocks.size;
+    const int64_t r0 = blocks.begin(bi), nr = blocks.rows(bi), c0 = blocks.begin(bj), nc = blocks.rows(bj);
+    scores_tile(z + r0 * dim, nr, z + c0 * dim, nc, dim, inv_t, w);
+    for (int64_t r = 0; r < nr; ++r) {
+      T* row = w + r * nc;
+      std::copy(row, row + nc, raw);
+      // Both anchors' exp terms for every entry (vectorized), then the label-matching entries.
+      softmax_weights(row, shift[r0 + r], shift.data() + c0, T(1), row, nc);
+      for (int64_t c = 0; c < nc; ++c) {
+        const int kind = pair_kind(labels, r0 + r, c0 + c);
+        if (kind == -1) {
+          row[c] = T(0);
+        } else if (kind == 1 && pairwise) {
+          auto sig = [&](int64_t anchor) {
+            const double x = double(lse[anchor]) - double(raw[c]);
+            return x == -inf ? 0.0 : 1.0 / (1.0 + std::exp(-x));
+          };
+          row[c] = T(-pair_coef * (sig(r0 + r) + sig(c0 + c)));
+        } else if (kind == 1) {
+          row[c] -= pos_weight[r0 + r] + pos_weight[c0 + c];
+        }
+      }
+    }
+    accumulate_w_b(w, nr, nc, z + c0 * dim, dim, sign * inv_t, dz + r0 * dim);
+    if (bi != bj) accumulate_wt_a(w, nr, nc, z + r0 * dim, dim, sign * inv_t, dz + c0 * dim);
+  });
+}
+
+// ---------------------------------------------------------------- prepare_rows
+//
+// The rows a loss kernel reads: cat(x, y), each row L2-normalized when asked (F.normalize: divided
+// by max(norm, 1e-12)), in float32 / float64 (half inputs widened). Norms are summed in double.
+
+constexpr double kNormEps = 1e-12;
+
+template <typename in_t, typename out_t>
+void copy_rows(const at::Tensor& src, int64_t row0, int64_t dim, bool normalize, out_t* rows, out_t* norms) {
+  const in_t* p = src.const_data_ptr<in_t>();
+  const int64_t n = src.size(0), s0 = src.stride(0), s1 = src.stride(1);
+  at::parallel_for(0, n, std::max<int64_t>(1, 16384 / std::max<int64_t>(dim, 1)), [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      out_t* dst = rows + (row0 + i) * dim;
+      const in_t* from = p + i * s0;
+      double sq = 0;
+      for (int64_t d = 0; d < dim; ++d) {
+        const out_t v = out_t(from[d * s1]);
+        dst[d] = v;
+        sq += double(v) * double(v);
+      }
+      if (!normalize) continue;
+      const double norm = std::sqrt(sq);
+      norms[row0 + i] = out_t(norm);
+      const out_t scale = out_t(1.0 / std::max(norm, kNormEps));
+      for (int64_t d = 0; d < dim; ++d) dst[d] *= scale;
+    }
+  });
+}
+
+void check_rows_input(const at::Tensor& x, const char* name) {
+  CHECK_CPU(x);
+  TORCH_CHECK(x.dim() == 2, name, " must be 2-D, got shape ", x.sizes());
+  TORCH_CHECK(at::isFloatingType(x.scalar_type()), name, " must be floating point, got ", x.scalar_type());
+}
+
+// float32 / float64 stay, half types compute in float32 (the CPU kernels' dtypes)
+at::ScalarType compute_dtype(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
+
+std::tuple<at::Tensor, at::Tensor> prepare_rows(const at::Tensor& x, const std::optional<at::Tensor>& y,
+                                                bool normalize) {
+  check_rows_input(x, "x");
+  if (y) {
+    check_rows_input(*y, "y");
+    CHECK_SAME_DTYPE(x, (*y));
+    TORCH_CHECK(y->size(1) == x.size(1), "y must have ", x.size(1), " columns, got ", y->size(1));
+  }
+  const int64_t n = x.size(0) + (y ? y->size(0) : 0), dim = x.size(1);
+  const auto options = x.options().dtype(compute_dtype(x.scalar_type()));
+  at::Tensor rows = empty_output({n, dim}, options);
+  at::Tensor norms = at::empty({normalize ? n : 0}, options);
+  AT_DISPATCH_FLOATING_TYPES(rows.scalar_type(), "prepare_rows", [&] {
+    using out_t = scalar_t;
+    out_t* r = rows.data_ptr<out_t>();
+    out_t* nr = normalize ? norms.data_ptr<out_t>() : nullptr;
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "prepare_rows_in", [&] {
+      copy_rows<scalar_t, out_t>(x, 0, dim, normalize, r, nr);
+      if (y) copy_rows<scalar_t, out_t>(*y, x.size(0), dim, normalize, r, nr);
+    });
+  });
+  return {rows, norms};
+}
+
+// d/dx of x / max(|x|, eps): (g - y (y . g)) / |x| where |x| > eps, g / eps where it was clamped.
+std::tuple<at::Tensor, at::Tensor> prepare_rows_bwd(const at::Tensor& grad_, const at::Tensor& rows,
+                                                    const at::Tensor& norms, int64_t split, at::ScalarType dtype) {
+  CHECK_CPU(grad_);
+  TORCH_CHECK(grad_.sizes() == rows.sizes(), "grad must have the shape of rows ", rows.sizes(), ", got ",
+              grad_.sizes());
+  const int64_t n = rows.size(0), dim = rows.size(1);
+  TORCH_CHECK(split >= 0 && split <= n, "split must be in [0, ", n, "], got ", split);
+  const bool normalized = norms.numel() > 0;
+  TORCH_CHECK(!normalized || norms.numel() == n, "norms must have ", n, " entries, got ", norms.numel());
+  const at::Tensor grad = grad_.to(rows.scalar_type()).contiguous();
+  at::Tensor out = empty_output({n, dim}, rows.options());
+  AT_DISPATCH_FLOATING_TYPES(rows.scalar_type(), "prepare_rows_bwd", [&] {
+    const scalar_t* g = grad.const_data_ptr<scalar_t>();
+    const scalar_t* y = rows.const_data_ptr<scalar_t>();
+    const scalar_t* nm = normalized ? norms.const_data_ptr<scalar_t>() : nullptr;
+    scalar_t* o = out.data_ptr<scalar_t>();
+    at::parallel_for(0, n, std::max<int64_t>(1, 16384 / std::max<int64_t>(dim, 1)), [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        const scalar_t* gi = g + i * dim;
+        const scalar_t* yi = y + i * dim;
+        scalar_t* oi = o + i * dim;
+        if (!nm) {
+          std::copy(gi, gi + dim, oi);
+          continue;
+        }
+        const double norm = double(nm[i]);
+        if (norm <= kNormEps) {  // clamped: the divisor was eps, a constant (NaN takes the other path)
+          for (int64_t d = 0; d < dim; ++d) oi[d] = scalar_t(double(gi[d]) / kNormEps);
+          continue;
+        }
+        const double proj = dot(yi, gi, dim);
+        for (int64_t d = 0; d < dim; ++d) oi[d] = scalar_t((double(gi[d]) - double(yi[d]) * proj) / norm);
+      }
+    });
+  });
+  if (dtype != out.scalar_type()) out = out.to(dtype);
+  return {out.narrow(0, 0, split).contiguous(), out.narrow(0, split, n - split).contiguous()};
+}
+
 // ---------------------------------------------------------------- op entry points
 
 double scalar_of(const at::Tensor& t, const char* name) {
@@ -320,6 +587,18 @@ void check_pair(const at::Tensor& image, const at::Tensor& text) {
   CHECK_SAME_DTYPE(image, text);
   TORCH_CHECK(image.sizes() == text.sizes(), "image and text must have the same shape, got ", image.sizes(),
               " and ", text.sizes());
+}
+
+// CLIP / SigLIP take the user's tensors directly (no prepare_rows): half inputs are widened to
+// float32 and other strides made contiguous here; gradients go back in the input dtype.
+std::pair<at::Tensor, at::Tensor> paired_rows(const at::Tensor& image, const at::Tensor& text) {
+  check_rows_input(image, "image");
+  check_rows_input(text, "text");
+  const auto dtype = compute_dtype(image.scalar_type());
+  auto rows = std::make_pair(image.to(dtype).contiguous(), text.to(dtype).contiguous());
+  check_pair(rows.first, rows.second);
+  TORCH_CHECK(image.scalar_type() == text.scalar_type(), "image and text must have the same dtype");
+  return rows;
 }
 
 std::tuple<at::Tensor, at::Tensor> nt_xent_fwd(const at::Tensor& z, double temperature, bool exclude_positive) {
@@ -408,10 +687,10 @@ std::tuple<at::Tensor, at::Tensor> info_nce_bwd(const at::Tensor& grad_loss, con
   return {d_query, d_key};
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> clip_loss_fwd(const at::Tensor& image, const at::Tensor& text,
+std::tuple<at::Tensor, at::Tensor, at::Tensor> clip_loss_fwd(const at::Tensor& image_, const at::Tensor& text_,
                                                              const at::Tensor& logit_scale,
                                                              const std::optional<at::Tensor>& logit_bias) {
-  check_pair(image, text);
+  const auto [image, text] = paired_rows(image_, text_);
   const double scale = scalar_of(logit_scale, "logit_scale");
   const double bias = logit_bias ? scalar_of(*logit_bias, "logit_bias") : 0.0;
   auto row_lse = at::empty({image.size(0)}, image.options());
@@ -426,9 +705,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> clip_loss_fwd(const at::Tensor& i
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> clip_loss_bwd(
-    const at::Tensor& grad_loss, const at::Tensor& image, const at::Tensor& text, const at::Tensor& logit_scale,
+    const at::Tensor& grad_loss, const at::Tensor& image_, const at::Tensor& text_, const at::Tensor& logit_scale,
     const std::optional<at::Tensor>& logit_bias, const at::Tensor& row_lse, const at::Tensor& col_lse) {
-  check_pair(image, text);
+  const auto [image, text] = paired_rows(image_, text_);
   check_lse(row_lse, image, "row_lse");
   check_lse(col_lse, text, "col_lse");
   const double scale = scalar_of(logit_scale, "logit_scale");
@@ -457,7 +736,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> clip_loss_bwd(
   });
   auto grad_scale = at::full_like(logit_scale, scale_bias_grads.first);
   auto grad_bias = logit_bias ? at::full_like(*logit_bias, scale_bias_grads.second) : at::zeros_like(logit_scale);
-  return {d_image, d_text, grad_scale, grad_bias};
+  return {d_image.to(image_.scalar_type()), d_text.to(text_.scalar_type()), grad_scale, grad_bias};
 }
 
 // One row of SigLIP's gradient weights from raw dots: G_ij = -(coef) z_ij sigmoid(-z_ij S_ij),
@@ -482,9 +761,9 @@ void siglip_weight_row(const T* dots, T* w, int64_t self, int64_t nc, T s, T b, 
 // passes instead of four. The loss is summed tile by tile there, so it can differ from the
 // no-gradient value in the last bits.
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> siglip_loss_fwd(
-    const at::Tensor& image, const at::Tensor& text, const at::Tensor& logit_scale, const at::Tensor& logit_bias,
+    const at::Tensor& image_, const at::Tensor& text_, const at::Tensor& logit_scale, const at::Tensor& logit_bias,
     bool with_grads) {
-  check_pair(image, text);
+  const auto [image, text] = paired_rows(image_, text_);
   const double scale = scalar_of(logit_scale, "logit_scale");
   const double bias = scalar_of(logit_bias, "logit_bias");
   const int64_t n = image.size(0);
@@ -516,16 +795,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> siglip_lo
     for (int64_t t = 0; t < blocks.count * blocks.count; ++t) loss += loss_part[t];  // fixed order
     loss /= double(n);
   });
-  return {at::scalar_tensor(loss, image.options()), d_image, d_text,
+  return {at::scalar_tensor(loss, image.options()), d_image.to(image_.scalar_type()), d_text.to(text_.scalar_type()),
           at::full_like(logit_scale, scale_bias_grads.first), at::full_like(logit_bias, scale_bias_grads.second)};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> siglip_loss_bwd(const at::Tensor& grad_loss,
-                                                                          const at::Tensor& image,
-                                                                          const at::Tensor& text,
+                                                                          const at::Tensor& image_,
+                                                                          const at::Tensor& text_,
                                                                           const at::Tensor& logit_scale,
                                                                           const at::Tensor& logit_bias) {
-  check_pair(image, text);
+  const auto [image, text] = paired_rows(image_, text_);
   const double scale = scalar_of(logit_scale, "logit_scale");
   const double bias = scalar_of(logit_bias, "logit_bias");
   const double grad = scalar_of(grad_loss, "grad_loss");
@@ -545,8 +824,77 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> siglip_loss_bwd(const
     scale_bias_grads = paired_backward<T>(image.data_ptr<T>(), text.data_ptr<T>(), n, image.size(1), s, weights,
                                           d_image.data_ptr<T>(), d_text.data_ptr<T>());
   });
-  return {d_image, d_text, at::full_like(logit_scale, scale_bias_grads.first),
-          at::full_like(logit_bias, scale_bias_grads.second)};
+  return {d_image.to(image_.scalar_type()), d_text.to(text_.scalar_type()),
+          at::full_like(logit_scale, scale_bias_grads.first), at::full_like(logit_bias, scale_bias_grads.second)};
+}
+
+// ---------------------------------------------------------------- supcon entry points
+
+at::Tensor checked_labels(const at::Tensor& labels, int64_t rows) {
+  CHECK_CPU(labels);
+  TORCH_CHECK(labels.dim() == 1 && labels.size(0) == rows, "labels must have shape (", rows, "), got ",
+              labels.sizes());
+  TORCH_CHECK(labels.scalar_type() == at::kLong || labels.scalar_type() == at::kInt,
+              "labels must be int64 or int32, got ", labels.scalar_type());
+  return labels.to(at::kLong).contiguous();
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> supcon_fwd(const at::Tensor& z, const at::Tensor& labels_,
+                                                          double temperature, bool pairwise) {
+  CHECK_EMBEDDINGS(z);
+  TORCH_CHECK(temperature > 0, "temperature must be > 0, got ", temperature);
+  const at::Tensor labels = checked_labels(labels_, z.size(0));
+  const int64_t n = z.size(0), dim = z.size(1);
+  auto lse = at::empty({n}, z.options());
+  auto stats = at::zeros({2, n}, z.options());
+  double loss = 0;
+  AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "supcon_fwd", [&] {
+    using T = scalar_t;
+    const T* zp = z.data_ptr<T>();
+    const int64_t* y = labels.const_data_ptr<int64_t>();
+    T* st = stats.data_ptr<T>();
+    const T inv_t = T(1.0 / temperature);
+    Buffer<double> a(n, 0.0), b(n, 0.0), c(n, 0.0);
+    if (!pairwise) {
+      supcon_fold<T>(zp, y, n, dim, inv_t, false, lse.data_ptr<T>(), a.data(), b.data());
+      const T* l = lse.data_ptr<T>();
+      for (int64_t i = 0; i < n; ++i) {
+        st[i] = T(b[i]);
+        if (b[i] > 0) loss += double(l[i]) - a[i] / b[i];
+      }
+      loss /= double(n);
+    } else {
+      supcon_fold<T>(zp, y, n, dim, inv_t, true, lse.data_ptr<T>(), nullptr, nullptr);
+      supcon_pairs<T>(zp, y, lse.data_ptr<T>(), n, dim, inv_t, a.data(), b.data(), c.data());
+      double pairs = 0;
+      for (int64_t i = 0; i < n; ++i) {
+        loss += a[i];
+        pairs += c[i];
+        st[i] = T(c[i]);
+        st[n + i] = T(b[i]);
+      }
+      loss = pairs > 0 ? loss / pairs : 0.0;
+    }
+  });
+  return {at::scalar_tensor(loss, z.options()), lse, stats};
+}
+
+at::Tensor supcon_bwd(const at::Tensor& grad_loss, const at::Tensor& z, const at::Tensor& labels_,
+                      const at::Tensor& lse, const at::Tensor& stats, double temperature, bool pairwise) {
+  CHECK_EMBEDDINGS(z);
+  const at::Tensor labels = checked_labels(labels_, z.size(0));
+  check_lse(lse, z, "lse");
+  TORCH_CHECK(stats.sizes() == at::IntArrayRef({2, z.size(0)}) && stats.scalar_type() == z.scalar_type() &&
+                  stats.is_contiguous(),
+              "row_stats must be a contiguous [2, N] tensor in the dtype of z");
+  auto dz = empty_output_like(z);
+  const double grad = scalar_of(grad_loss, "grad_loss");
+  AT_DISPATCH_FLOATING_TYPES(z.scalar_type(), "supcon_bwd", [&] {
+    supcon_backward<scalar_t>(z.data_ptr<scalar_t>(), labels.const_data_ptr<int64_t>(), lse.data_ptr<scalar_t>(),
+                              stats.data_ptr<scalar_t>(), z.size(0), z.size(1), scalar_t(1.0 / temperature), pairwise,
+                              grad, dz.data_ptr<scalar_t>());
+  });
+  return dz;
 }
 
 }  // namespace
@@ -560,6 +908,10 @@ TORCH_LIBRARY_IMPL(sslfast, CPU, m) {
   m.impl("clip_loss_bwd", &clip_loss_bwd);
   m.impl("siglip_loss_fwd", &siglip_loss_fwd);
   m.impl("siglip_loss_bwd", &siglip_loss_bwd);
+  m.impl("supcon_fwd", &supcon_fwd);
+  m.impl("supcon_bwd", &supcon_bwd);
+  m.impl("prepare_rows", &prepare_rows);
+  m.impl("prepare_rows_bwd", &prepare_rows_bwd);
 }
 
 }  // namespace sslfast::cpu

@@ -11,6 +11,7 @@
 // backends give the same noise for the same seed; the noise is never written to memory (it lives
 // in a per-chunk scratch that stays in cache).
 #include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -209,45 +210,88 @@ inline void by_sample(int64_t i0, int64_t i1, int64_t inner, Fn fn) {
 
 void check_batch_tensor(const at::Tensor& x, const char* name) {
   TORCH_CHECK(x.device().is_cpu(), name, " must be a CPU tensor, got ", x.device());
-  TORCH_CHECK(x.is_contiguous(), name, " must be contiguous");
   TORCH_CHECK(x.dim() >= 1 && x.size(0) > 0, name, " must be [B, ...] with B > 0, got shape ", x.sizes());
-  TORCH_CHECK(x.scalar_type() == at::kFloat || x.scalar_type() == at::kDouble, name,
-              " must be float32 or float64 for the CPU kernels, got ", x.scalar_type());
+  TORCH_CHECK(at::isFloatingType(x.scalar_type()), name, " must be floating point, got ", x.scalar_type());
+}
+
+// The kernels compute in float32 / float64: half inputs are widened, any strides made contiguous;
+// outputs go back in the input dtype (finish).
+at::ScalarType compute_dtype(const at::Tensor& x) { return x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat; }
+
+at::Tensor compute_input(const at::Tensor& x, at::ScalarType dtype) { return x.to(dtype).contiguous(); }
+
+std::optional<at::Tensor> compute_input(const std::optional<at::Tensor>& x, at::ScalarType dtype) {
+  return x ? std::optional<at::Tensor>(compute_input(*x, dtype)) : std::nullopt;
+}
+
+at::Tensor finish(const at::Tensor& out, const at::Tensor& like) {
+  return out.scalar_type() == like.scalar_type() ? out : out.to(like.scalar_type());
 }
 
 void check_like(const std::optional<at::Tensor>& y, const at::Tensor& x, const char* name) {
   if (!y) return;
   check_batch_tensor(*y, name);
   TORCH_CHECK(y->sizes() == x.sizes(), name, " must have shape ", x.sizes(), ", got ", y->sizes());
-  TORCH_CHECK(y->scalar_type() == x.scalar_type(), name, " must have dtype ", x.scalar_type());
 }
 
-void check_coefs(const at::Tensor& coefs, const at::Tensor& x, int64_t k) {
-  TORCH_CHECK(coefs.device().is_cpu() && coefs.is_contiguous(), "coefs must be a contiguous CPU tensor");
-  TORCH_CHECK(coefs.dim() == 2 && coefs.size(0) == x.size(0) && coefs.size(1) == k, "coefs must have shape (",
-              x.size(0), ", ", k, "), got ", coefs.sizes());
-  TORCH_CHECK(coefs.scalar_type() == x.scalar_type(), "coefs must have the dtype of the data");
+// Rows t[b] of a per-timestep table [T, K] (or [T] for K = 1) as a [B, K] array in T: the
+// timesteps are read here, on the host, so this is also where their range is checked.
+template <typename T>
+std::vector<T> gather_rows(const at::Tensor& table, const at::Tensor& t, int64_t batch, int64_t k) {
+  TORCH_CHECK(table.device().is_cpu() && at::isFloatingType(table.scalar_type()),
+              "table must be a floating-point CPU tensor");
+  TORCH_CHECK((k == 1 && table.dim() == 1) || (table.dim() == 2 && table.size(1) == k), "table must have ", k,
+              " columns, got shape ", table.sizes());
+  TORCH_CHECK(t.device().is_cpu(), "t must be a CPU tensor, got ", t.device());
+  TORCH_CHECK_TYPE(at::isIntegralType(t.scalar_type(), false), "t must be an integer tensor, got ", t.scalar_type());
+  TORCH_CHECK_VALUE(t.dim() == 0 || (t.dim() == 1 && (t.size(0) == 1 || t.size(0) == batch)),
+                    "t must be a scalar or have shape (", batch, ",), got ", t.sizes());
+  const int64_t steps = table.size(0);
+  const at::Tensor rows = table.to(c10::CppTypeToScalarType<T>::value).contiguous();
+  const at::Tensor ts = t.to(at::kLong).contiguous();
+  const T* r = rows.const_data_ptr<T>();
+  const int64_t* tp = ts.const_data_ptr<int64_t>();
+  std::vector<T> out(batch * k);
+  for (int64_t b = 0; b < batch; ++b) {
+    const int64_t step = tp[ts.numel() == 1 ? 0 : b];
+    TORCH_CHECK_VALUE(step >= 0 && step < steps, "t must be in [0, ", steps, "), got ", step);
+    std::copy(r + step * k, r + (step + 1) * k, out.begin() + b * k);
+  }
+  return out;
+}
+
+// The Philox key of in-kernel noise: `seed` when >= 0, else drawn from `generator` (or the default
+// CPU generator) as torch.randint(0, 2**62, (), generator=generator) draws it.
+int64_t noise_key(int64_t seed, const std::optional<at::Generator>& generator) {
+  if (seed >= 0) return seed;
+  auto* gen = at::get_generator_or_default<at::CPUGeneratorImpl>(generator, at::detail::getDefaultCPUGenerator());
+  std::lock_guard<std::mutex> lock(gen->mutex_);
+  return int64_t(gen->random64() % (uint64_t(1) << 62));
 }
 
 // ---------------------------------------------------------------- q_sample
 
-std::tuple<at::Tensor, at::Tensor> diffusion_q_sample(const at::Tensor& x0, const std::optional<at::Tensor>& noise,
-                                                      const at::Tensor& coefs, int64_t seed, bool v_target) {
-  check_batch_tensor(x0, "x0");
-  check_like(noise, x0, "noise");
-  check_coefs(coefs, x0, 2);
-  TORCH_CHECK(noise || seed >= 0, "diffusion_q_sample needs noise or a seed >= 0");
+std::tuple<at::Tensor, at::Tensor> q_sample_fwd(const at::Tensor& x0_, const std::optional<at::Tensor>& noise_,
+                                                const at::Tensor& table, const at::Tensor& t, int64_t seed,
+                                                std::optional<at::Generator> generator, bool v_target) {
+  check_batch_tensor(x0_, "x0");
+  check_like(noise_, x0_, "noise");
+  const auto dtype = compute_dtype(x0_);
+  const at::Tensor x0 = compute_input(x0_, dtype);
+  const auto noise = compute_input(noise_, dtype);
   auto x_t = empty_output_like(x0);
   auto target = empty_output_like(x0);
-  const int64_t n = x0.numel(), inner = n / x0.size(0);
-  if (n == 0) return {x_t, target};
-  AT_DISPATCH_FLOATING_TYPES(x0.scalar_type(), "diffusion_q_sample", [&] {
+  const int64_t n = x0.numel(), batch = x0.size(0), inner = n / batch;
+  AT_DISPATCH_FLOATING_TYPES(dtype, "q_sample_fwd", [&] {
     using T = scalar_t;
+    const std::vector<T> coefs = gather_rows<T>(table, t, batch, 2);
+    const int64_t key = noise ? -1 : noise_key(seed, generator);
+    if (n == 0) return;
     const T* x = x0.data_ptr<T>();
-    const T* c = coefs.data_ptr<T>();
+    const T* c = coefs.data();
     T* xt = x_t.data_ptr<T>();
     T* tg = target.data_ptr<T>();
-    for_each_chunk<T>(n, noise ? noise->data_ptr<T>() : nullptr, seed, [&](int64_t i0, int64_t i1, const T* eps) {
+    for_each_chunk<T>(n, noise ? noise->data_ptr<T>() : nullptr, key, [&](int64_t i0, int64_t i1, const T* eps) {
       by_sample(i0, i1, inner, [&](int64_t b, int64_t j0, int64_t j1) {
         const T a = c[2 * b], s = c[2 * b + 1];
         const T* e = eps + (j0 - i0);
@@ -267,7 +311,40 @@ std::tuple<at::Tensor, at::Tensor> diffusion_q_sample(const at::Tensor& x0, cons
       });
     });
   });
-  return {x_t, target};
+  return {finish(x_t, x0_), finish(target, x0_)};
+}
+
+// d/dx0 of (x_t, target) = (a x0 + s eps, eps or a eps - s x0): a g_xt (- s g_target for v).
+at::Tensor q_sample_bwd(const std::optional<at::Tensor>& grad_x_t_, const std::optional<at::Tensor>& grad_target_,
+                        const at::Tensor& table, const at::Tensor& t, bool v_target) {
+  TORCH_CHECK(grad_x_t_ || grad_target_, "q_sample_bwd needs grad_x_t or grad_target");
+  const at::Tensor& like = grad_x_t_ ? *grad_x_t_ : *grad_target_;
+  check_batch_tensor(like, "grad_x_t");
+  check_like(grad_target_, like, "grad_target");
+  const auto dtype = compute_dtype(like);
+  const auto g_xt = compute_input(grad_x_t_, dtype);
+  const auto g_tg = v_target ? compute_input(grad_target_, dtype) : std::nullopt;
+  auto grad = at::empty(like.sizes(), like.options().dtype(dtype));
+  const int64_t n = grad.numel(), batch = grad.size(0), inner = n / batch;
+  AT_DISPATCH_FLOATING_TYPES(dtype, "q_sample_bwd", [&] {
+    using T = scalar_t;
+    const std::vector<T> coefs = gather_rows<T>(table, t, batch, 2);
+    const T* c = coefs.data();
+    const T* gx = g_xt ? g_xt->data_ptr<T>() : nullptr;
+    const T* gt = g_tg ? g_tg->data_ptr<T>() : nullptr;
+    T* out = grad.data_ptr<T>();
+    for_each_chunk<T>(n, nullptr, -1, [&](int64_t i0, int64_t i1, const T*) {
+      by_sample(i0, i1, inner, [&](int64_t b, int64_t j0, int64_t j1) {
+        const T a = c[2 * b], s = c[2 * b + 1];
+        for (int64_t j = j0; j < j1; ++j) {
+          T v = gx ? a * gx[j] : T(0);
+          if (gt) v -= s * gt[j];
+          out[j] = v;
+        }
+      });
+    });
+  });
+  return finish(grad, like);
 }
 
 // ---------------------------------------------------------------- weighted MSE
@@ -291,68 +368,89 @@ double squared_error_sum(const T* a, const T* b, int64_t n) {
   return total;
 }
 
-at::Tensor diffusion_loss_fwd(const at::Tensor& model_output, const at::Tensor& target, const at::Tensor& weight) {
-  check_batch_tensor(model_output, "model_output");
-  check_like(target, model_output, "target");
+// reduction: 0 none ([B] per-sample losses), 1 mean, 2 sum (over the batch).
+void check_reduction(int64_t reduction) {
+  TORCH_CHECK_VALUE(reduction >= 0 && reduction <= 2, "reduction must be 0 (none), 1 (mean) or 2 (sum), got ",
+                    reduction);
+}
+
+// Per-sample w[t_b] * mean((model_output - target)^2), reduced over the batch; float32 (float64
+// for float64) whatever the input dtype.
+at::Tensor diffusion_loss_fwd(const at::Tensor& model_output_, const at::Tensor& target_, const at::Tensor& weights,
+                              const at::Tensor& t, int64_t reduction) {
+  check_batch_tensor(model_output_, "model_output");
+  check_like(target_, model_output_, "target");
+  check_reduction(reduction);
+  const auto dtype = compute_dtype(model_output_);
+  const at::Tensor model_output = compute_input(model_output_, dtype), target = compute_input(target_, dtype);
   const int64_t batch = model_output.size(0);
-  TORCH_CHECK(weight.device().is_cpu() && weight.is_contiguous() && weight.dim() == 1 && weight.size(0) == batch &&
-                  weight.scalar_type() == model_output.scalar_type(),
-              "weight must be a contiguous [B] CPU tensor in the dtype of model_output");
   const int64_t inner = model_output.numel() / batch;
   const int64_t chunks = std::max<int64_t>(1, (inner + kChunk - 1) / kChunk);
   // Partial sums per (sample, chunk), added in a fixed order: independent of the thread count.
-  auto partial = at::empty({batch, chunks}, at::kDouble);
-  auto per_sample = at::empty({batch}, model_output.options());
-  AT_DISPATCH_FLOATING_TYPES(model_output.scalar_type(), "diffusion_loss_fwd", [&] {
+  std::vector<double> partial(batch * chunks, 0.0);
+  at::Tensor out = reduction == 0 ? at::empty({batch}, model_output.options()) : at::empty({}, model_output.options());
+  AT_DISPATCH_FLOATING_TYPES(dtype, "diffusion_loss_fwd", [&] {
     using T = scalar_t;
+    const std::vector<T> w = gather_rows<T>(weights, t, batch, 1);
     const T* m = model_output.data_ptr<T>();
-    const T* t = target.data_ptr<T>();
-    double* p = partial.data_ptr<double>();
+    const T* tg = target.data_ptr<T>();
+    double* p = partial.data();
     at::parallel_for(0, batch * chunks, 1, [&](int64_t begin, int64_t end) {
       for (int64_t task = begin; task < end; ++task) {
         const int64_t b = task / chunks, c = task % chunks;
         const int64_t j0 = b * inner + c * kChunk, j1 = b * inner + std::min(inner, (c + 1) * kChunk);
-        p[task] = j1 > j0 ? squared_error_sum(m + j0, t + j0, j1 - j0) : 0.0;
+        p[task] = j1 > j0 ? squared_error_sum(m + j0, tg + j0, j1 - j0) : 0.0;
       }
     });
-    const T* w = weight.data_ptr<T>();
-    T* out = per_sample.data_ptr<T>();
+    T* o = out.data_ptr<T>();
+    double total = 0;
     for (int64_t b = 0; b < batch; ++b) {
-      double total = 0;
-      for (int64_t c = 0; c < chunks; ++c) total += p[b * chunks + c];
-      out[b] = T(double(w[b]) * total / double(std::max<int64_t>(inner, 1)));
+      double sum = 0;
+      for (int64_t c = 0; c < chunks; ++c) sum += p[b * chunks + c];
+      const double per_sample = double(w[b]) * sum / double(std::max<int64_t>(inner, 1));
+      if (reduction == 0) o[b] = T(per_sample);
+      total += double(T(per_sample));  // the per-sample values, rounded as eager's reduction sees them
     }
+    if (reduction != 0) o[0] = T(reduction == 1 ? total / double(batch) : total);
   });
-  return per_sample;
+  return out;
 }
 
-at::Tensor diffusion_loss_bwd(const at::Tensor& grad_per_sample, const at::Tensor& model_output,
-                              const at::Tensor& target, const at::Tensor& weight) {
-  check_batch_tensor(model_output, "model_output");
-  check_like(target, model_output, "target");
+at::Tensor diffusion_loss_bwd(const at::Tensor& grad_, const at::Tensor& model_output_, const at::Tensor& target_,
+                              const at::Tensor& weights, const at::Tensor& t, int64_t reduction) {
+  check_batch_tensor(model_output_, "model_output");
+  check_like(target_, model_output_, "target");
+  check_reduction(reduction);
+  const auto dtype = compute_dtype(model_output_);
+  const at::Tensor model_output = compute_input(model_output_, dtype), target = compute_input(target_, dtype);
   const int64_t batch = model_output.size(0);
-  TORCH_CHECK(grad_per_sample.numel() == batch && weight.numel() == batch, "grad_per_sample and weight must be [B]");
+  TORCH_CHECK(grad_.numel() == (reduction == 0 ? batch : 1), "grad must have ", reduction == 0 ? batch : 1,
+              " elements, got ", grad_.numel());
+  const at::Tensor upstream = grad_.to(at::kDouble).contiguous();
   auto grad = empty_output_like(model_output);
   const int64_t n = model_output.numel(), inner = n / batch;
-  if (n == 0) return grad;
-  // 2 w_b g_b / inner per sample, in double, then one pass over the data.
-  auto scale = (grad_per_sample.to(at::kDouble).contiguous() * weight.to(at::kDouble) * (2.0 / double(inner)))
-                   .to(model_output.scalar_type())
-                   .contiguous();
-  AT_DISPATCH_FLOATING_TYPES(model_output.scalar_type(), "diffusion_loss_bwd", [&] {
+  AT_DISPATCH_FLOATING_TYPES(dtype, "diffusion_loss_bwd", [&] {
     using T = scalar_t;
+    const std::vector<T> w = gather_rows<T>(weights, t, batch, 1);
+    const double* g = upstream.const_data_ptr<double>();
+    // 2 w_b g_b / inner per sample, in double, then one pass over the data.
+    std::vector<T> scale(batch);
+    for (int64_t b = 0; b < batch; ++b) {
+      const double gb = reduction == 0 ? g[b] : (reduction == 1 ? g[0] / double(batch) : g[0]);
+      scale[b] = T(2.0 * double(w[b]) * gb / double(std::max<int64_t>(inner, 1)));
+    }
+    if (n == 0) return;
     const T* m = model_output.data_ptr<T>();
-    const T* t = target.data_ptr<T>();
-    const T* s = scale.data_ptr<T>();
-    T* g = grad.data_ptr<T>();
+    const T* tg = target.data_ptr<T>();
+    T* out = grad.data_ptr<T>();
     for_each_chunk<T>(n, nullptr, -1, [&](int64_t i0, int64_t i1, const T*) {
       by_sample(i0, i1, inner, [&](int64_t b, int64_t j0, int64_t j1) {
-        const T sb = s[b];
-        for (int64_t j = j0; j < j1; ++j) g[j] = sb * (m[j] - t[j]);
+        const T sb = scale[b];
+        for (int64_t j = j0; j < j1; ++j) out[j] = sb * (m[j] - tg[j]);
       });
     });
   });
-  return grad;
+  return finish(grad, model_output_);
 }
 
 // ---------------------------------------------------------------- generic sampler step
@@ -427,37 +525,81 @@ StepFn<T> pick_step(bool u, bool p, bool n, bool c, bool w) {
 //   eps = c2 x + c3 m + c4 x0
 //   out = c5 x0 + c6 eps + c7 x + c8 prev_x0 + c9 noise
 // Writes out, and x0 when write_x0 (DPM-Solver++ keeps it for the next step).
-std::tuple<at::Tensor, at::Tensor> diffusion_step(const at::Tensor& sample, const at::Tensor& model_output,
-                                                  const std::optional<at::Tensor>& uncond,
-                                                  const std::optional<at::Tensor>& prev_x0,
-                                                  const std::optional<at::Tensor>& noise, const at::Tensor& coefs,
-                                                  double guidance_scale, bool clip, double clip_range, int64_t seed,
-                                                  bool write_x0) {
+// Runs the generic step over the data with per-sample coefficient rows `coefs` [B, 10] (in T).
+template <typename T>
+void run_step(const at::Tensor& sample, const at::Tensor& model_output, const std::optional<at::Tensor>& uncond,
+              const std::optional<at::Tensor>& prev_x0, const std::optional<at::Tensor>& noise, const T* coefs,
+              double guidance_scale, bool clip, double clip_range, int64_t key, bool write_x0, at::Tensor& out,
+              at::Tensor& x0_out) {
+  const int64_t n = sample.numel(), inner = n / sample.size(0);
+  if (n == 0) return;
+  StepArgs<T> args{sample.data_ptr<T>(), model_output.data_ptr<T>(),
+                   uncond ? uncond->data_ptr<T>() : nullptr, prev_x0 ? prev_x0->data_ptr<T>() : nullptr,
+                   coefs, out.data_ptr<T>(), write_x0 ? x0_out.data_ptr<T>() : nullptr,
+                   T(guidance_scale), T(-clip_range), T(clip_range)};
+  const bool has_noise = noise.has_value() || key >= 0;
+  const StepFn<T> segment = pick_step<T>(uncond.has_value(), prev_x0.has_value(), has_noise, clip, write_x0);
+  for_each_chunk<T>(n, noise ? noise->data_ptr<T>() : nullptr, key, [&](int64_t i0, int64_t i1, const T* z) {
+    by_sample(i0, i1, inner, [&](int64_t b, int64_t j0, int64_t j1) {
+      segment(args, b, j0, j1, z ? z + (j0 - i0) : nullptr);
+    });
+  });
+}
+
+struct StepInputs {
+  at::Tensor sample, model_output;
+  std::optional<at::Tensor> uncond, prev_x0, noise;
+  at::Tensor out, x0_out;
+};
+
+StepInputs step_inputs(const at::Tensor& sample, const at::Tensor& model_output,
+                       const std::optional<at::Tensor>& uncond, const std::optional<at::Tensor>& prev_x0,
+                       const std::optional<at::Tensor>& noise, bool write_x0) {
   check_batch_tensor(sample, "sample");
   check_like(model_output, sample, "model_output");
   check_like(uncond, sample, "uncond");
   check_like(prev_x0, sample, "prev_x0");
   check_like(noise, sample, "noise");
-  check_coefs(coefs, sample, kStepCoefs);
-  auto out = empty_output_like(sample);
-  auto x0_out = write_x0 ? empty_output_like(sample) : at::empty({0}, sample.options());
-  const int64_t n = sample.numel(), inner = n / sample.size(0);
-  if (n == 0) return {out, x0_out};
-  const bool has_noise = noise.has_value() || seed >= 0;
-  AT_DISPATCH_FLOATING_TYPES(sample.scalar_type(), "diffusion_step", [&] {
+  const auto dtype = compute_dtype(sample);
+  StepInputs in{compute_input(sample, dtype), compute_input(model_output, dtype), compute_input(uncond, dtype),
+                compute_input(prev_x0, dtype), compute_input(noise, dtype)};
+  in.out = empty_output_like(in.sample);
+  in.x0_out = write_x0 ? empty_output_like(in.sample) : at::empty({0}, in.sample.options());
+  return in;
+}
+
+// Per sample b (coefficient row c = table[t[b]], or table[b] without t):
+//   m   = uncond + g (cond - uncond)           (classifier-free guidance, when uncond is given)
+//   x0  = clamp(c0 x + c1 m, -r, r)            (clamp only when clip)
+//   eps = c2 x + c3 m + c4 x0
+//   out = c5 x0 + c6 eps + c7 x + c8 prev_x0 + c9 noise
+// Writes out, and x0 when write_x0 (DPM-Solver++ keeps it for the next step).
+std::tuple<at::Tensor, at::Tensor> diffusion_step(const at::Tensor& sample_, const at::Tensor& model_output,
+                                                  const std::optional<at::Tensor>& uncond,
+                                                  const std::optional<at::Tensor>& prev_x0,
+                                                  const std::optional<at::Tensor>& noise, const at::Tensor& table,
+                                                  const std::optional<at::Tensor>& t, double guidance_scale, bool clip,
+                                                  double clip_range, bool random_noise, int64_t seed,
+                                                  std::optional<at::Generator> generator, bool write_x0) {
+  StepInputs in = step_inputs(sample_, model_output, uncond, prev_x0, noise, write_x0);
+  const int64_t batch = in.sample.size(0);
+  AT_DISPATCH_FLOATING_TYPES(in.sample.scalar_type(), "diffusion_step", [&] {
     using T = scalar_t;
-    StepArgs<T> args{sample.data_ptr<T>(), model_output.data_ptr<T>(),
-                     uncond ? uncond->data_ptr<T>() : nullptr, prev_x0 ? prev_x0->data_ptr<T>() : nullptr,
-                     coefs.data_ptr<T>(), out.data_ptr<T>(), write_x0 ? x0_out.data_ptr<T>() : nullptr,
-                     T(guidance_scale), T(-clip_range), T(clip_range)};
-    const StepFn<T> segment = pick_step<T>(uncond.has_value(), prev_x0.has_value(), has_noise, clip, write_x0);
-    for_each_chunk<T>(n, noise ? noise->data_ptr<T>() : nullptr, seed, [&](int64_t i0, int64_t i1, const T* z) {
-      by_sample(i0, i1, inner, [&](int64_t b, int64_t j0, int64_t j1) {
-        segment(args, b, j0, j1, z ? z + (j0 - i0) : nullptr);
-      });
-    });
+    std::vector<T> coefs;
+    if (t) {
+      coefs = gather_rows<T>(table, *t, batch, kStepCoefs);
+    } else {
+      TORCH_CHECK(table.device().is_cpu() && table.dim() == 2 && table.size(0) == batch &&
+                      table.size(1) == kStepCoefs,
+                  "table must have shape (", batch, ", ", kStepCoefs, ") without t, got ", table.sizes());
+      const at::Tensor rows = table.to(in.sample.scalar_type()).contiguous();
+      coefs.assign(rows.const_data_ptr<T>(), rows.const_data_ptr<T>() + batch * kStepCoefs);
+    }
+    const int64_t key = (random_noise && !in.noise) ? noise_key(seed, generator) : -1;
+    run_step<T>(in.sample, in.model_output, in.uncond, in.prev_x0, in.noise, coefs.data(), guidance_scale, clip,
+                clip_range, key, write_x0, in.out, in.x0_out);
   });
-  return {out, x0_out};
+  return {finish(in.out, sample_), write_x0 ? finish(in.x0_out, sample_) : in.x0_out};
 }
 
 // ---------------------------------------------------------------- sigma-parameterized step coefficients
@@ -513,57 +655,75 @@ inline double dpm_lambda(double sigma) {
   return std::log(alpha) - std::log(sigma * alpha);
 }
 
-at::Tensor diffusion_sigma_coefs(const at::Tensor& sigma, const at::Tensor& sigma_next,
-                                 const std::optional<at::Tensor>& sigma_prev, int64_t batch, c10::string_view solver,
-                                 c10::string_view prediction_type, at::ScalarType dtype) {
-  TORCH_CHECK(batch >= 1, "batch must be >= 1, got ", batch);
-  TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble, "dtype must be float32 or float64, got ", dtype);
+template <typename T>
+std::vector<T> sigma_coefs(const at::Tensor& sigma, const at::Tensor& sigma_next,
+                           const std::optional<at::Tensor>& sigma_prev, int64_t batch, c10::string_view solver,
+                           c10::string_view prediction_type) {
   const bool dpm = solver == "dpmpp_2m";
   TORCH_CHECK_VALUE(dpm || solver == "euler", "solver must be euler or dpmpp_2m, got ", solver);
-  TORCH_CHECK(dpm || !sigma_prev, "sigma_prev is a DPM-Solver++ 2M input");
+  TORCH_CHECK_VALUE(dpm || !sigma_prev, "sigma_prev is a DPM-Solver++ 2M input");
   const Prediction pred = parse_prediction(prediction_type);
   const at::Tensor s0 = sigma_column(sigma, batch, "sigma"), s_next = sigma_column(sigma_next, batch, "sigma_next");
   const at::Tensor s1 = sigma_prev ? sigma_column(*sigma_prev, batch, "sigma_prev") : at::Tensor();
-  auto rows = at::empty({batch, kStepCoefs}, at::TensorOptions().dtype(dtype));
-  AT_DISPATCH_FLOATING_TYPES(dtype, "diffusion_sigma_coefs", [&] {
-    scalar_t* out = rows.data_ptr<scalar_t>();
-    for (int64_t b = 0; b < batch; ++b) {
-      double c[kStepCoefs] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
-      const double s = sigma_at(s0, b), sn = sigma_at(s_next, b);
-      if (dpm) {
-        x0_coefs<true>(pred, s, c);
-        const double alpha_t = 1.0 / std::sqrt(sn * sn + 1.0);
-        const double lambda_s0 = dpm_lambda(s);
-        const double h = dpm_lambda(sn) - lambda_s0;
-        const double phi = alpha_t * (std::exp(-h) - 1.0);
-        if (s1.defined()) {
-          const double r0 = (lambda_s0 - dpm_lambda(sigma_at(s1, b))) / h;
-          c[5] = -phi * (1.0 + 0.5 / r0);
-          c[8] = 0.5 * phi / r0;
-        } else {
-          c[5] = -phi;
-        }
-        c[7] = (sn * alpha_t) / (s / std::sqrt(s * s + 1.0));  // sigma_t(next) / sigma_t(this)
+  std::vector<T> out(batch * kStepCoefs);
+  for (int64_t b = 0; b < batch; ++b) {
+    double c[kStepCoefs] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0};
+    const double s = sigma_at(s0, b), sn = sigma_at(s_next, b);
+    TORCH_CHECK_VALUE(s >= 0 && sn >= 0, "sigma and sigma_next must be >= 0, got ", s, " and ", sn);
+    if (dpm) {
+      x0_coefs<true>(pred, s, c);
+      const double alpha_t = 1.0 / std::sqrt(sn * sn + 1.0);
+      const double lambda_s0 = dpm_lambda(s);
+      const double h = dpm_lambda(sn) - lambda_s0;
+      const double phi = alpha_t * (std::exp(-h) - 1.0);
+      if (s1.defined()) {
+        const double r0 = (lambda_s0 - dpm_lambda(sigma_at(s1, b))) / h;
+        c[5] = -phi * (1.0 + 0.5 / r0);
+        c[8] = 0.5 * phi / r0;
       } else {
-        x0_coefs<false>(pred, s, c);
-        const double ratio = (sn - s) / s;
-        c[5] = -ratio;
-        c[7] = 1.0 + ratio;
+        c[5] = -phi;
       }
-      for (int64_t k = 0; k < kStepCoefs; ++k) out[b * kStepCoefs + k] = scalar_t(c[k]);
+      c[7] = (sn * alpha_t) / (s / std::sqrt(s * s + 1.0));  // sigma_t(next) / sigma_t(this)
+    } else {
+      x0_coefs<false>(pred, s, c);
+      const double ratio = (sn - s) / s;
+      c[5] = -ratio;
+      c[7] = 1.0 + ratio;
     }
+    for (int64_t k = 0; k < kStepCoefs; ++k) out[b * kStepCoefs + k] = T(c[k]);
+  }
+  return out;
+}
+
+// Euler / DPM-Solver++ 2M: the generic step with its coefficients computed from the sigmas here
+// (one op per sampling step instead of ~30 [B]-sized torch ops).
+std::tuple<at::Tensor, at::Tensor> diffusion_sigma_step(const at::Tensor& sample_, const at::Tensor& model_output,
+                                                        const std::optional<at::Tensor>& uncond,
+                                                        const std::optional<at::Tensor>& prev_x0,
+                                                        const at::Tensor& sigma, const at::Tensor& sigma_next,
+                                                        const std::optional<at::Tensor>& sigma_prev,
+                                                        c10::string_view solver, c10::string_view prediction_type,
+                                                        double guidance_scale, bool write_x0) {
+  StepInputs in = step_inputs(sample_, model_output, uncond, prev_x0, std::nullopt, write_x0);
+  AT_DISPATCH_FLOATING_TYPES(in.sample.scalar_type(), "diffusion_sigma_step", [&] {
+    using T = scalar_t;
+    const std::vector<T> coefs =
+        sigma_coefs<T>(sigma, sigma_next, sigma_prev, in.sample.size(0), solver, prediction_type);
+    run_step<T>(in.sample, in.model_output, in.uncond, in.prev_x0, std::nullopt, coefs.data(), guidance_scale, false,
+                1.0, -1, write_x0, in.out, in.x0_out);
   });
-  return rows;
+  return {finish(in.out, sample_), write_x0 ? finish(in.x0_out, sample_) : in.x0_out};
 }
 
 }  // namespace
 
 TORCH_LIBRARY_IMPL(sslfast, CPU, m) {
-  m.impl("diffusion_q_sample", &diffusion_q_sample);
+  m.impl("q_sample_fwd", &q_sample_fwd);
+  m.impl("q_sample_bwd", &q_sample_bwd);
   m.impl("diffusion_loss_fwd", &diffusion_loss_fwd);
   m.impl("diffusion_loss_bwd", &diffusion_loss_bwd);
   m.impl("diffusion_step", &diffusion_step);
-  m.impl("diffusion_sigma_coefs", &diffusion_sigma_coefs);
+  m.impl("diffusion_sigma_step", &diffusion_sigma_step);
 }
 
 }  // namespace sslfast::cpu

@@ -474,14 +474,16 @@ void check_weight(const c10::optional<at::Tensor>& weight, const at::Tensor& x, 
 std::tuple<at::Tensor, at::Tensor> spmm_fwd(const at::Tensor& rowptr, const at::Tensor& col, const at::Tensor& colptr,
                                             const at::Tensor& row, const at::Tensor& csc_perm,
                                             const at::Tensor& hub_rows, const at::Tensor& hub_cols,
-                                            const c10::optional<at::Tensor>& weight, const at::Tensor& x,
+                                            const c10::optional<at::Tensor>& weight_, const at::Tensor& x_,
                                             c10::string_view reduce_name) {
   const Reduce reduce = parse_reduce(reduce_name);
+  const at::Tensor x = x_.contiguous();
+  const c10::optional<at::Tensor> weight = weight_ ? c10::optional<at::Tensor>(weight_->contiguous()) : c10::nullopt;
   const int64_t n = rowptr.numel() - 1;
   check_csr(rowptr, col, n, "rowptr/col");
   check_features(x, n, "x");
   const int64_t edges = col.numel();
-  TORCH_CHECK(rowptr[n].item<int64_t>() == edges, "rowptr[-1] must equal E");
+  TORCH_CHECK(rowptr.const_data_ptr<int64_t>()[n] == edges, "rowptr[-1] must equal E");
   check_weight(weight, x, edges);
   const int64_t features = x.size(1);
   at::Tensor out = empty_output_like(x);
@@ -511,10 +513,12 @@ std::tuple<at::Tensor, at::Tensor> spmm_fwd(const at::Tensor& rowptr, const at::
 std::tuple<at::Tensor, at::Tensor> spmm_bwd(const at::Tensor& grad_out, const at::Tensor& rowptr,
                                             const at::Tensor& col, const at::Tensor& colptr, const at::Tensor& row,
                                             const at::Tensor& csc_perm, const at::Tensor& hub_rows,
-                                            const at::Tensor& hub_cols, const c10::optional<at::Tensor>& weight,
-                                            const at::Tensor& x, const at::Tensor& arg,
+                                            const at::Tensor& hub_cols, const c10::optional<at::Tensor>& weight_,
+                                            const at::Tensor& x_, const at::Tensor& arg,
                                             c10::string_view reduce_name, bool weight_requires_grad) {
   const Reduce reduce = parse_reduce(reduce_name);
+  const at::Tensor x = x_.contiguous();
+  const c10::optional<at::Tensor> weight = weight_ ? c10::optional<at::Tensor>(weight_->contiguous()) : c10::nullopt;
   const int64_t n = rowptr.numel() - 1;
   check_csr(rowptr, col, n, "rowptr/col");
   check_csr(colptr, row, n, "colptr/row");
@@ -556,7 +560,8 @@ std::tuple<at::Tensor, at::Tensor> spmm_bwd(const at::Tensor& grad_out, const at
 // out = D^-1/2 (A + I) D^-1/2 x with dinv = D^-1/2 given per node (normalize=False: dinv = 1);
 // self_loops adds the dinv[i]^2 x[i] term. Backward is the same kernel on the transpose.
 at::Tensor gcn_run(const at::Tensor& ptr, const at::Tensor& idx, const at::Tensor& hubs, const at::Tensor& dinv,
-                   const at::Tensor& x, bool self_loops, const char* name) {
+                   const at::Tensor& x_, bool self_loops, const char* name) {
+  const at::Tensor x = x_.contiguous();
   const int64_t n = ptr.numel() - 1;
   check_csr(ptr, idx, n, name);
   check_features(x, n, "x");
@@ -594,7 +599,8 @@ at::Tensor gcn_aggregate_bwd(const at::Tensor& grad_out, const at::Tensor& colpt
 // threads (a hub's edges spread over all of them), each range walks rowptr from its first row.
 at::Tensor sddmm_fwd(const at::Tensor& rowptr, const at::Tensor& col, const at::Tensor& colptr, const at::Tensor& row,
                      const at::Tensor& csc_perm, const at::Tensor& hub_rows, const at::Tensor& hub_cols,
-                     const at::Tensor& a, const at::Tensor& b) {
+                     const at::Tensor& a_, const at::Tensor& b_) {
+  const at::Tensor a = a_.contiguous(), b = b_.contiguous();
   const int64_t n = rowptr.numel() - 1;
   check_csr(rowptr, col, n, "rowptr/col");
   check_features(a, n, "a");
@@ -602,7 +608,7 @@ at::Tensor sddmm_fwd(const at::Tensor& rowptr, const at::Tensor& col, const at::
   CHECK_SAME_DTYPE(a, b);
   TORCH_CHECK(a.size(1) == b.size(1), "a and b must have the same number of features");
   const int64_t edges = col.numel(), features = a.size(1);
-  TORCH_CHECK(rowptr[n].item<int64_t>() == edges, "rowptr[-1] must equal E");
+  TORCH_CHECK(rowptr.const_data_ptr<int64_t>()[n] == edges, "rowptr[-1] must equal E");
   at::Tensor out = at::empty({edges}, a.options());
   AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "sddmm_fwd", [&] {
     const int64_t* ptr = rowptr.data_ptr<int64_t>();
@@ -635,7 +641,8 @@ at::Tensor sddmm_fwd(const at::Tensor& rowptr, const at::Tensor& col, const at::
 std::tuple<at::Tensor, at::Tensor> sddmm_bwd(const at::Tensor& grad_out, const at::Tensor& rowptr,
                                              const at::Tensor& col, const at::Tensor& colptr, const at::Tensor& row,
                                              const at::Tensor& csc_perm, const at::Tensor& hub_rows,
-                                             const at::Tensor& hub_cols, const at::Tensor& a, const at::Tensor& b) {
+                                             const at::Tensor& hub_cols, const at::Tensor& a_, const at::Tensor& b_) {
+  const at::Tensor a = a_.contiguous(), b = b_.contiguous();
   const int64_t n = rowptr.numel() - 1;
   check_csr(rowptr, col, n, "rowptr/col");
   check_csr(colptr, row, n, "colptr/row");
@@ -901,9 +908,12 @@ void gat_forward(const int64_t* ptr, const int64_t* idx, const T* x, const T* a_
 std::tuple<at::Tensor, at::Tensor> gat_aggregate_fwd(const at::Tensor& rowptr, const at::Tensor& col,
                                                      const at::Tensor& colptr, const at::Tensor& row,
                                                      const at::Tensor& csc_perm, const at::Tensor& hub_rows,
-                                                     const at::Tensor& hub_cols, const at::Tensor& x,
-                                                     const at::Tensor& alpha_src, const at::Tensor& alpha_dst,
+                                                     const at::Tensor& hub_cols, const at::Tensor& x_,
+                                                     const at::Tensor& alpha_src_, const at::Tensor& alpha_dst_,
                                                      double negative_slope) {
+  const at::Tensor x = x_.contiguous();
+  const at::Tensor alpha_src = alpha_src_.to(x.scalar_type()).contiguous();
+  const at::Tensor alpha_dst = alpha_dst_.to(x.scalar_type()).contiguous();
   const int64_t n = rowptr.numel() - 1;
   check_csr(rowptr, col, n, "rowptr/col");
   CHECK_CPU(x);
@@ -933,9 +943,12 @@ std::tuple<at::Tensor, at::Tensor> gat_aggregate_fwd(const at::Tensor& rowptr, c
 std::tuple<at::Tensor, at::Tensor, at::Tensor> gat_aggregate_bwd(
     const at::Tensor& grad_out, const at::Tensor& rowptr, const at::Tensor& col, const at::Tensor& colptr,
     const at::Tensor& row, const at::Tensor& csc_perm, const at::Tensor& hub_rows, const at::Tensor& hub_cols,
-    const at::Tensor& x, const at::Tensor& alpha_src, const at::Tensor& alpha_dst, const at::Tensor& out,
+    const at::Tensor& x_, const at::Tensor& alpha_src_, const at::Tensor& alpha_dst_, const at::Tensor& out,
     const at::Tensor& lse, double negative_slope) {
   const int64_t n = rowptr.numel() - 1;
+  const at::Tensor x = x_.contiguous();
+  const at::Tensor alpha_src = alpha_src_.to(x.scalar_type()).contiguous();
+  const at::Tensor alpha_dst = alpha_dst_.to(x.scalar_type()).contiguous();
   check_csr(rowptr, col, n, "rowptr/col");
   check_csr(colptr, row, n, "colptr/row");
   CHECK_CPU(x);
@@ -1027,7 +1040,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gat_aggregate_bwd(
       for (int64_t h = 0; h < nh; ++h) gs[j * heads + h0 + h] = acc[h];
     });
   });
-  return {grad_x, grad_src, grad_dst};
+  return {grad_x, grad_src.to(alpha_src_.scalar_type()), grad_dst.to(alpha_dst_.scalar_type())};
 }
 
 }  // namespace

@@ -13,11 +13,10 @@ import torch
 import torch.nn.functional as F
 
 import sslfast
-from sslfast import _backend
 from sslfast.ops import contrastive as ops
 from sslfast.reference import contrastive as reference
 
-from .harness import Case, Context, Inputs, register_family
+from .harness import Case, Context, Inputs, backend_of, register_family
 
 FAMILY = "contrastive"
 SEED = 1234
@@ -56,9 +55,6 @@ def _models(n, m, d):
     return flops, {"recompute": recompute}
 
 
-def _backend_of(op_name):
-    return lambda device: _backend.resolve(op_name, device.type, ops._NATIVE_DEVICES)
-
 
 def nt_xent_case(two_n: int, d: int, *, temperature=0.5, headline=False) -> Case:
     """SimCLR NT-Xent over 2N = ``two_n`` views: z1, z2 are each [2N/2, D]."""
@@ -73,7 +69,7 @@ def nt_xent_case(two_n: int, d: int, *, temperature=0.5, headline=False) -> Case
     flops, extra = _models(two_n, two_n, d)
     return Case(FAMILY, "nt_xent", f"2N={two_n} D={d}", {"two_n": two_n, "N": n, "D": d},
                 make_inputs, sslfast.nt_xent, reference.nt_xent, flops=flops, extra_flops=extra,
-                backend=_backend_of("nt_xent"), headline=headline, cost=two_n * two_n * d,
+                backend=backend_of("nt_xent"), headline=headline, cost=two_n * two_n * d,
                 model_note=MODEL_NOTE)
 
 
@@ -95,7 +91,7 @@ def info_nce_case(n: int, d: int, *, queue: int = 0, temperature=0.07) -> Case:
     label = f"N={n} D={d} in-batch" if in_batch else f"N={n} K={queue} D={d}"
     return Case(FAMILY, "info_nce", label, {"N": n, "K": queue, "D": d, "in_batch": in_batch},
                 make_inputs, sslfast.info_nce, reference.info_nce, flops=flops, extra_flops=extra,
-                backend=_backend_of("info_nce"), cost=n * m * d, model_note=MODEL_NOTE)
+                backend=backend_of("info_nce"), cost=n * m * d, model_note=MODEL_NOTE)
 
 
 def clip_case(n: int, d: int) -> Case:
@@ -110,7 +106,7 @@ def clip_case(n: int, d: int) -> Case:
     flops, extra = _models(n, n, d)
     return Case(FAMILY, "clip_loss", f"N={n} D={d}", {"N": n, "D": d}, make_inputs,
                 sslfast.clip_loss, reference.clip_loss, flops=flops, extra_flops=extra,
-                backend=_backend_of("clip_loss"), cost=n * n * d, model_note=MODEL_NOTE)
+                backend=backend_of("clip_loss"), cost=n * n * d, model_note=MODEL_NOTE)
 
 
 def siglip_case(n: int, d: int) -> Case:
@@ -127,7 +123,7 @@ def siglip_case(n: int, d: int) -> Case:
     flops, extra = _models(n, n, d)
     return Case(FAMILY, "siglip_loss", f"N={n} D={d}", {"N": n, "D": d}, make_inputs,
                 sslfast.siglip_loss, reference.siglip_loss, flops=flops, extra_flops=extra,
-                backend=_backend_of("siglip_loss"), cost=n * n * d,
+                backend=backend_of("siglip_loss"), cost=n * n * d,
                 model_note=MODEL_NOTE)
 
 

@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import torch
 
-from sslfast import _backend
 from sslfast import diffusion as D
 from sslfast.ops import diffusion as ops
 from sslfast.reference import diffusion as reference
 
-from .harness import Case, Context, Inputs, register_family
+from .harness import Case, Context, Inputs, backend_of, register_family
 
 FAMILY = "diffusion"
 SEED = 4321
@@ -31,9 +30,6 @@ def _randn(shape, device, dtype, seed):
     g = torch.Generator().manual_seed(seed)
     return torch.randn(*shape, generator=g).to(device=device, dtype=dtype)
 
-
-def _backend_of(op_name):
-    return lambda device: _backend.resolve(op_name, device.type, ops._NATIVE_DEVICES)
 
 
 def _numel(shape):
@@ -73,7 +69,7 @@ def train_case(shape, *, snr_gamma=5.0, headline=False) -> Case:
 
     n = _numel(shape)
     return Case(FAMILY, "q_sample+loss", _label(shape), {"shape": list(shape)}, make_inputs, fused, eager,
-                bytes=lambda mode: (20 if mode == "fwd" else 32) * n, backend=_backend_of("q_sample"),
+                bytes=lambda mode: (20 if mode == "fwd" else 32) * n, backend=backend_of("q_sample"),
                 headline=headline, cost=n / 1e5, model_note=MODEL_NOTE)
 
 
@@ -129,7 +125,7 @@ def step_case(kind, shape) -> Case:
 
     n = _numel(shape)
     return Case(FAMILY, f"{kind}_step", _label(shape), {"shape": list(shape)}, make_inputs, fused, eager,
-                bytes=lambda mode: per_elt * n, backend=_backend_of(f"{kind}_step"), modes=("fwd",),
+                bytes=lambda mode: per_elt * n, backend=backend_of("diffusion_step" if kind in ("ddim", "ddpm") else "diffusion_sigma_step"), modes=("fwd",),
                 cost=n / 3e5, model_note=MODEL_NOTE)
 
 

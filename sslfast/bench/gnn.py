@@ -36,7 +36,7 @@ from sslfast.graph import Graph, planetoid_edge_index
 from sslfast.ops import gnn as ops
 from sslfast.reference import gnn as reference
 
-from .harness import Case, Context, Inputs, register_family
+from .harness import Case, Context, Inputs, backend_of, register_family
 
 FAMILY = "gnn"
 SEED = 4321
@@ -113,9 +113,6 @@ def _byte_models(n, e, f, dtype_bytes=4):
     return per_edge, {"per_node": per_node}
 
 
-def _backend_of(op_name):
-    return lambda device: ops._resolve(op_name, device)
-
 
 def _sparse_mm(graph, x, reduce="sum"):
     if x.dtype != graph.torch_csr.dtype:
@@ -135,7 +132,7 @@ def spmm_case(n, e, f, kind="random", reduce="sum", modes=("fwd", "fwd+bwd"), he
     return Case(FAMILY, "spmm", f"{kind} N={n} E={e} F={f} {reduce}",
                 {"N": n, "E": e, "F": f, "graph": kind, "reduce": reduce}, make_inputs,
                 sslfast.spmm, reference.spmm, bytes=per_edge, extra_bytes=extra,
-                backend=_backend_of("spmm"), modes=modes, headline=headline, cost=e * f,
+                backend=backend_of("spmm"), modes=modes, headline=headline, cost=e * f,
                 model_note=MODEL_NOTE, baselines=baselines)
 
 
@@ -150,7 +147,7 @@ def gcn_case(n, e, f, kind="random", modes=("fwd", "fwd+bwd")) -> Case:
     return Case(FAMILY, "gcn_aggregate", f"{kind} N={n} E={e} F={f}",
                 {"N": n, "E": e, "F": f, "graph": kind}, make_inputs, sslfast.gcn_aggregate,
                 reference.gcn_aggregate, bytes=per_edge, extra_bytes=extra,
-                backend=_backend_of("gcn_aggregate"), modes=modes, cost=e * f, model_note=MODEL_NOTE)
+                backend=backend_of("gcn_aggregate"), modes=modes, cost=e * f, model_note=MODEL_NOTE)
 
 
 def gat_case(n, e, heads, f, kind="random", modes=("fwd+bwd",)) -> Case:
@@ -168,7 +165,7 @@ def gat_case(n, e, heads, f, kind="random", modes=("fwd+bwd",)) -> Case:
     return Case(FAMILY, "gat_aggregate", f"{kind} N={n} E={e} H={heads} F={f}",
                 {"N": n, "E": e, "H": heads, "F": f, "graph": kind}, make_inputs, sslfast.gat_aggregate,
                 reference.gat_aggregate, bytes=per_edge, extra_bytes=extra,
-                backend=_backend_of("gat_aggregate"),
+                backend=backend_of("gat_aggregate"),
                 modes=modes, cost=e * heads * f, model_note=MODEL_NOTE)
 
 

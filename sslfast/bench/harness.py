@@ -37,7 +37,7 @@ from typing import Any, Callable
 
 import torch
 
-from .. import _backend, _native
+from .. import _dispatch, _native
 
 IMPLS = ("sslfast", "eager", "compile")
 MODES = ("fwd", "fwd+bwd")
@@ -99,6 +99,10 @@ class Case:
     calls_per_sample: int = 1
     rounds: int | None = None  # timed rounds (overrides the adaptive count; --repeats wins)
     threads: int | None = None
+    # CPU clock: "wall" (perf_counter) or "thread" (the calling thread's CPU time: with one torch
+    # thread that is the whole cost of a call, and other processes on a shared machine do not
+    # inflate it). CUDA always uses events.
+    cpu_clock: str = "wall"
     target: Callable[[str, dict], tuple] | None = None
 
 
@@ -113,6 +117,11 @@ class Context:
 
 _FAMILIES: dict[str, Callable[[Context], list]] = {}
 _BROKEN: dict[str, str] = {}  # module name -> import error
+
+
+def backend_of(op_name: str):
+    """Case.backend for a public op: the backend the op table resolves on a device."""
+    return lambda device: _dispatch.backend_name(op_name, device.type)
 
 
 def register_family(name: str):
@@ -208,9 +217,9 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
-def time_once(run: Callable[[], Any], device: torch.device, calls: int = 1) -> float:
+def time_once(run: Callable[[], Any], device: torch.device, calls: int = 1, clock: str = "wall") -> float:
     """Milliseconds per ``run()``, over ``calls`` back-to-back calls: CUDA events on GPUs,
-    ``perf_counter`` on CPU."""
+    ``perf_counter`` (or the thread's CPU time, ``clock="thread"``) on CPU."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         start = torch.cuda.Event(enable_timing=True)
@@ -221,10 +230,11 @@ def time_once(run: Callable[[], Any], device: torch.device, calls: int = 1) -> f
         end.record()
         end.synchronize()
         return float(start.elapsed_time(end)) / calls
-    t0 = time.perf_counter()
+    now = time.thread_time if clock == "thread" else time.perf_counter
+    t0 = now()
     for _ in range(calls):
         run()
-    return (time.perf_counter() - t0) * 1e3 / calls
+    return (now() - t0) * 1e3 / calls
 
 
 @contextlib.contextmanager
@@ -422,7 +432,7 @@ def run_mode(case: Case, mode: str, device, dtype, plan: Plan, compiled) -> dict
                 continue
             clear_grads(inputs)
             try:
-                samples[name].append(time_once(runs[name], device, case.calls_per_sample))
+                samples[name].append(time_once(runs[name], device, case.calls_per_sample, case.cpu_clock))
             except Exception as error:
                 results[name]["error"] = _error_text(error)
                 runs.pop(name)
@@ -469,9 +479,11 @@ def run_mode(case: Case, mode: str, device, dtype, plan: Plan, compiled) -> dict
         "dtype": str(dtype).replace("torch.", ""),
         "headline": bool(case.headline),
         "backend": backend,
-        "backend_requested": _backend.get_backend(),
+        "backend_requested": _dispatch.get_backend(),
         "native_available": bool(_native.AVAILABLE),
         "rounds": rounds,
+        "calls_per_sample": case.calls_per_sample,
+        "clock": "cuda events" if device.type == "cuda" else case.cpu_clock,
         "warmup": plan.warmup,
         "flops": flops,
         "bytes": nbytes,
@@ -584,7 +596,7 @@ def environment(device: torch.device, dtype: torch.dtype) -> dict:
         "torch_threads": torch.get_num_threads(),
         "git_commit": _git_commit(),
         "sslfast_version": getattr(sslfast, "__version__", None),
-        "backend_requested": _backend.get_backend(),
+        "backend_requested": _dispatch.get_backend(),
         "native_available": bool(native.AVAILABLE),
         "native_import_error": None if native.AVAILABLE else str(native.IMPORT_ERROR),
     }

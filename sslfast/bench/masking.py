@@ -18,11 +18,10 @@ from __future__ import annotations
 import torch
 
 import sslfast
-from sslfast import _backend
 from sslfast.ops import masking as ops
 from sslfast.reference import masking as reference
 
-from .harness import Case, Context, Inputs, register_family
+from .harness import Case, Context, Inputs, backend_of, register_family
 
 FAMILY = "masking"
 SEED = 4321
@@ -35,9 +34,6 @@ def _randn(shape, device, dtype, seed):
     g = torch.Generator().manual_seed(seed)
     return torch.randn(*shape, generator=g).to(device=device, dtype=dtype)
 
-
-def _backend_of(op_name):
-    return lambda device: _backend.resolve(op_name, device.type, ops._NATIVE_DEVICES)
 
 
 def _itemsize(dtype):
@@ -57,7 +53,7 @@ def random_masking_case(n: int, length: int, d: int, *, dtype_size=4, headline=F
 
     return Case(FAMILY, "random_masking", f"N={n} L={length} D={d}", {"N": n, "L": length, "D": d},
                 make_inputs, sslfast.random_masking, reference.random_masking, bytes=nbytes,
-                backend=_backend_of("random_masking"), headline=headline, cost=n * length * d,
+                backend=backend_of("random_masking"), headline=headline, cost=n * length * d,
                 model_note=MODEL_NOTE)
 
 
@@ -78,7 +74,7 @@ def unshuffle_case(n: int, length: int, d: int, *, dtype_size=4) -> Case:
 
     return Case(FAMILY, "unshuffle", f"N={n} L={length} D={d}", {"N": n, "L": length, "D": d},
                 make_inputs, sslfast.unshuffle, reference.unshuffle, bytes=nbytes,
-                backend=_backend_of("unshuffle"), cost=n * length * d, model_note=MODEL_NOTE)
+                backend=backend_of("unshuffle"), cost=n * length * d, model_note=MODEL_NOTE)
 
 
 def loss_case(n: int, image: int, patch: int, *, loss="l2", dtype_size=4, headline=False) -> Case:
@@ -101,7 +97,7 @@ def loss_case(n: int, image: int, patch: int, *, loss="l2", dtype_size=4, headli
     return Case(FAMILY, "masked_patch_loss", f"N={n} {image}px p={patch} {loss}",
                 {"N": n, "image": image, "patch": patch, "loss": loss}, make_inputs,
                 sslfast.masked_patch_loss, reference.masked_patch_loss, bytes=nbytes,
-                backend=_backend_of("masked_patch_loss"), headline=headline,
+                backend=backend_of("masked_patch_loss"), headline=headline,
                 cost=n * length * features * 4, model_note=MODEL_NOTE)
 
 

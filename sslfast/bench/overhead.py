@@ -3,9 +3,11 @@ reference (``python -m sslfast.bench --only overhead``).
 
 The kernels' work is about zero at these sizes, so the times measure what a call costs on the
 host: argument checks, backend choice, dispatch, autograd bookkeeping, allocation. On GPUs the
-small ops are host-bound, so the CPU number predicts them. Each timed sample is
-``CALLS`` back-to-back calls (one is too short to time alone); sslfast, eager and compile are
-interleaved round by round as in every other family.
+small ops are host-bound, so the CPU number predicts them. Each timed sample is ``CALLS``
+back-to-back calls (one is too short to time alone), timed with the calling thread's CPU clock
+(torch runs one thread here, so that is the call's whole cost, and other processes on a shared
+machine do not inflate it); sslfast, eager and compile are interleaved round by round as in every
+other family.
 
 Target (docs/ARCHITECTURE.md, "Per-call cost"): forward <= 25 us, and forward+backward <= 0.5x
 the eager reference or <= 60 us, whichever is larger. The table's last column says whether each
@@ -21,7 +23,7 @@ import torch
 import sslfast
 
 from . import contrastive, diffusion, gnn, masking
-from .harness import Case, Context, Inputs, register_family
+from .harness import Case, Context, Inputs, backend_of, register_family
 
 FAMILY = "overhead"
 CALLS = 40
@@ -49,7 +51,7 @@ def _sddmm_case(n, e, f) -> Case:
         return Inputs((graph, a, b), {}, [a, b] if requires_grad else [])
 
     return Case("gnn", "sddmm", f"random N={n} E={e} F={f}", {"N": n, "E": e, "F": f}, make_inputs,
-                sslfast.sddmm, sslfast.reference.gnn.sddmm, backend=gnn._backend_of("sddmm"))
+                sslfast.sddmm, sslfast.reference.gnn.sddmm, backend=backend_of("sddmm"))
 
 
 def _q_sample_case(shape) -> Case:
@@ -65,7 +67,7 @@ def _q_sample_case(shape) -> Case:
         return diffusion.reference.q_sample(x0, t, schedule, torch.randn_like(x0))
 
     return Case("diffusion", "q_sample", train.label, train.params, make_inputs,
-                sslfast.diffusion.q_sample, eager, backend=diffusion._backend_of("q_sample"))
+                sslfast.diffusion.q_sample, eager, backend=backend_of("q_sample"))
 
 
 def _diffusion_loss_case(shape) -> Case:
@@ -77,7 +79,7 @@ def _diffusion_loss_case(shape) -> Case:
 
     return Case("diffusion", "diffusion_loss", train.label, train.params, make_inputs,
                 sslfast.diffusion.diffusion_loss, diffusion.reference.diffusion_loss,
-                backend=diffusion._backend_of("diffusion_loss"))
+                backend=backend_of("diffusion_loss"))
 
 
 def tiny_cases() -> list:
@@ -111,7 +113,8 @@ def cases(ctx: Context) -> list:
     for case in tiny_cases():
         out.append(dataclasses.replace(case, family=FAMILY, label=f"{case.label} [{case.family}]",
                                        make_inputs=_training_inputs(case),
-                                       calls_per_sample=CALLS, rounds=ROUNDS, threads=1, target=meets_target,
+                                       calls_per_sample=CALLS, rounds=ROUNDS, threads=1, cpu_clock="thread",
+                                       target=meets_target,
                                        headline=False, cost=1.0, flops=None, bytes=None, extra_flops={},
                                        extra_bytes={}, baselines={}))
     return out

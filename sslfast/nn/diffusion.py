@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..ops import _validate as check
 from ..ops import diffusion as ops
 
 SAMPLERS = ("ddim", "ddpm", "euler", "dpmpp_2m")
@@ -42,6 +43,7 @@ class DiffusionLoss(nn.Module):
 
     def forward(self, model, x0, t=None, *, generator=None):
         ops._batch_tensor("x0", x0)
+        generator = check.generator("generator", generator, x0)
         if t is None:
             device = generator.device if generator is not None else x0.device
             t = torch.randint(0, self.schedule.num_train_timesteps, (x0.shape[0],), generator=generator,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..ops import _validate as check
 from ..ops import masking as ops
 
 
@@ -19,8 +20,8 @@ class RandomMasking(nn.Module):
     def __init__(self, mask_ratio: float = 0.75, num_prefix_tokens: int = 0,
                  index_dtype: torch.dtype = torch.int64, mask_in_eval: bool = True):
         super().__init__()
-        self.mask_ratio = ops._ratio("mask_ratio", mask_ratio)
-        self.num_prefix_tokens = ops._int("num_prefix_tokens", num_prefix_tokens, 0)
+        self.mask_ratio = check.fraction("mask_ratio", mask_ratio)
+        self.num_prefix_tokens = check.integer("num_prefix_tokens", num_prefix_tokens, 0)
         self.index_dtype = index_dtype
         self.mask_in_eval = mask_in_eval
 

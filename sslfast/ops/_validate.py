@@ -1,4 +1,8 @@
-"""Input checks shared by the public ops: each error names the argument and what it got."""
+"""Argument checks shared by the public ops: each error names the argument and what it got.
+
+They run on every call, so they read only cheap tensor metadata (no ``.device`` objects where a
+flag does, no values, no host sync): the per-call target of docs/ARCHITECTURE.md.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +11,17 @@ import numbers
 
 import torch
 
+Tensor = torch.Tensor
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+INDEX_DTYPES = (torch.int32, torch.int64)
 
 
 def tensor(name, value, *, ndim=None, float_dtype=True):
-    if not isinstance(value, torch.Tensor):
+    if not isinstance(value, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
     if ndim is not None and value.dim() != ndim:
         raise ValueError(f"{name} must be {ndim}-D, got shape {tuple(value.shape)}")
-    if float_dtype and value.dtype not in FLOAT_DTYPES:
+    if float_dtype and not value.is_floating_point():
         raise TypeError(f"{name} must be a floating-point tensor, got dtype {value.dtype}")
     return value
 
@@ -23,20 +29,21 @@ def tensor(name, value, *, ndim=None, float_dtype=True):
 def embeddings(name, value):
     """A 2-D float [rows, dim] batch of embeddings with at least one row and one column."""
     tensor(name, value, ndim=2)
-    if value.shape[0] == 0:
-        raise ValueError(f"{name} must have at least one row, got shape {tuple(value.shape)}")
-    if value.shape[1] == 0:
-        raise ValueError(f"{name} must have at least one column, got shape {tuple(value.shape)}")
+    rows, dim = value.shape
+    if rows == 0 or dim == 0:
+        raise ValueError(f"{name} must have at least one row and one column, got shape {tuple(value.shape)}")
     return value
 
 
-def same_device_and_dtype(pairs):
-    (first_name, first), *rest = pairs
-    for name, value in rest:
-        if value.device != first.device:
-            raise ValueError(f"{name} is on {value.device} but {first_name} is on {first.device}")
-        if value.dtype != first.dtype:
-            raise TypeError(f"{name} has dtype {value.dtype} but {first_name} has {first.dtype}")
+def same_device(name, value, other_name, other):
+    if value.is_cuda != other.is_cuda or value.get_device() != other.get_device():
+        raise ValueError(f"{name} is on {value.device} but {other_name} is on {other.device}")
+
+
+def same_device_and_dtype(name, value, other_name, other):
+    same_device(name, value, other_name, other)
+    if value.dtype != other.dtype:
+        raise TypeError(f"{name} has dtype {value.dtype} but {other_name} has {other.dtype}")
 
 
 def same_shape(name, value, other_name, other):
@@ -51,12 +58,39 @@ def same_dim(name, value, other_name, other):
             f"{name} must have D = {other.shape[1]} columns like {other_name}, got {value.shape[1]}")
 
 
-def positive_float(name, value):
+def real(name, value):
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    if math.isnan(value) or value <= 0 or math.isinf(value):
+    value = float(value)
+    if math.isnan(value):
+        raise ValueError(f"{name} must be a number, got nan")
+    return value
+
+
+def positive_float(name, value):
+    if type(value) is float and 0 < value < math.inf:  # the common case, without the generic checks
+        return value
+    value = real(name, value)
+    if not 0 < value < math.inf:
         raise ValueError(f"{name} must be a finite number > 0, got {value}")
-    return float(value)
+    return value
+
+
+def integer(name, value, low, high=None):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < low or (high is not None and value > high):
+        bound = f"[{low}, {high}]" if high is not None else f">= {low}"
+        raise ValueError(f"{name} must be {bound}, got {value}")
+    return int(value)
+
+
+def fraction(name, value, *, closed=False):
+    """A number in [0, 1) (or [0, 1] when ``closed``)."""
+    value = real(name, value)
+    if not (0 <= value <= 1 if closed else 0 <= value < 1):
+        raise ValueError(f"{name} must be in [0, 1{']' if closed else ')'}, got {value}")
+    return value
 
 
 def scalar_tensor(name, value, like_name, like):
@@ -64,6 +98,29 @@ def scalar_tensor(name, value, like_name, like):
     tensor(name, value)
     if value.numel() != 1 or value.dim() > 1:
         raise ValueError(f"{name} must be a 0-D or 1-element tensor, got shape {tuple(value.shape)}")
-    if value.device != like.device:
-        raise ValueError(f"{name} is on {value.device} but {like_name} is on {like.device}")
+    same_device(name, value, like_name, like)
+    return value
+
+
+def labels(name, value, rows, like_name, like):
+    """Integer class labels [rows] on the device of ``like``."""
+    tensor(name, value, ndim=1, float_dtype=False)
+    if value.dtype not in INDEX_DTYPES:
+        raise TypeError(f"{name} must be int64 or int32, got dtype {value.dtype}")
+    if value.shape[0] != rows:
+        raise ValueError(f"{name} must have {rows} entries (one per row of {like_name}), got {value.shape[0]}")
+    same_device(name, value, like_name, like)
+    return value
+
+
+def generator(name, value, like, *, same_device=False):
+    """None, or a torch.Generator that can serve data like ``like``: on its device type, or (unless
+    ``same_device``) a CPU generator for CUDA data (a key drawn on the host needs no device sync)."""
+    if value is None:
+        return None
+    if not isinstance(value, torch.Generator):
+        raise TypeError(f"{name} must be a torch.Generator, got {type(value).__name__}")
+    on_cuda = value.device.type == "cuda"
+    if (on_cuda and not like.is_cuda) or (same_device and on_cuda != like.is_cuda):
+        raise ValueError(f"{name} is on {value.device} but the data is on {like.device}")
     return value

@@ -1,36 +1,22 @@
-"""Fused contrastive losses: NT-Xent (SimCLR / DCL / GRACE), InfoNCE (MoCo, SimCSE), CLIP, SigLIP.
+"""Fused contrastive losses: NT-Xent (SimCLR / DCL / GRACE), InfoNCE (MoCo, SimCSE), CLIP,
+SigLIP and SupCon.
 
-Each public function validates its inputs, picks a backend (``sslfast.use_backend``) and calls
-the registered core op (``torch.ops.sslfast.*`` for C++, ``torch.ops.sslfast_triton.*`` for
-Triton). The core ops never build the N x M logits: they stream score tiles through an online
-logsumexp and recompute the tiles in backward. Semantics: DESIGN.md and ``sslfast.reference``.
+Each function checks its arguments (cheap checks only), asks the op table for the backend
+(``sslfast._dispatch``) and makes one call of the registered op, whose autograd is C++
+(csrc/autograd/contrastive.cpp). The kernels never build the N x M logits: they stream score
+tiles through an online logsumexp and recompute the tiles in backward. Semantics:
+``sslfast.reference.contrastive``.
 """
 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-from .. import _backend, _native
+from .. import _dispatch
 from ..reference import contrastive as reference
 from . import _validate as check
 
-__all__ = ["nt_xent", "info_nce", "clip_loss", "siglip_loss"]
-
-# The C++ extension has CPU kernels for this family; on GPUs the family runs in Triton.
-_NATIVE_DEVICES = _native.devices(has_cuda_kernel=False)
-
-
-def _core_ops(backend):
-    return torch.ops.sslfast if backend == "native" else torch.ops.sslfast_triton
-
-
-def _kernel_input(backend, t):
-    """The C++ CPU kernels compute in float32/float64: half inputs are widened for them, before
-    normalization, so no half-precision rounding happens on the way in."""
-    if backend == "native" and t.dtype in (torch.float16, torch.bfloat16):
-        t = t.float()
-    return t.contiguous()
+__all__ = ["nt_xent", "info_nce", "clip_loss", "siglip_loss", "supcon"]
 
 
 def nt_xent(z1, z2, temperature=0.5, *, normalize=True, exclude_positive=False):
@@ -41,18 +27,14 @@ def nt_xent(z1, z2, temperature=0.5, *, normalize=True, exclude_positive=False):
     """
     check.embeddings("z1", z1)
     check.embeddings("z2", z2)
-    check.same_device_and_dtype([("z1", z1), ("z2", z2)])
+    check.same_device_and_dtype("z2", z2, "z1", z1)
     check.same_shape("z2", z2, "z1", z1)
     temperature = check.positive_float("temperature", temperature)
-    backend = _backend.resolve("nt_xent", z1.device.type, _NATIVE_DEVICES)
-    if backend == "reference":
-        return reference.nt_xent(z1, z2, temperature, normalize=normalize,
+    ops = _dispatch.ops_for("nt_xent", z1)
+    if ops is None:
+        return reference.nt_xent(z1, z2, temperature, normalize=bool(normalize),
                                  exclude_positive=bool(exclude_positive))
-    z = torch.cat([_kernel_input(backend, z1), _kernel_input(backend, z2)], dim=0)
-    if normalize:
-        z = F.normalize(z, dim=1)
-    loss, _ = _core_ops(backend).nt_xent_fwd(z.contiguous(), temperature, bool(exclude_positive))
-    return loss
+    return ops.nt_xent(z1, z2, temperature, bool(normalize), bool(exclude_positive))
 
 
 def info_nce(query, key, temperature=0.07, queue=None, *, normalize=True, in_batch_negatives=True):
@@ -60,36 +42,24 @@ def info_nce(query, key, temperature=0.07, queue=None, *, normalize=True, in_bat
     ``in_batch_negatives``) and every row of ``queue`` (MoCo; it gets no gradient)."""
     check.embeddings("query", query)
     check.embeddings("key", key)
-    check.same_device_and_dtype([("query", query), ("key", key)])
+    check.same_device_and_dtype("key", key, "query", query)
     check.same_shape("key", key, "query", query)
     if queue is not None:
         check.embeddings("queue", queue)
-        check.same_device_and_dtype([("query", query), ("queue", queue)])
+        check.same_device_and_dtype("queue", queue, "query", query)
         check.same_dim("queue", queue, "query", query)
     temperature = check.positive_float("temperature", temperature)
-    backend = _backend.resolve("info_nce", query.device.type, _NATIVE_DEVICES)
-    if backend == "reference":
-        return reference.info_nce(query, key, temperature, queue, normalize=normalize,
+    ops = _dispatch.ops_for("info_nce", query)
+    if ops is None:
+        return reference.info_nce(query, key, temperature, queue, normalize=bool(normalize),
                                   in_batch_negatives=bool(in_batch_negatives))
-    query, key = _kernel_input(backend, query), _kernel_input(backend, key)
-    if queue is not None:
-        queue = _kernel_input(backend, queue.detach())
-    if normalize:
-        query, key = F.normalize(query, dim=1), F.normalize(key, dim=1)
-        queue = None if queue is None else F.normalize(queue, dim=1)
-    # MoCo on the C++ CPU kernel: fold the queue's share of dq into the forward pass when the
-    # backward will need it (see _contrastive_schema).
-    fold = (backend == "native" and queue is not None and not in_batch_negatives
-            and torch.is_grad_enabled() and query.requires_grad)
-    loss, _, _ = _core_ops(backend).info_nce_fwd(query.contiguous(), key.contiguous(), queue,
-                                                 temperature, bool(in_batch_negatives), fold)
-    return loss
+    return ops.info_nce(query, key, queue, temperature, bool(normalize), bool(in_batch_negatives))
 
 
 def _check_pair(image, text, logit_scale, logit_bias, bias_required):
     check.embeddings("image", image)
     check.embeddings("text", text)
-    check.same_device_and_dtype([("image", image), ("text", text)])
+    check.same_device_and_dtype("text", text, "image", image)
     check.same_shape("text", text, "image", image)
     check.scalar_tensor("logit_scale", logit_scale, "image", image)
     if logit_bias is None:
@@ -104,24 +74,38 @@ def clip_loss(image, text, logit_scale, logit_bias=None):
     logits = logit_scale * image @ text.T (+ logit_bias). ``logit_scale`` is already
     exponentiated and gets a gradient; no normalization inside."""
     _check_pair(image, text, logit_scale, logit_bias, bias_required=False)
-    backend = _backend.resolve("clip_loss", image.device.type, _NATIVE_DEVICES)
-    if backend == "reference":
+    ops = _dispatch.ops_for("clip_loss", image)
+    if ops is None:
         return reference.clip_loss(image, text, logit_scale, logit_bias)
-    loss, _, _ = _core_ops(backend).clip_loss_fwd(
-        _kernel_input(backend, image), _kernel_input(backend, text), logit_scale, logit_bias)
-    return loss
+    return ops.clip_loss(image, text, logit_scale, logit_bias)
 
 
 def siglip_loss(image, text, logit_scale, logit_bias):
     """open_clip ``SigLipLoss``: -sum(logsigmoid(z * (s * x_i . y_j + b))) / N with
     z = +1 on the diagonal, -1 elsewhere."""
     _check_pair(image, text, logit_scale, logit_bias, bias_required=True)
-    backend = _backend.resolve("siglip_loss", image.device.type, _NATIVE_DEVICES)
-    if backend == "reference":
+    ops = _dispatch.ops_for("siglip_loss", image)
+    if ops is None:
         return reference.siglip_loss(image, text, logit_scale, logit_bias)
-    # On the C++ CPU kernel the forward also returns the gradients when one is needed (one pass
-    # over the score tiles instead of two; see _contrastive_schema).
-    with_grads = backend == "native" and torch.is_grad_enabled() and any(
-        t.requires_grad for t in (image, text, logit_scale, logit_bias))
-    return _core_ops(backend).siglip_loss_fwd(
-        _kernel_input(backend, image), _kernel_input(backend, text), logit_scale, logit_bias, with_grads)[0]
+    return ops.siglip_loss(image, text, logit_scale, logit_bias)
+
+
+def supcon(features, labels, temperature=0.1, *, normalize=True, pairwise=False):
+    """Supervised contrastive loss over the rows of ``features`` [N, D] (views stacked as rows):
+    row i's positives are the other rows with label ``labels[i]``, its negatives the rows with
+    other labels. A float32 (float64 for float64) scalar; no N x N matrix is built.
+
+    ``pairwise=False``: SupCon (Khosla et al. 2020, contrast_mode "all"): per anchor, the mean over
+    its positives of -log softmax over all other rows; mean over the N anchors (an anchor without
+    positives contributes 0). ``pairwise=True``: pytorch-metric-learning's ``NTXentLoss`` with
+    labels: one term per positive pair (i, p), -log(e^s_ip / (e^s_ip + sum of e^s_in over i's
+    negatives n)), averaged over the pairs. With labels ``cat(arange(N), arange(N))`` both equal
+    ``nt_xent(features[:N], features[N:], temperature)``.
+    """
+    check.embeddings("features", features)
+    check.labels("labels", labels, features.shape[0], "features", features)
+    temperature = check.positive_float("temperature", temperature)
+    ops = _dispatch.ops_for("supcon", features)
+    if ops is None:
+        return reference.supcon(features, labels, temperature, normalize=bool(normalize), pairwise=bool(pairwise))
+    return ops.supcon(features, labels, temperature, bool(normalize), bool(pairwise))

@@ -1,11 +1,12 @@
 """Fused diffusion noise steps: NoiseSchedule, q_sample, diffusion_loss, DDPM / DDIM / Euler /
 DPM-Solver++ 2M sampler steps (diffusers semantics, ``sslfast.reference.diffusion``).
 
-Each public function validates, gathers its per-sample coefficients from the schedule's float64
-tables with the device-tensor timesteps (a few [B]-sized ops, no ``.item()``, no host sync; Euler
-and DPM-Solver++ compute theirs from the sigma tensors in one small op, ``diffusion_sigma_coefs``),
-and calls one fused core op that makes a single pass over the data:
-``torch.ops.sslfast.*`` (C++) or ``torch.ops.sslfast_triton.*`` (Triton).
+Each function checks its arguments and makes one call of a registered op that makes a single
+pass over the data. Per-timestep coefficient tables ([T, K], built once per schedule, options
+and dtype) go to the kernel with the device-tensor timesteps, which it gathers itself: no
+``.item()``, no host sync, no per-call table math. Euler and DPM-Solver++ compute their
+coefficients from the sigma tensors inside the kernel. Noise is drawn in the kernel (Philox),
+keyed by ``seed`` or by a key the kernel draws from ``generator`` on the data's device.
 """
 
 from __future__ import annotations
@@ -15,19 +16,18 @@ import math
 import numpy as np
 import torch
 
-from .. import _backend, _native
+from .. import _dispatch
 from ..reference import diffusion as reference
 from . import _validate as check
-from ._diffusion_schema import STEP_COEFS
 
 __all__ = ["NoiseSchedule", "q_sample", "diffusion_loss", "ddim_step", "ddpm_step", "euler_step",
            "euler_scale_model_input", "dpmpp_2m_step"]
 
-_NATIVE_DEVICES = _native.devices(has_cuda_kernel=False)
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2")
 SPACINGS = ("leading", "trailing", "linspace")
 PREDICTION_TYPES = reference.PREDICTION_TYPES
 TARGETS = ("epsilon", "sample", "v_prediction")
+REDUCTIONS = {"none": 0, "mean": 1, "sum": 2}
 
 
 # ------------------------------------------------------------------------------------ schedule
@@ -43,21 +43,24 @@ class NoiseSchedule:
 
     def __init__(self, num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02,
                  device=None):
-        if isinstance(num_train_timesteps, bool) or not isinstance(num_train_timesteps, int) \
-                or num_train_timesteps < 1:
-            raise ValueError(f"num_train_timesteps must be an int >= 1, got {num_train_timesteps!r}")
+        n = check.integer("num_train_timesteps", num_train_timesteps, 1)
         if beta_schedule not in BETA_SCHEDULES:
             raise ValueError(f"beta_schedule must be one of {BETA_SCHEDULES}, got {beta_schedule!r}")
-        n = num_train_timesteps
-        if beta_schedule == "linear":
-            betas = torch.linspace(beta_start, beta_end, n, dtype=torch.float64)
-        elif beta_schedule == "scaled_linear":
-            betas = torch.linspace(beta_start ** 0.5, beta_end ** 0.5, n, dtype=torch.float64) ** 2
-        else:  # betas_for_alpha_bar(alpha_transform_type="cosine"), max_beta = 0.999
+        if beta_schedule == "squaredcos_cap_v2":  # betas_for_alpha_bar(cosine), max_beta = 0.999
             def alpha_bar(s):
                 return math.cos((s + 0.008) / 1.008 * math.pi / 2) ** 2
             betas = torch.tensor([min(1 - alpha_bar((i + 1) / n) / alpha_bar(i / n), 0.999) for i in range(n)],
                                  dtype=torch.float64)
+        else:
+            for name, value in (("beta_start", beta_start), ("beta_end", beta_end)):
+                value = check.real(name, value)
+                if not 0 < value < 1:
+                    raise ValueError(f"{name} must be in (0, 1): a beta is the noise variance added in one step, "
+                                     f"got {value}")
+            if beta_schedule == "linear":
+                betas = torch.linspace(beta_start, beta_end, n, dtype=torch.float64)
+            else:
+                betas = torch.linspace(beta_start ** 0.5, beta_end ** 0.5, n, dtype=torch.float64) ** 2
         self.num_train_timesteps = n
         self.beta_schedule = beta_schedule
         self.betas = betas
@@ -112,7 +115,6 @@ class NoiseSchedule:
             steps = np.round(np.arange(total, 0, -total / n)).astype(np.int64) - 1
         self.num_inference_steps = n
         self.timesteps = torch.from_numpy(steps).to(self.device)
-        self._coef_cache = {}
         return self.timesteps
 
     def sigmas_for(self, timesteps):
@@ -125,24 +127,37 @@ class NoiseSchedule:
         s = self.sigmas[lo.long()] * (1 - w) + self.sigmas[hi.long()] * w
         return torch.cat([s, s.new_zeros(1)])
 
+    def coefficient_table(self, key, build, dtype):
+        """The [T, K] table ``build(all timesteps)`` makes (K columns, each [T] or a float), once
+        per (key, dtype): a call then costs one gather in its kernel. Options that change with
+        set_timesteps belong in ``key``. Under torch.compile the table math is traced instead."""
+        if torch.compiler.is_compiling():
+            return _column_table(build(torch.arange(self.num_train_timesteps, device=self.device)),
+                                 self.num_train_timesteps, dtype)
+        table = self._coef_cache.get((key, dtype))
+        if table is None:
+            every = torch.arange(self.num_train_timesteps, device=self.device)
+            table = self._coef_cache[(key, dtype)] = _column_table(build(every), self.num_train_timesteps, dtype)
+        return table
 
-# ------------------------------------------------------------------------------------ helpers
+
+def _column_table(columns, rows, dtype):
+    """[rows]-or-scalar float64 columns (tensors or Python floats) -> a contiguous [rows, K] table."""
+    device = next(c.device for c in columns if torch.is_tensor(c))
+    table = torch.zeros((rows, len(columns)), dtype=torch.float64, device=device)
+    for k, c in enumerate(columns):
+        if torch.is_tensor(c):
+            table[:, k] = c.reshape(-1) if c.dim() else c
+        elif c:
+            table[:, k] = float(c)
+    return table.to(dtype)
 
 
-def _core_ops(backend):
-    return torch.ops.sslfast if backend == "native" else torch.ops.sslfast_triton
+# ------------------------------------------------------------------------------------ checks
 
 
 def _acc_dtype(x):
     return torch.float64 if x.dtype == torch.float64 else torch.float32
-
-
-def _kernel_input(backend, x):
-    if x is None:
-        return None
-    if backend == "native" and x.dtype in (torch.float16, torch.bfloat16):
-        x = x.float()
-    return x.contiguous()
 
 
 def _batch_tensor(name, x):
@@ -160,179 +175,109 @@ def _like(name, value, ref_name, ref):
         raise ValueError(f"{name} must have the shape of {ref_name} {tuple(ref.shape)}, got {tuple(value.shape)}")
     if value.dtype != ref.dtype:
         raise TypeError(f"{name} must have the dtype of {ref_name} ({ref.dtype}), got {value.dtype}")
-    if value.device != ref.device:
-        raise ValueError(f"{name} is on {value.device} but {ref_name} is on {ref.device}")
+    check.same_device(name, value, ref_name, ref)
     return value
 
 
 def _choice(name, value, options):
     if value not in options:
-        raise ValueError(f"{name} must be one of {options}, got {value!r}")
+        raise ValueError(f"{name} must be one of {tuple(options)}, got {value!r}")
     return value
 
 
 def _schedule(schedule, like):
     if not isinstance(schedule, NoiseSchedule):
         raise TypeError(f"schedule must be a NoiseSchedule, got {type(schedule).__name__}")
-    if schedule.device != like.device:
+    tables = schedule.betas
+    if tables.is_cuda != like.is_cuda or tables.get_device() != like.get_device():
         raise ValueError(f"schedule is on {schedule.device} but the data is on {like.device}: use schedule.to()")
     return schedule
 
 
-def _values_checkable(t):
-    """Value checks read the tensor: only on CPU and outside torch.compile (no device syncs)."""
-    return t.device.type == "cpu" and not torch.compiler.is_compiling()
-
-
-def _timesteps(name, t, batch, device, limit, *, allow_negative=False):
-    """Integer timesteps, scalar or per-sample [B] (or [1]), on the data's device, in range."""
+def _timesteps(name, t, like, limit, *, allow_negative=False):
+    """Integer timesteps, scalar or per-sample [B] (or [1]), on the data's device. Their values
+    are read only by the kernels (range-checked there on CPU) and by the reference backend."""
     if isinstance(t, bool) or not isinstance(t, (int, torch.Tensor)):
         raise TypeError(f"{name} must be an int or an integer tensor, got {type(t).__name__}")
     if isinstance(t, int):
-        t = torch.tensor(t, device=device)
-    if t.dtype.is_floating_point or t.dtype == torch.bool or t.dtype.is_complex:
+        low = -1 if allow_negative else 0
+        if not low <= t < limit:
+            raise ValueError(f"{name} must be in [{low}, {limit}), got {t}")
+        return torch.tensor(t, device=like.device)
+    if t.is_floating_point() or t.dtype == torch.bool or t.is_complex():
         raise TypeError(f"{name} must be an integer tensor, got dtype {t.dtype}")
+    batch = like.shape[0]
     if not (t.dim() == 0 or (t.dim() == 1 and t.shape[0] in (1, batch))):
         raise ValueError(f"{name} must be a scalar or have shape ({batch},) to broadcast to the batch, "
                          f"got shape {tuple(t.shape)}")
-    if t.device != device:
-        raise ValueError(f"{name} is on {t.device} but the data is on {device}")
-    if _values_checkable(t) and t.numel():
-        low, high = (int(t), int(t)) if t.dim() == 0 else (int(v) for v in torch.aminmax(t))
-        if high >= limit or low < (-1 if allow_negative else 0):
-            bad = high if high >= limit else low
-            raise ValueError(f"{name} must be in [{-1 if allow_negative else 0}, {limit}), got {bad}")
-    elif t.device.type == "cuda" and not torch.compiler.is_compiling():
-        # Checked on the device, asynchronously: no host sync in the hot path.
+    check.same_device(name, t, "the data", like)
+    if t.is_cuda and not torch.compiler.is_compiling():
+        # Checked on the device, asynchronously: the Triton kernels clamp, so a bad t is reported
+        # here rather than read out of bounds; no host sync on the hot path.
         low = -1 if allow_negative else 0
         torch._assert_async(((t >= low) & (t < limit)).all(), f"{name} must be in [{low}, {limit})")
-    return t.long()
+    return t
 
 
-def _per_sample_table(columns, batch, dtype):
-    """[B]-or-scalar float64 columns (tensors or Python floats) -> a contiguous [B, K] table in
-    ``dtype``. One zeros + one copy per non-zero column: these run on every step."""
-    device = next(c.device for c in columns if torch.is_tensor(c))
-    table = torch.zeros((batch, len(columns)), dtype=torch.float64, device=device)
-    for k, c in enumerate(columns):
-        if torch.is_tensor(c):
-            table[:, k] = c.reshape(-1) if c.dim() else c
-        elif c:
-            table[:, k] = float(c)
-    return table.to(dtype)
+def _check_values(name, t, limit, *, allow_negative=False):
+    """The reference backend indexes the tables on the host side of the spec: check first (CPU)."""
+    if not t.is_cuda and t.numel() and not torch.compiler.is_compiling():
+        low, high = (int(v) for v in torch.aminmax(t.reshape(-1)))
+        floor = -1 if allow_negative else 0
+        if high >= limit or low < floor:
+            raise ValueError(f"{name} must be in [{floor}, {limit}), got {high if high >= limit else low}")
 
 
-def _cached_coefs(schedule, key, build, t, batch, dtype):
-    """Rows ``t`` of a [num_train_timesteps, K] coefficient table that ``build(all_timesteps)``
-    makes once per (schedule, options, dtype): a sampling step (or q_sample, or the loss weight)
-    then costs one gather instead of ~10-30 tiny scalar ops. Built eagerly only; under
-    torch.compile the scalar math is traced."""
-    if torch.compiler.is_compiling():
-        return _per_sample_table(build(t), batch, dtype)
-    cache = schedule.__dict__.setdefault("_coef_cache", {})
-    table = cache.get((key, dtype))
-    if table is None:
-        every = torch.arange(schedule.num_train_timesteps, device=schedule.device)
-        table = cache[(key, dtype)] = _per_sample_table(build(every), schedule.num_train_timesteps, dtype)
-    if t.dim() == 1 and t.shape[0] == batch:
-        return table.index_select(0, t)  # contiguous [B, K]; ~2x cheaper than table[t] on CPU
-    return table.index_select(0, t.reshape(1)).expand(batch, table.shape[1]).contiguous()
+def _seed(seed):
+    """-1 (draw a key from the generator in the kernel) or the given key."""
+    if seed is None:
+        return -1
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be an int >= 0, got {seed!r}")
+    return seed
 
 
-def _seed(generator, seed):
-    """A 63-bit Philox key: ``seed`` as given, else drawn from ``generator`` (or the default one)."""
+def _reference_key(generator, seed):
+    """The Philox key for the reference backend: as the kernels draw it (csrc/cpu/diffusion.cpp)."""
     if seed is not None:
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"seed must be an int >= 0, got {seed!r}")
-        return seed
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+        return _seed(seed)
     device = generator.device if generator is not None else "cpu"
     return int(torch.randint(0, 2 ** 62, (), generator=generator, device=device))
 
 
-def _finish(out, like):
-    return out if out.dtype == like.dtype else out.to(like.dtype)
-
-
 # ------------------------------------------------------------------------------------ training
+
+
+def _q_sample_table(schedule, dtype):
+    return schedule.coefficient_table(
+        ("q_sample",), lambda t: [reference.lookup(schedule.sqrt_alphas_cumprod, t),
+                                  reference.lookup(schedule.sqrt_one_minus_alphas_cumprod, t)], dtype)
 
 
 def q_sample(x0, t, schedule, noise=None, *, generator=None, seed=None, target="epsilon"):
     """Noise ``x0`` to timestep ``t``: (x_t, target) with x_t = sqrt(ab_t) x0 + sqrt(1 - ab_t) eps.
 
     ``target``: "epsilon" (eps), "sample" (x0 itself) or "v_prediction" (sqrt(ab) eps - sqrt(1 - ab) x0).
-    ``noise=None`` draws eps inside the kernel (Philox, key from ``seed`` or from ``generator`` /
-    the default generator): same key, same result, and eps is never read from memory.
-    Gradients flow to ``x0`` (e.g. a trainable encoder's latents), not to ``noise``. Under ``torch.compile(fullgraph=True)`` pass
-    ``seed`` (drawing one from a generator reads a tensor on the host: a graph break).
+    ``noise=None`` draws eps inside the kernel (Philox, key ``seed``, else drawn from ``generator`` /
+    the default generator of x0's device): same key, same result, and eps is never read from memory.
+    Gradients flow to ``x0`` (e.g. a trainable encoder's latents), not to ``noise``. Under
+    ``torch.compile(fullgraph=True)`` pass ``seed`` or no generator (dynamo cannot trace one).
     """
     _batch_tensor("x0", x0)
     _like("noise", noise, "x0", x0)
     _choice("target", target, TARGETS)
     _schedule(schedule, x0)
-    t = _timesteps("t", t, x0.shape[0], x0.device, schedule.num_train_timesteps)
-    backend = _backend.resolve("q_sample", x0.device.type, _NATIVE_DEVICES)
-    key = -1 if noise is not None else _seed(generator, seed)
-    if backend == "reference":
+    t = _timesteps("t", t, x0, schedule.num_train_timesteps)
+    generator = check.generator("generator", generator, x0)
+    ops = _dispatch.ops_for("q_sample", x0)
+    if ops is None:
+        _check_values("t", t, schedule.num_train_timesteps)
         if noise is None:
-            noise = philox_normal_like(x0, key)
+            noise = reference.philox_normal_like(x0, _reference_key(generator, seed))
         return reference.q_sample(x0, t, schedule, noise, target=target)
-    data = _kernel_input(backend, x0)
-
-    def columns(t):
-        return [reference.lookup(schedule.sqrt_alphas_cumprod, t),
-                reference.lookup(schedule.sqrt_one_minus_alphas_cumprod, t)]
-
-    coefs = _cached_coefs(schedule, ("q_sample",), columns, t, x0.shape[0], _acc_dtype(data))
-    noise_in = None if noise is None else _kernel_input(backend, noise).detach()
-    x_t, second = _core_ops(backend).diffusion_q_sample(data, noise_in, coefs, key,
-                                                        target == "v_prediction")
-    if target == "sample":
-        return _finish(x_t, x0), x0
-    return _finish(x_t, x0), _finish(second, x0)
-
-
-def philox_normal_like(x, seed):
-    """The in-kernel noise stream as a tensor (for the reference backend and for tests)."""
-    n = x.numel()
-    q = (n + 3) // 4
-    g = torch.arange(q, dtype=torch.int64)
-    key = torch.tensor([seed & 0xFFFFFFFF, (seed >> 32) & 0xFFFFFFFF], dtype=torch.int64)
-    c0, c1 = g & 0xFFFFFFFF, (g >> 32) & 0xFFFFFFFF
-    c2 = torch.zeros_like(g)
-    c3 = torch.zeros_like(g)
-    k0 = key[0].expand(q).clone()
-    k1 = key[1].expand(q).clone()
-    mask = 0xFFFFFFFF
-
-    def mulhilo(a, b):  # 32 x 32 -> (hi, lo) without int64 overflow: a split in 16-bit halves
-        low_part, high_part = (a & 0xFFFF) * b, (a >> 16) * b
-        mid = high_part + (low_part >> 16)
-        return mid >> 16, ((mid & 0xFFFF) << 16) | (low_part & 0xFFFF)
-
-    for _ in range(10):
-        hi_b, lo_b = mulhilo(torch.full_like(c2, 0xCD9E8D57), c2)
-        hi_a, lo_a = mulhilo(torch.full_like(c0, 0xD2511F53), c0)
-        c0, c2 = hi_b ^ c1 ^ k0, hi_a ^ c3 ^ k1
-        c1, c3 = lo_b, lo_a
-        k0 = (k0 + 0x9E3779B9) & mask
-        k1 = (k1 + 0xBB67AE85) & mask
-
-    def uniform(c):
-        s = torch.where(c >= 2 ** 31, c - 2 ** 32, c)
-        s = torch.where(s < 0, -s - 1, s)
-        return s.to(torch.float32) * 4.6566127342e-10
-
-    outs = []
-    for a, b in ((c0, c1), (c2, c3)):
-        u1 = torch.clamp(uniform(a), min=1.0e-7)
-        u2 = uniform(b)
-        r = torch.sqrt(-2.0 * torch.log(u1))
-        theta = 6.283185307179586 * u2
-        outs += [r * torch.cos(theta), r * torch.sin(theta)]
-    flat = torch.cat(outs)[:n]
-    return flat.reshape(x.shape).to(device=x.device, dtype=x.dtype)
+    x_t, second = ops.q_sample(x0, noise, _q_sample_table(schedule, _acc_dtype(x0)), t, _seed(seed), generator,
+                               target == "v_prediction")
+    return x_t, (x0 if target == "sample" else second)
 
 
 def diffusion_loss(model_output, target, t, schedule, *, prediction_type="epsilon", snr_gamma=None,
@@ -344,26 +289,21 @@ def diffusion_loss(model_output, target, t, schedule, *, prediction_type="epsilo
     _batch_tensor("model_output", model_output)
     _like("target", target, "model_output", model_output)
     _choice("prediction_type", prediction_type, PREDICTION_TYPES)
-    _choice("reduction", reduction, ("mean", "sum", "none"))
+    _choice("reduction", reduction, REDUCTIONS)
     if snr_gamma is not None:
         snr_gamma = check.positive_float("snr_gamma", snr_gamma)
     _schedule(schedule, model_output)
-    t = _timesteps("t", t, model_output.shape[0], model_output.device, schedule.num_train_timesteps)
-    backend = _backend.resolve("diffusion_loss", model_output.device.type, _NATIVE_DEVICES)
-    if backend == "reference":
+    t = _timesteps("t", t, model_output, schedule.num_train_timesteps)
+    ops = _dispatch.ops_for("diffusion_loss", model_output)
+    if ops is None:
+        _check_values("t", t, schedule.num_train_timesteps)
         return reference.diffusion_loss(model_output, target, t, schedule, prediction_type=prediction_type,
                                         snr_gamma=snr_gamma, reduction=reduction)
-    batch = model_output.shape[0]
-    weight = _cached_coefs(schedule, ("snr_weight", prediction_type, snr_gamma),
-                           lambda t: [reference.snr_weights(t, schedule, prediction_type, snr_gamma)],
-                           t, batch, _acc_dtype(model_output)).reshape(batch)
-    per_sample = _core_ops(backend).diffusion_loss_fwd(_kernel_input(backend, model_output),
-                                                       _kernel_input(backend, target), weight)
-    if reduction == "mean":
-        return per_sample.mean()
-    if reduction == "sum":
-        return per_sample.sum()
-    return per_sample
+    weights = schedule.coefficient_table(
+        ("snr_weight", prediction_type, snr_gamma),
+        lambda every: [reference.snr_weights(every, schedule, prediction_type, snr_gamma)],
+        _acc_dtype(model_output))
+    return ops.diffusion_loss(model_output, target, weights.reshape(-1), t, REDUCTIONS[reduction])
 
 
 # ------------------------------------------------------------------------------------ sampling
@@ -388,21 +328,25 @@ def _guidance(model_output, uncond, guidance_scale, guidance_rescale):
     return model_output, uncond
 
 
-def _step(backend, sample, model_output, uncond, prev_x0, noise, columns, *, guidance_scale=1.0, clip=False,
-          clip_range=1.0, seed=-1, write_x0=True):
-    data = _kernel_input(backend, sample)
-    coefs = columns if torch.is_tensor(columns) else _per_sample_table(columns, sample.shape[0], _acc_dtype(data))
-    out, x0 = _core_ops(backend).diffusion_step(
-        data, _kernel_input(backend, model_output), _kernel_input(backend, uncond), _kernel_input(backend, prev_x0),
-        _kernel_input(backend, noise), coefs, float(guidance_scale), bool(clip), float(clip_range), int(seed),
-        bool(write_x0))
-    return _finish(out, sample), (_finish(x0, sample) if write_x0 else None)
-
-
 def _check_step_inputs(model_output, sample, uncond, noise):
     _batch_tensor("sample", sample)
     _like("model_output", model_output, "sample", sample)
     _like("noise", noise, "sample", sample)
+    if torch.is_grad_enabled():
+        for name, x in (("model_output", model_output), ("sample", sample)):
+            if x.requires_grad:
+                raise ValueError(f"{name} requires grad: sampler steps are inference-only (use torch.no_grad())")
+
+
+def _step_table(schedule, key, build, t, prev_t, sample):
+    """(table, t) for the step kernel: the cached per-timestep table for the default prev_t, else
+    this call's [B, 10] rows (t = None)."""
+    dtype = _acc_dtype(sample)
+    if prev_t is None:
+        return schedule.coefficient_table(key + (schedule.step_ratio,), build, dtype), t
+    columns = build(t, prev_t)
+    rows = max(c.numel() for c in columns if torch.is_tensor(c))
+    return _column_table(columns, rows, dtype).expand(sample.shape[0], -1).contiguous(), None
 
 
 def _prev_timesteps(prev_t, t, schedule, sample):
@@ -410,22 +354,7 @@ def _prev_timesteps(prev_t, t, schedule, sample):
     if prev_t is None:
         schedule.step_ratio  # raises when set_timesteps was not called
         return None
-    return _timesteps("prev_t", prev_t, sample.shape[0], sample.device, schedule.num_train_timesteps,
-                      allow_negative=True)
-
-
-def _no_grad_inputs(*tensors):
-    for name, x in tensors:
-        if x is not None and x.requires_grad and torch.is_grad_enabled():
-            raise ValueError(f"{name} requires grad: sampler steps are inference-only (use torch.no_grad())")
-
-
-def _coefs(schedule, key, build, t, prev_t, sample, backend):
-    """Coefficients of a DDIM / DDPM step: cached per timestep for the default prev_t."""
-    dtype = torch.float64 if sample.dtype == torch.float64 else torch.float32
-    if prev_t is None:
-        return _cached_coefs(schedule, key, build, t, sample.shape[0], dtype)
-    return build(t)
+    return _timesteps("prev_t", prev_t, sample, schedule.num_train_timesteps, allow_negative=True)
 
 
 def _ddim_columns(schedule, t, prev_t, eta, prediction_type, use_clipped_model_output, final_alpha_cumprod):
@@ -451,7 +380,7 @@ def _ddpm_columns(schedule, t, prev_t, prediction_type, variance_type):
         variance = torch.clamp(beta_prev / beta_t * current_beta, min=1e-20)
     else:
         variance = current_beta
-    std = torch.where(t > 0, variance.sqrt(), torch.zeros_like(variance))
+    std = torch.where(torch.as_tensor(t) > 0, variance.sqrt(), torch.zeros_like(variance))
     return [c0, c1, 0.0, 0.0, 0.0, a_prev.sqrt() * current_beta / beta_t, 0.0,
             current_alpha.sqrt() * beta_prev / beta_t, 0.0, std]
 
@@ -468,40 +397,37 @@ def ddim_step(model_output, t, sample, schedule, *, prev_t=None, eta=0.0, noise=
     guidance (``model_output`` is the conditional prediction)."""
     _check_step_inputs(model_output, sample, uncond, noise)
     _choice("prediction_type", prediction_type, PREDICTION_TYPES)
-    eta = float(eta)
+    eta = check.real("eta", eta)
     if not eta >= 0:
         raise ValueError(f"eta must be >= 0, got {eta}")
     _schedule(schedule, sample)
-    t = _timesteps("t", t, sample.shape[0], sample.device, schedule.num_train_timesteps)
+    t = _timesteps("t", t, sample, schedule.num_train_timesteps)
     prev_t = _prev_timesteps(prev_t, t, schedule, sample)
-    _no_grad_inputs(("model_output", model_output), ("sample", sample))
+    generator = check.generator("generator", generator, sample)
     model_output, uncond = _guidance(model_output, uncond, guidance_scale, guidance_rescale)
-    backend = _backend.resolve("ddim_step", sample.device.type, _NATIVE_DEVICES)
-    key = -1
-    if eta > 0 and noise is None:
-        key = _seed(generator, seed)
-    if backend == "reference":
+    ops = _dispatch.ops_for("diffusion_step", sample)
+    if ops is None:
+        _check_values("t", t, schedule.num_train_timesteps)
         if eta > 0 and noise is None:
-            noise = philox_normal_like(sample, key)
+            noise = reference.philox_normal_like(sample, _reference_key(generator, seed))
         prev = t - schedule.step_ratio if prev_t is None else prev_t
         out = reference.ddim_step(model_output, t, sample, schedule, prev, eta=eta, noise=noise,
-                                   prediction_type=prediction_type, clip_sample=clip_sample,
-                                   clip_sample_range=clip_sample_range,
-                                   use_clipped_model_output=use_clipped_model_output, uncond=uncond,
-                                   guidance_scale=guidance_scale, final_alpha_cumprod=final_alpha_cumprod)
+                                  prediction_type=prediction_type, clip_sample=clip_sample,
+                                  clip_sample_range=clip_sample_range,
+                                  use_clipped_model_output=use_clipped_model_output, uncond=uncond,
+                                  guidance_scale=guidance_scale, final_alpha_cumprod=final_alpha_cumprod)
         return out if return_x0 else (out[0], None)
-    def build(t, prev_t=prev_t):
-        if prev_t is None:
-            prev_t = t - schedule.step_ratio
-        return _ddim_columns(schedule, t, prev_t, eta, prediction_type, use_clipped_model_output,
-                             final_alpha_cumprod)
 
-    columns = _coefs(schedule, ("ddim", schedule.step_ratio if prev_t is None else None, eta, prediction_type,
-                                bool(use_clipped_model_output), float(final_alpha_cumprod)),
-                     build, t, prev_t, sample, backend)
-    return _step(backend, sample, model_output, uncond, None, noise if eta > 0 else None, columns,
-                 guidance_scale=guidance_scale, clip=clip_sample, clip_range=clip_sample_range, seed=key,
-                 write_x0=return_x0)
+    def build(t, prev=None):
+        return _ddim_columns(schedule, t, t - schedule.step_ratio if prev is None else prev, eta, prediction_type,
+                             use_clipped_model_output, final_alpha_cumprod)
+
+    table, t = _step_table(schedule, ("ddim", eta, prediction_type, bool(use_clipped_model_output),
+                                      float(final_alpha_cumprod)), build, t, prev_t, sample)
+    out, x0 = ops.diffusion_step(sample, model_output, uncond, None, noise if eta > 0 else None, table, t,
+                                 float(guidance_scale), bool(clip_sample), float(clip_sample_range), eta > 0,
+                                 _seed(seed), generator, bool(return_x0))
+    return out, (x0 if return_x0 else None)
 
 
 def ddpm_step(model_output, t, sample, schedule, *, prev_t=None, noise=None, generator=None, seed=None,
@@ -513,51 +439,60 @@ def ddpm_step(model_output, t, sample, schedule, *, prev_t=None, noise=None, gen
     _choice("prediction_type", prediction_type, PREDICTION_TYPES)
     _choice("variance_type", variance_type, ("fixed_small", "fixed_large"))
     _schedule(schedule, sample)
-    t = _timesteps("t", t, sample.shape[0], sample.device, schedule.num_train_timesteps)
+    t = _timesteps("t", t, sample, schedule.num_train_timesteps)
     prev_t = _prev_timesteps(prev_t, t, schedule, sample)
-    _no_grad_inputs(("model_output", model_output), ("sample", sample))
+    generator = check.generator("generator", generator, sample)
     model_output, uncond = _guidance(model_output, uncond, guidance_scale, guidance_rescale)
-    backend = _backend.resolve("ddpm_step", sample.device.type, _NATIVE_DEVICES)
-    key = _seed(generator, seed) if noise is None else -1
-    if backend == "reference":
+    ops = _dispatch.ops_for("diffusion_step", sample)
+    if ops is None:
+        _check_values("t", t, schedule.num_train_timesteps)
         if noise is None:
-            noise = philox_normal_like(sample, key)
+            noise = reference.philox_normal_like(sample, _reference_key(generator, seed))
         prev = t - schedule.step_ratio if prev_t is None else prev_t
         out = reference.ddpm_step(model_output, t, sample, schedule, prev, noise=noise,
-                                   prediction_type=prediction_type, variance_type=variance_type,
-                                   clip_sample=clip_sample, clip_sample_range=clip_sample_range, uncond=uncond,
-                                   guidance_scale=guidance_scale)
+                                  prediction_type=prediction_type, variance_type=variance_type,
+                                  clip_sample=clip_sample, clip_sample_range=clip_sample_range, uncond=uncond,
+                                  guidance_scale=guidance_scale)
         return out if return_x0 else (out[0], None)
-    def build(t, prev_t=prev_t):
-        if prev_t is None:
-            prev_t = t - schedule.step_ratio
-        return _ddpm_columns(schedule, t, prev_t, prediction_type, variance_type)
 
-    columns = _coefs(schedule, ("ddpm", schedule.step_ratio if prev_t is None else None, prediction_type,
-                                variance_type), build, t, prev_t, sample, backend)
-    return _step(backend, sample, model_output, uncond, None, noise, columns, guidance_scale=guidance_scale,
-                 clip=clip_sample, clip_range=clip_sample_range, seed=key, write_x0=return_x0)
+    def build(t, prev=None):
+        return _ddpm_columns(schedule, t, t - schedule.step_ratio if prev is None else prev, prediction_type,
+                             variance_type)
+
+    table, t = _step_table(schedule, ("ddpm", prediction_type, variance_type), build, t, prev_t, sample)
+    out, x0 = ops.diffusion_step(sample, model_output, uncond, None, noise, table, t, float(guidance_scale),
+                                 bool(clip_sample), float(clip_sample_range), True, _seed(seed), generator,
+                                 bool(return_x0))
+    return out, (x0 if return_x0 else None)
 
 
 def _sigma(name, value, sample):
+    """A scalar or [B] sigma tensor on the sample's device (a Python number becomes one); its
+    values (>= 0) are checked by the kernel, or here for the reference backend."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not value >= 0:
+            raise ValueError(f"{name} must be >= 0, got {value}")
         value = torch.tensor(float(value), dtype=torch.float64, device=sample.device)
     check.tensor(name, value)
     if not (value.dim() == 0 or (value.dim() == 1 and value.shape[0] in (1, sample.shape[0]))):
         raise ValueError(f"{name} must be a scalar or have shape ({sample.shape[0]},), got {tuple(value.shape)}")
-    if value.device != sample.device:
-        raise ValueError(f"{name} is on {value.device} but sample is on {sample.device}")
-    if _values_checkable(value) and value.numel():
-        low = float(value) if value.dim() == 0 else float(value.min())  # NaN fails the test below
-        if not low >= 0:
-            raise ValueError(f"{name} must be >= 0, got {low}")
-    return value.to(torch.float64)
+    check.same_device(name, value, "sample", sample)
+    return value
+
+
+def _check_sigma_values(*named):
+    for name, value in named:
+        if value is not None and not value.is_cuda and value.numel() and not torch.compiler.is_compiling():
+            low = float(value.min())  # NaN fails the test below
+            if not low >= 0:
+                raise ValueError(f"{name} must be >= 0, got {low}")
 
 
 def euler_scale_model_input(sample, sigma):
     """EulerDiscreteScheduler.scale_model_input: sample / sqrt(sigma^2 + 1)."""
     _batch_tensor("sample", sample)
     sigma = _sigma("sigma", sigma, sample)
+    _check_sigma_values(("sigma", sigma))
     return reference.euler_scale_model_input(sample, sigma)
 
 
@@ -569,17 +504,16 @@ def euler_step(model_output, sample, sigma, sigma_next, *, prediction_type="epsi
     _choice("prediction_type", prediction_type, PREDICTION_TYPES)
     sigma = _sigma("sigma", sigma, sample)
     sigma_next = _sigma("sigma_next", sigma_next, sample)
-    _no_grad_inputs(("model_output", model_output), ("sample", sample))
     model_output, uncond = _guidance(model_output, uncond, guidance_scale, guidance_rescale)
-    backend = _backend.resolve("euler_step", sample.device.type, _NATIVE_DEVICES)
-    if backend == "reference":
+    ops = _dispatch.ops_for("diffusion_sigma_step", sample)
+    if ops is None:
+        _check_sigma_values(("sigma", sigma), ("sigma_next", sigma_next))
         out = reference.euler_step(model_output, sample, sigma, sigma_next, prediction_type=prediction_type,
-                                    uncond=uncond, guidance_scale=guidance_scale)
+                                   uncond=uncond, guidance_scale=guidance_scale)
         return out if return_x0 else (out[0], None)
-    coefs = _core_ops(backend).diffusion_sigma_coefs(sigma, sigma_next, None, sample.shape[0], "euler",
-                                                     prediction_type, _acc_dtype(sample))
-    return _step(backend, sample, model_output, uncond, None, None, coefs, guidance_scale=guidance_scale,
-                 write_x0=return_x0)
+    out, x0 = ops.diffusion_sigma_step(sample, model_output, uncond, None, sigma, sigma_next, None, "euler",
+                                       prediction_type, float(guidance_scale), bool(return_x0))
+    return out, (x0 if return_x0 else None)
 
 
 def dpmpp_2m_step(model_output, sample, sigma, sigma_next, prev_x0=None, sigma_prev=None, *,
@@ -598,14 +532,14 @@ def dpmpp_2m_step(model_output, sample, sigma, sigma_next, prev_x0=None, sigma_p
         if sigma_prev is None:
             raise ValueError("sigma_prev must be given with prev_x0, got None")
         sigma_prev = _sigma("sigma_prev", sigma_prev, sample)
-    _no_grad_inputs(("model_output", model_output), ("sample", sample))
+    else:
+        sigma_prev = None
     model_output, uncond = _guidance(model_output, uncond, guidance_scale, guidance_rescale)
-    backend = _backend.resolve("dpmpp_2m_step", sample.device.type, _NATIVE_DEVICES)
-    if backend == "reference":
+    ops = _dispatch.ops_for("diffusion_sigma_step", sample)
+    if ops is None:
+        _check_sigma_values(("sigma", sigma), ("sigma_next", sigma_next), ("sigma_prev", sigma_prev))
         return reference.dpmpp_2m_step(model_output, sample, sigma, sigma_next, prev_x0, sigma_prev,
                                        prediction_type=prediction_type, uncond=uncond,
                                        guidance_scale=guidance_scale)
-    coefs = _core_ops(backend).diffusion_sigma_coefs(sigma, sigma_next, sigma_prev if prev_x0 is not None else None,
-                                                     sample.shape[0], "dpmpp_2m", prediction_type,
-                                                     _acc_dtype(sample))
-    return _step(backend, sample, model_output, uncond, prev_x0, None, coefs, guidance_scale=guidance_scale)
+    return ops.diffusion_sigma_step(sample, model_output, uncond, prev_x0, sigma, sigma_next, sigma_prev,
+                                    "dpmpp_2m", prediction_type, float(guidance_scale), True)

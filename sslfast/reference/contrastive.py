@@ -68,3 +68,28 @@ def siglip_loss(image, text, logit_scale, logit_bias):
     n = image.shape[0]
     signs = 2 * torch.eye(n, device=image.device, dtype=logits.dtype) - 1
     return -F.logsigmoid(signs * logits).sum() / n
+
+
+def supcon(features, labels, temperature=0.1, *, normalize=True, pairwise=False):
+    """Supervised contrastive loss: row i's positives are the other rows with its label.
+
+    ``pairwise=False``: Khosla et al. (SupContrast ``SupConLoss``, contrast_mode "all", the
+    temperature / base_temperature factor 1): mean over anchors of -(mean over positives p of
+    log softmax_{j != i}(s_ij) at p); anchors without positives contribute 0.
+    ``pairwise=True``: pytorch-metric-learning ``NTXentLoss`` with labels: mean over positive
+    pairs (i, p) of -log(e^s_ip / (e^s_ip + sum over i's negatives n of e^s_in)).
+    """
+    z = F.normalize(features, dim=1) if normalize else features
+    n = z.shape[0]
+    logits = _widen(z @ z.T) / temperature
+    self_mask = torch.eye(n, dtype=torch.bool, device=z.device)
+    same = labels[:, None] == labels[None, :]
+    positive = same & ~self_mask
+    if pairwise:
+        negative_lse = torch.logsumexp(logits.masked_fill(same, float("-inf")), dim=1)
+        per_pair = F.softplus(negative_lse[:, None] - logits)
+        return (per_pair * positive).sum() / positive.sum().clamp(min=1)
+    lse = torch.logsumexp(logits.masked_fill(self_mask, float("-inf")), dim=1)
+    log_prob = logits - lse[:, None]
+    mean_positive = (log_prob * positive).sum(dim=1) / positive.sum(dim=1).clamp(min=1)
+    return -mean_positive.mean()

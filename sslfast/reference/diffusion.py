@@ -234,3 +234,45 @@ def dpmpp_2m_step(model_output, sample, sigma, sigma_next, prev_x0=None, sigma_p
     prev_sample = ((s_t / s_s0) * sample - (alpha_t * (torch.exp(-h) - 1.0)) * d0
                    - 0.5 * (alpha_t * (torch.exp(-h) - 1.0)) * d1)
     return prev_sample, x0
+
+
+def philox_normal_like(x, seed):
+    """The in-kernel noise stream as a tensor (for the reference backend and for tests)."""
+    n = x.numel()
+    q = (n + 3) // 4
+    g = torch.arange(q, dtype=torch.int64)
+    key = torch.tensor([seed & 0xFFFFFFFF, (seed >> 32) & 0xFFFFFFFF], dtype=torch.int64)
+    c0, c1 = g & 0xFFFFFFFF, (g >> 32) & 0xFFFFFFFF
+    c2 = torch.zeros_like(g)
+    c3 = torch.zeros_like(g)
+    k0 = key[0].expand(q).clone()
+    k1 = key[1].expand(q).clone()
+    mask = 0xFFFFFFFF
+
+    def mulhilo(a, b):  # 32 x 32 -> (hi, lo) without int64 overflow: a split in 16-bit halves
+        low_part, high_part = (a & 0xFFFF) * b, (a >> 16) * b
+        mid = high_part + (low_part >> 16)
+        return mid >> 16, ((mid & 0xFFFF) << 16) | (low_part & 0xFFFF)
+
+    for _ in range(10):
+        hi_b, lo_b = mulhilo(torch.full_like(c2, 0xCD9E8D57), c2)
+        hi_a, lo_a = mulhilo(torch.full_like(c0, 0xD2511F53), c0)
+        c0, c2 = hi_b ^ c1 ^ k0, hi_a ^ c3 ^ k1
+        c1, c3 = lo_b, lo_a
+        k0 = (k0 + 0x9E3779B9) & mask
+        k1 = (k1 + 0xBB67AE85) & mask
+
+    def uniform(c):
+        s = torch.where(c >= 2 ** 31, c - 2 ** 32, c)
+        s = torch.where(s < 0, -s - 1, s)
+        return s.to(torch.float32) * 4.6566127342e-10
+
+    outs = []
+    for a, b in ((c0, c1), (c2, c3)):
+        u1 = torch.clamp(uniform(a), min=1.0e-7)
+        u2 = uniform(b)
+        r = torch.sqrt(-2.0 * torch.log(u1))
+        theta = 6.283185307179586 * u2
+        outs += [r * torch.cos(theta), r * torch.sin(theta)]
+    flat = torch.cat(outs)[:n]
+    return flat.reshape(x.shape).to(device=x.device, dtype=x.dtype)

@@ -1,7 +1,7 @@
 """Triton kernels of the contrastive losses (NT-Xent, InfoNCE, CLIP, SigLIP).
 
 Registered as ``torch.ops.sslfast_triton.*`` with the schemas, fakes and autograd of
-``sslfast.ops._contrastive_schema``; the math is ``sslfast.reference.contrastive``.
+``csrc/schema.cpp``; the math is ``sslfast.reference.contrastive``.
 
 Every kernel streams [BLOCK_M, BLOCK_N] score tiles (``tl.dot`` over D in BLOCK_D chunks, fp64 as a
 broadcast product-sum; fp32 accumulation for fp16/bf16/fp32 inputs, fp64 for fp64) through an
@@ -23,7 +23,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ..ops._contrastive_schema import SCHEMAS, register_fakes_and_autograd
+from . import register
 
 _INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 # One tile config per kernel, no autotuning: for compute-sanitizer runs (make gpu-check), where
@@ -870,7 +870,37 @@ def siglip_loss_bwd(grad_loss, image, text, logit_scale, logit_bias):
     return _pair_loss_bwd(coef, image, text, logit_scale, logit_bias, coef, coef, siglip=True)
 
 
+# ---------------------------------------------------------------------------------------------
+# prepare_rows: the losses' input rows (cat, L2 normalization) with torch ops on the device; the
+# Triton kernels read the rows in the input dtype.
+# ---------------------------------------------------------------------------------------------
+
+_NORM_EPS = 1e-12  # F.normalize's
+
+
+def prepare_rows(x, y, normalize):
+    rows = torch.cat([x, y]) if y is not None else x.clone(memory_format=torch.contiguous_format)
+    if not normalize:
+        return rows, rows.new_empty((0,), dtype=_acc_dtype(rows))
+    norms = rows.to(_acc_dtype(rows)).norm(dim=1)
+    return (rows / norms.clamp_min(_NORM_EPS)[:, None]).to(rows.dtype), norms
+
+
+def prepare_rows_bwd(grad, rows, norms, split, dtype):
+    acc = _acc_dtype(rows)
+    g = grad.to(acc)
+    if norms.numel():
+        y = rows.to(acc)
+        n = norms[:, None]
+        projected = (g - y * (y * g).sum(dim=1, keepdim=True)) / n
+        g = torch.where(n <= _NORM_EPS, g / _NORM_EPS, projected)  # clamped rows divided by eps
+    g = g.to(dtype)
+    return g[:split].contiguous(), g[split:].contiguous()
+
+
 _IMPLEMENTATIONS = {
+    "prepare_rows": prepare_rows,
+    "prepare_rows_bwd": prepare_rows_bwd,
     "nt_xent_fwd": nt_xent_fwd,
     "nt_xent_bwd": nt_xent_bwd,
     "info_nce_fwd": info_nce_fwd,
@@ -881,8 +911,4 @@ _IMPLEMENTATIONS = {
     "siglip_loss_bwd": siglip_loss_bwd,
 }
 
-for _name, _impl in _IMPLEMENTATIONS.items():
-    torch.library.define(f"sslfast_triton::{_name}", SCHEMAS[_name])
-    torch.library.impl(f"sslfast_triton::{_name}", "default", _impl)
-
-register_fakes_and_autograd("sslfast_triton")
+register(_IMPLEMENTATIONS)

@@ -1,10 +1,13 @@
-"""Triton kernels of the diffusion family, registered as ``torch.ops.sslfast_triton.*``.
+"""Triton kernels of the diffusion family, registered for ``torch.ops.sslfast_triton.*``.
 
-Elementwise, one pass over the data, per-sample coefficients from a [B, K] table (see
-``sslfast/ops/_diffusion_schema.py`` and ``csrc/cpu/diffusion.cpp`` for the math). A program
-owns BLOCK Philox blocks g and the four elements k * Q + g (Q = ceil(n / 4)) whose noise is
-normal k of block g: four contiguous loads / stores, one Philox4x32-10 per four normals, the
-same stream as the C++ kernels. Offsets are int64; half inputs compute in fp32.
+Elementwise, one pass over the data. Per-sample coefficients come from a per-timestep table
+[T, K] at the timesteps ``t`` (gathered in the kernel, clamped to the table; the public function
+checks the range asynchronously) or from a [B, K] table (see ``csrc/cpu/diffusion.cpp`` for the
+math). A program owns BLOCK Philox blocks g and the four elements k * Q + g (Q = ceil(n / 4))
+whose noise is normal k of block g: four contiguous loads / stores, one Philox4x32-10 per four
+normals, the same stream as the C++ kernels. The Philox key is read from a device tensor, so a
+key drawn from a CUDA generator never visits the host. Offsets are int64; half inputs compute in
+fp32.
 """
 
 from __future__ import annotations
@@ -14,16 +17,21 @@ import triton
 import triton.language as tl
 from triton.language.extra import libdevice
 
-from ..ops._diffusion_schema import SCHEMAS, STEP_COEFS, register_fakes_and_autograd
+from . import register
+
+STEP_COEFS = 10
 
 _BLOCK = 256
 _LOSS_BLOCK = 1024
 
 
 @triton.jit
-def _philox_normal4(seed_lo, seed_hi, g):
-    """Philox4x32-10 on counter (g_lo, g_hi, 0, 0), key (seed_lo, seed_hi) -> 4 normals
-    (Box-Muller on (u0, u1), (u2, u3) exactly as tl.randn4x)."""
+def _philox_normal4(key_ptr, g):
+    """Philox4x32-10 on counter (g_lo, g_hi, 0, 0), key (key_lo, key_hi) of the int64 at key_ptr
+    -> 4 normals (Box-Muller on (u0, u1), (u2, u3) exactly as tl.randn4x)."""
+    key = tl.load(key_ptr)
+    seed_lo = (key & 0xFFFFFFFF).to(tl.uint32)
+    seed_hi = ((key >> 32) & 0xFFFFFFFF).to(tl.uint32)
     c0 = (g & 0xFFFFFFFF).to(tl.uint32)
     c1 = ((g >> 32) & 0xFFFFFFFF).to(tl.uint32)
     c2 = tl.zeros_like(c0)
@@ -72,19 +80,30 @@ def _select4(k: tl.constexpr, z0, z1, z2, z3):
 
 
 @triton.jit
-def _q_sample_kernel(x0_ptr, noise_ptr, coef_ptr, xt_ptr, target_ptr, n, inner, groups, seed_lo, seed_hi,
-                     NOISE_FROM_SEED: tl.constexpr, V_TARGET: tl.constexpr, BLOCK: tl.constexpr):
-    """x_t = a_b x0 + s_b eps; target = eps, or v = a_b eps - s_b x0 (a_b, s_b = coef[b])."""
+def _coef_row(table_ptr, t_ptr, b, t_step, steps, ok, NCOEF: tl.constexpr, GATHER: tl.constexpr):
+    """Pointer to sample b's coefficient row: table[t[b]] (t clamped to [0, steps)), or table[b]."""
+    if GATHER:
+        step = tl.load(t_ptr + b * t_step, mask=ok, other=0).to(tl.int64)
+        step = tl.minimum(tl.maximum(step, 0), steps - 1)
+        return table_ptr + step * NCOEF
+    else:
+        return table_ptr + b * NCOEF
+
+
+@triton.jit
+def _q_sample_kernel(x0_ptr, noise_ptr, table_ptr, t_ptr, key_ptr, xt_ptr, target_ptr, n, inner, groups, t_step,
+                     steps, NOISE_FROM_SEED: tl.constexpr, V_TARGET: tl.constexpr, BLOCK: tl.constexpr):
+    """x_t = a_b x0 + s_b eps; target = eps, or v = a_b eps - s_b x0 ((a_b, s_b) = table[t[b]])."""
     g = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     g_ok = g < groups
     if NOISE_FROM_SEED:
-        z0, z1, z2, z3 = _philox_normal4(seed_lo, seed_hi, g)
+        z0, z1, z2, z3 = _philox_normal4(key_ptr, g)
     for k in tl.static_range(4):
         i = k * groups + g
         ok = g_ok & (i < n)
-        b = i // inner
-        a = tl.load(coef_ptr + 2 * b, mask=ok, other=0.0)
-        s = tl.load(coef_ptr + 2 * b + 1, mask=ok, other=0.0)
+        row = _coef_row(table_ptr, t_ptr, i // inner, t_step, steps, ok, 2, True)
+        a = tl.load(row, mask=ok, other=0.0)
+        s = tl.load(row + 1, mask=ok, other=0.0)
         x = tl.load(x0_ptr + i, mask=ok, other=0.0).to(a.dtype)
         if NOISE_FROM_SEED:
             eps = _select4(k, z0, z1, z2, z3).to(a.dtype)
@@ -98,21 +117,38 @@ def _q_sample_kernel(x0_ptr, noise_ptr, coef_ptr, xt_ptr, target_ptr, n, inner, 
 
 
 @triton.jit
-def _step_kernel(x_ptr, m_ptr, u_ptr, p_ptr, noise_ptr, coef_ptr, out_ptr, x0_ptr, n, inner, groups,
-                 guidance_scale, clip_range, seed_lo, seed_hi,
+def _q_sample_bwd_kernel(gx_ptr, gt_ptr, table_ptr, t_ptr, out_ptr, n, inner, t_step, steps,
+                         HAS_GX: tl.constexpr, HAS_GT: tl.constexpr, BLOCK: tl.constexpr):
+    """d/dx0 of (x_t, v): a_b g_xt - s_b g_v."""
+    i = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    ok = i < n
+    row = _coef_row(table_ptr, t_ptr, i // inner, t_step, steps, ok, 2, True)
+    a = tl.load(row, mask=ok, other=0.0)
+    s = tl.load(row + 1, mask=ok, other=0.0)
+    r = tl.zeros_like(a)
+    if HAS_GX:
+        r += a * tl.load(gx_ptr + i, mask=ok, other=0.0).to(a.dtype)
+    if HAS_GT:
+        r -= s * tl.load(gt_ptr + i, mask=ok, other=0.0).to(a.dtype)
+    tl.store(out_ptr + i, r.to(out_ptr.dtype.element_ty), mask=ok)
+
+
+@triton.jit
+def _step_kernel(x_ptr, m_ptr, u_ptr, p_ptr, noise_ptr, table_ptr, t_ptr, key_ptr, out_ptr, x0_ptr, n, inner,
+                 groups, t_step, steps, guidance_scale, clip_range,
                  HAS_UNCOND: tl.constexpr, HAS_PREV: tl.constexpr, NOISE: tl.constexpr, CLIP: tl.constexpr,
-                 WRITE_X0: tl.constexpr, NCOEF: tl.constexpr, BLOCK: tl.constexpr):
+                 WRITE_X0: tl.constexpr, GATHER: tl.constexpr, NCOEF: tl.constexpr, BLOCK: tl.constexpr):
     """Generic sampler step (NOISE: 0 none, 1 tensor, 2 Philox from the seed):
     m = u + g (cond - u); x0 = clamp(c0 x + c1 m); eps = c2 x + c3 m + c4 x0;
     out = c5 x0 + c6 eps + c7 x + c8 prev + c9 noise."""
     g = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     g_ok = g < groups
     if NOISE == 2:
-        z0, z1, z2, z3 = _philox_normal4(seed_lo, seed_hi, g)
+        z0, z1, z2, z3 = _philox_normal4(key_ptr, g)
     for k in tl.static_range(4):
         i = k * groups + g
         ok = g_ok & (i < n)
-        row = coef_ptr + (i // inner) * NCOEF
+        row = _coef_row(table_ptr, t_ptr, i // inner, t_step, steps, ok, NCOEF, GATHER)
         c0 = tl.load(row + 0, mask=ok, other=0.0)
         c1 = tl.load(row + 1, mask=ok, other=0.0)
         c2 = tl.load(row + 2, mask=ok, other=0.0)
@@ -261,51 +297,83 @@ def _acc_dtype(x):
     return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
-def _seed_words(seed):
-    """The Philox key as two int32 arguments (two's complement of the 32-bit words): Triton types
-    a Python int >= 2^31 as int64, which would widen the uint32 Philox state to 64 bits (a
-    compile error in the uniform's 32-bit bitcast) for every seed whose low word is >= 2^31."""
-    seed = max(int(seed), 0)
-    words = (seed & 0xFFFFFFFF, (seed >> 32) & 0xFFFFFFFF)
-    return tuple(w - (1 << 32) if w >= 1 << 31 else w for w in words)
-
-
 def _geometry(x):
     n = x.numel()
     return n, n // x.shape[0], (n + 3) // 4
 
 
-def diffusion_q_sample(x0, noise, coefs, seed, v_target):
+def _key(like, seed, generator):
+    """The Philox key as an int64 [1] tensor on ``like``'s device: ``seed``, or drawn from
+    ``generator`` (the device's default one) as torch.randint(0, 2**62) draws it, without a sync."""
+    if seed >= 0:
+        return torch.full((1,), seed, dtype=torch.int64, device=like.device)
+    device = generator.device if generator is not None else like.device
+    return torch.randint(0, 2 ** 62, (1,), generator=generator, device=device).to(like.device, non_blocking=True)
+
+
+def _timesteps(t):
+    """(t as a flat int64 tensor, its stride per sample: 0 for a scalar or [1])."""
+    t = t.reshape(-1).to(torch.int64).contiguous()
+    return t, int(t.shape[0] > 1)
+
+
+def _compute(x, dtype):
+    return None if x is None else x.to(dtype).contiguous()
+
+
+def q_sample_fwd(x0, noise, table, t, seed, generator, v_target):
     x0 = x0.contiguous()
-    if noise is None and seed < 0:
-        raise ValueError("diffusion_q_sample needs noise or a seed >= 0")
     x_t, target = torch.empty_like(x0), torch.empty_like(x0)
     n, inner, groups = _geometry(x0)
     if n:
-        lo, hi = _seed_words(seed)
+        ts, t_step = _timesteps(t)
         _q_sample_kernel[(triton.cdiv(groups, _BLOCK),)](
-            x0, noise.contiguous() if noise is not None else x0, coefs.contiguous(), x_t, target, n, inner,
-            groups, lo, hi, NOISE_FROM_SEED=noise is None, V_TARGET=bool(v_target), BLOCK=_BLOCK)
+            x0, noise.contiguous() if noise is not None else x0, _compute(table, _acc_dtype(x0)), ts,
+            _key(x0, seed, generator) if noise is None else ts, x_t, target, n, inner, groups, t_step,
+            table.shape[0], NOISE_FROM_SEED=noise is None, V_TARGET=bool(v_target), BLOCK=_BLOCK)
     return x_t, target
 
 
-def diffusion_step(sample, model_output, uncond, prev_x0, noise, coefs, guidance_scale, clip, clip_range, seed,
-                   write_x0):
+def q_sample_bwd(grad_x_t, grad_target, table, t, v_target):
+    like = grad_x_t if grad_x_t is not None else grad_target
+    grad_target = grad_target if v_target else None
+    grad = torch.empty(like.shape, dtype=like.dtype, device=like.device)
+    n, inner, _ = _geometry(like)
+    if n:
+        ts, t_step = _timesteps(t)
+        _q_sample_bwd_kernel[(triton.cdiv(n, _LOSS_BLOCK),)](
+            grad_x_t.contiguous() if grad_x_t is not None else like,
+            grad_target.contiguous() if grad_target is not None else like, _compute(table, _acc_dtype(like)), ts,
+            grad, n, inner, t_step, table.shape[0], HAS_GX=grad_x_t is not None, HAS_GT=grad_target is not None,
+            BLOCK=_LOSS_BLOCK)
+    return grad
+
+
+def _run_step(sample, model_output, uncond, prev_x0, noise, table, t, guidance_scale, clip, clip_range, key,
+              write_x0):
     sample = sample.contiguous()
     out = torch.empty_like(sample)
     x0 = torch.empty_like(sample) if write_x0 else sample.new_empty((0,))
     n, inner, groups = _geometry(sample)
-    noise_mode = 1 if noise is not None else (2 if seed >= 0 else 0)
+    noise_mode = 1 if noise is not None else (2 if key is not None else 0)
     if n:
-        lo, hi = _seed_words(seed)
+        ts, t_step = _timesteps(t) if t is not None else (table, 0)
         _step_kernel[(triton.cdiv(groups, _BLOCK),)](
             sample, model_output.contiguous(), uncond.contiguous() if uncond is not None else sample,
             prev_x0.contiguous() if prev_x0 is not None else sample,
-            noise.contiguous() if noise is not None else sample, coefs.contiguous(), out,
-            x0 if write_x0 else out, n, inner, groups, float(guidance_scale), float(clip_range), lo, hi,
+            noise.contiguous() if noise is not None else sample, _compute(table, _acc_dtype(sample)), ts,
+            key if key is not None else ts, out, x0 if write_x0 else out, n, inner, groups, t_step,
+            table.shape[0], float(guidance_scale), float(clip_range),
             HAS_UNCOND=uncond is not None, HAS_PREV=prev_x0 is not None, NOISE=noise_mode, CLIP=bool(clip),
-            WRITE_X0=bool(write_x0), NCOEF=STEP_COEFS, BLOCK=_BLOCK)
+            WRITE_X0=bool(write_x0), GATHER=t is not None, NCOEF=STEP_COEFS, BLOCK=_BLOCK)
     return out, x0
+
+
+def diffusion_step(sample, model_output, uncond, prev_x0, noise, table, t, guidance_scale, clip, clip_range,
+                   random_noise, seed, generator, write_x0):
+    key = _key(sample, seed, generator) if random_noise and noise is None else None
+    return _run_step(sample, model_output, uncond, prev_x0, noise, table, t, guidance_scale, clip, clip_range, key,
+                     write_x0)
 
 
 _PREDICTIONS = {"epsilon": 0, "sample": 1, "v_prediction": 2}
@@ -313,7 +381,7 @@ _SOLVERS = ("euler", "dpmpp_2m")
 _COEF_BLOCK = 128
 
 
-def diffusion_sigma_coefs(sigma, sigma_next, sigma_prev, batch, solver, prediction_type, dtype):
+def _sigma_coefs(sigma, sigma_next, sigma_prev, batch, solver, prediction_type, dtype):
     if solver not in _SOLVERS:
         raise ValueError(f"solver must be one of {_SOLVERS}, got {solver!r}")
     if prediction_type not in _PREDICTIONS:
@@ -334,7 +402,21 @@ def diffusion_sigma_coefs(sigma, sigma_next, sigma_prev, batch, solver, predicti
     return coefs
 
 
-def diffusion_loss_fwd(model_output, target, weight):
+def diffusion_sigma_step(sample, model_output, uncond, prev_x0, sigma, sigma_next, sigma_prev, solver,
+                         prediction_type, guidance_scale, write_x0):
+    coefs = _sigma_coefs(sigma, sigma_next, sigma_prev, sample.shape[0], solver, prediction_type,
+                         _acc_dtype(sample))
+    return _run_step(sample, model_output, uncond, prev_x0, None, coefs, None, guidance_scale, False, 1.0, None,
+                     write_x0)
+
+
+def _weights_at(weights, t, batch, acc):
+    """[B] per-sample loss weights weights[t] (t clamped, as the other kernels read tables)."""
+    ts = t.reshape(-1).to(torch.int64).clamp(0, weights.shape[0] - 1)
+    return weights.to(acc).index_select(0, ts).expand(batch)
+
+
+def diffusion_loss_fwd(model_output, target, weights, t, reduction):
     model_output, target = model_output.contiguous(), target.contiguous()
     batch = model_output.shape[0]
     inner = model_output.numel() // batch
@@ -345,33 +427,34 @@ def diffusion_loss_fwd(model_output, target, weight):
         _loss_partial_kernel[(batch, chunks)](model_output, target, partial, inner, chunks, BLOCK=_LOSS_BLOCK,
                                               ACC_DTYPE=tl.float64 if acc == torch.float64 else tl.float32)
     # Chunk partials summed in a fixed order: deterministic.
-    return partial.sum(dim=1) * weight.to(acc) / max(inner, 1)
+    per_sample = partial.sum(dim=1) * _weights_at(weights, t, batch, acc) / max(inner, 1)
+    if reduction == 1:
+        return per_sample.mean()
+    return per_sample.sum() if reduction == 2 else per_sample
 
 
-def diffusion_loss_bwd(grad_per_sample, model_output, target, weight):
+def diffusion_loss_bwd(grad, model_output, target, weights, t, reduction):
     model_output, target = model_output.contiguous(), target.contiguous()
     batch = model_output.shape[0]
     n = model_output.numel()
     inner = n // batch
     acc = _acc_dtype(model_output)
-    scale = (grad_per_sample.to(acc) * weight.to(acc) * (2.0 / max(inner, 1))).contiguous()
-    grad = torch.empty_like(model_output)
+    per_sample = grad.to(acc).reshape(-1).expand(batch)
+    if reduction == 1:
+        per_sample = per_sample / batch
+    scale = (per_sample * _weights_at(weights, t, batch, acc) * (2.0 / max(inner, 1))).contiguous()
+    out = torch.empty_like(model_output)
     if n:
-        _loss_bwd_kernel[(triton.cdiv(n, _LOSS_BLOCK),)](model_output, target, scale, grad, n, inner,
+        _loss_bwd_kernel[(triton.cdiv(n, _LOSS_BLOCK),)](model_output, target, scale, out, n, inner,
                                                          BLOCK=_LOSS_BLOCK)
-    return grad
+    return out
 
 
-_IMPLEMENTATIONS = {
-    "diffusion_q_sample": diffusion_q_sample,
+register({
+    "q_sample_fwd": q_sample_fwd,
+    "q_sample_bwd": q_sample_bwd,
     "diffusion_loss_fwd": diffusion_loss_fwd,
     "diffusion_loss_bwd": diffusion_loss_bwd,
     "diffusion_step": diffusion_step,
-    "diffusion_sigma_coefs": diffusion_sigma_coefs,
-}
-
-for _name, _impl in _IMPLEMENTATIONS.items():
-    torch.library.define(f"sslfast_triton::{_name}", SCHEMAS[_name])
-    torch.library.impl(f"sslfast_triton::{_name}", "default", _impl)
-
-register_fakes_and_autograd("sslfast_triton")
+    "diffusion_sigma_step": diffusion_sigma_step,
+})

@@ -1,7 +1,7 @@
 """Triton kernels of the masking family: random_masking, unshuffle, masked_patch_loss.
 
 Registered as ``torch.ops.sslfast_triton.*`` with the schemas, fakes and autograd of
-``sslfast.ops._masking_schema``; the math is ``sslfast.reference.masking``.
+``csrc/schema.cpp``; the math is ``sslfast.reference.masking``.
 
 * ``_rank_kernel``: the rank of each patch in its sample's noise order (ties by index, NaN last:
   torch's stable sort), counted by comparison against all L noises -- no sort, and the rank *is*
@@ -24,7 +24,11 @@ import torch
 import triton
 import triton.language as tl
 
-from ..ops._masking_schema import SCHEMAS, loss_dtype, register_fakes_and_autograd
+from . import register
+
+
+def loss_dtype(t):
+    return torch.float64 if t.dtype == torch.float64 else torch.float32
 
 
 @triton.jit
@@ -288,7 +292,7 @@ def _denominator(mask, patch_size, channels, l1):
 
 
 def masked_patch_loss_fwd(pred, imgs, mask, patch_size, norm_pix, l1):
-    pred, imgs, mask = pred.contiguous(), imgs.contiguous(), mask.contiguous()
+    pred, imgs, mask = pred.contiguous(), imgs.contiguous(), mask.to(loss_dtype(pred)).contiguous()
     n, c, h, w, pw, patches, f = _loss_geometry(imgs, patch_size)
     contrib = torch.zeros(n * patches, dtype=loss_dtype(pred), device=pred.device)
     if n * patches:
@@ -300,7 +304,7 @@ def masked_patch_loss_fwd(pred, imgs, mask, patch_size, norm_pix, l1):
 
 
 def masked_patch_loss_bwd(grad_loss, pred, imgs, mask, patch_size, norm_pix, l1):
-    pred, imgs, mask = pred.contiguous(), imgs.contiguous(), mask.contiguous()
+    pred, imgs, mask = pred.contiguous(), imgs.contiguous(), mask.to(loss_dtype(pred)).contiguous()
     n, c, h, w, pw, patches, f = _loss_geometry(imgs, patch_size)
     scale = (grad_loss.to(torch.float64).reshape(()) / _denominator(mask, patch_size, c, l1)).to(
         loss_dtype(pred))
@@ -312,17 +316,11 @@ def masked_patch_loss_bwd(grad_loss, pred, imgs, mask, patch_size, norm_pix, l1)
     return grad
 
 
-_IMPLEMENTATIONS = {
+register({
     "random_masking_fwd": random_masking_fwd,
     "random_masking_bwd": random_masking_bwd,
     "unshuffle_fwd": unshuffle_fwd,
     "unshuffle_bwd": unshuffle_bwd,
     "masked_patch_loss_fwd": masked_patch_loss_fwd,
     "masked_patch_loss_bwd": masked_patch_loss_bwd,
-}
-
-for _name, _impl in _IMPLEMENTATIONS.items():
-    torch.library.define(f"sslfast_triton::{_name}", SCHEMAS[_name])
-    torch.library.impl(f"sslfast_triton::{_name}", "default", _impl)
-
-register_fakes_and_autograd("sslfast_triton")
+})
