@@ -11,6 +11,7 @@
 
 #include "../checks.h"
 #include "alloc.h"
+#include "scratch.h"
 #include "tile_math.h"
 #include "tile_schedule.h"
 
@@ -18,27 +19,6 @@ namespace sslfast::cpu {
 namespace {
 
 constexpr int64_t kColumnBlock = 256;
-
-// Kernel scratch comes from the torch CPU allocator, not std::vector, so that the profiler (and
-// the benchmark's peak-memory column) sees every byte these kernels allocate.
-template <typename T>
-struct Buffer {
-  at::Tensor storage;
-  Buffer(int64_t n, T fill) : storage(at::full({n}, fill, at::dtype(c10::CppTypeToScalarType<T>::value))) {}
-  T* data() { return storage.data_ptr<T>(); }
-  T& operator[](int64_t i) { return data()[i]; }
-};
-
-// One tile-sized scratch area per thread.
-template <typename T>
-struct Scratch {
-  at::Tensor storage;
-  int64_t size;
-  explicit Scratch(int64_t size_)
-      : storage(at::empty({at::get_num_threads(), size_}, at::dtype(c10::CppTypeToScalarType<T>::value))),
-        size(size_) {}
-  T* get(int thread) { return storage.data_ptr<T>() + thread * size; }
-};
 
 // Entries of the (r0.., c0..) tile whose global column is the row itself, or (exclude_positive)
 // the row's positive partner (i + half) mod 2 * half, get `value`.

@@ -23,21 +23,10 @@
 
 #include "../checks.h"
 #include "alloc.h"
+#include "scratch.h"
 
 namespace sslfast::cpu {
 namespace {
-
-// Per-thread scratch from the torch allocator (seen by the profiler / the benchmark memory column).
-template <typename T>
-struct Scratch {
-  at::Tensor storage;
-  int64_t size;
-  explicit Scratch(int64_t size_)
-      : storage(at::empty({at::get_num_threads(), std::max<int64_t>(size_, 1)},
-                          at::dtype(c10::CppTypeToScalarType<T>::value))),
-        size(std::max<int64_t>(size_, 1)) {}
-  T* get() { return storage.data_ptr<T>() + at::get_thread_num() * size; }
-};
 
 // Items per parallel chunk so that each chunk moves >= kMinChunkWork elements: waking the
 // OpenMP team costs more than a small op itself (measured: ~10 ms on a busy 2-core machine).

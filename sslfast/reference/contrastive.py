@@ -87,9 +87,9 @@ def supcon(features, labels, temperature=0.1, *, normalize=True, pairwise=False)
     positive = same & ~self_mask
     if pairwise:
         negative_lse = torch.logsumexp(logits.masked_fill(same, float("-inf")), dim=1)
-        per_pair = F.softplus(negative_lse[:, None] - logits)
-        return (per_pair * positive).sum() / positive.sum().clamp(min=1)
+        per_pair = torch.where(positive, F.softplus(negative_lse[:, None] - logits), 0.0)
+        return per_pair.sum() / positive.sum().clamp(min=1)
     lse = torch.logsumexp(logits.masked_fill(self_mask, float("-inf")), dim=1)
-    log_prob = logits - lse[:, None]
-    mean_positive = (log_prob * positive).sum(dim=1) / positive.sum(dim=1).clamp(min=1)
-    return -mean_positive.mean()
+    # Only positive entries count (where, not a product: a one-row batch has lse = -inf).
+    log_prob = torch.where(positive, logits - lse[:, None], 0.0)
+    return -(log_prob.sum(dim=1) / positive.sum(dim=1).clamp(min=1)).mean()
