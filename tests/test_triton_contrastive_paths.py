@@ -96,9 +96,9 @@ def test_fixed_shift_fallback_rows():
     torch.testing.assert_close(loss, reference.clip_loss(image, text, scale, bias), rtol=1e-12, atol=1e-12)
     # the fallback is what fixed them: without it those rows would be inf / underflowed
     from sslfast.triton import contrastive as tk
-    row_part, col_part, _, shifts = tk._shifted_forward(tk._CLIP, image, text, scale, bias, 0, False)
-    _, row_flags = tk._combine(row_part, None, shifts)
-    _, col_flags = tk._combine(col_part, None, shifts)
+    row_part, col_part, _, row_frame, shifts = tk._shifted_forward(tk._CLIP, image, text, scale, bias, 0, False)
+    _, row_flags = tk._combine(row_part, row_frame, None, shifts)
+    _, col_flags = tk._combine(None, None, col_part, shifts)
     assert row_flags[3] == 1 and row_flags[10] == 1 and col_flags.sum() >= 1
     assert row_flags.sum() < 70  # the others kept the one-exponential result
 

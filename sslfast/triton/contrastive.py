@@ -11,17 +11,18 @@ weights. fp32 accumulation for fp16/bf16/fp32, fp64 for fp64 (as a broadcast pro
 exponential is one ``exp2``. The N x M logits never exist.
 
 Forward:
-  * CLIP and NT-Xent use a fixed shift instead of running maxima. For unit rows every score is at
-    most c = |scale| + bias (CLIP) or 1/T (NT-Xent), so exp(S - c) <= 1 and one exponential serves
-    the row sum and the column sum of the same score. NT-Xent's Gram matrix is symmetric: only
-    the upper-triangle tiles are computed, and each tile's column sums are the mirrored tiles' row
-    sums. Rows or columns whose shifted sum leaves [2^-60, 2^64] (inputs that are not unit rows,
-    or a scale so large that the shift underflows) are recomputed by the guarded fallback, a
-    per-row online logsumexp that skips every row block without such a row.
+  * CLIP and NT-Xent shift each row block by its largest positive logit instead of running
+    maxima, so one exponential serves the row sum and the column sum of the same score. NT-Xent's
+    Gram matrix is symmetric: only the upper-triangle tiles are computed, and each tile's column
+    sums are the mirrored tiles' row sums. Rows or columns whose sums the shifts could not hold
+    (inputs far from unit rows, a positive far below its block's) are flagged by the combine
+    kernel and recomputed by the guarded fallback, a per-row online logsumexp that skips every
+    row block without a flagged row.
   * InfoNCE runs the online logsumexp directly (one exponential per score either way); with
     ``fold_queue_grad`` it also accumulates sum_m P_im queue_m, rescaled like flash attention.
-  * SigLIP computes the loss, and with ``with_grads`` also every gradient, in one pass: the loss
-    term and the gradient weight of a score share its exponential.
+  * SigLIP's loss terms and gradient weights share one exponential per score. ``with_grads``
+    returns the loss and every gradient from one op call (a loss pass, then the two fused
+    gradient passes: the single-pass form spilled on sm_90).
 Backward (and SigLIP's gradients):
   * D <= 256: a fused flash-style kernel per side. A program owns BLOCK_M rows, keeps an fp32
     [BLOCK_M, D] accumulator, and streams the other side's tiles, each loaded once for the score
@@ -72,6 +73,9 @@ _SHIFT_MAX_SPREAD_LOG2 = 60.0
 # Upper-triangle (NT-Xent) and column-split programs take this many column tiles each: enough
 # programs to fill 132 SMs at 2N = 8192 and a row sum kept in registers across them.
 _TILES_PER_PROGRAM = 8
+
+# What a written but empty log2 partial sum holds (log2(0) = -inf marks unwritten slots).
+_WRITTEN_EMPTY = tl.constexpr(-1e30)
 
 # Mode numbers of the pair-forward kernel.
 _NT_XENT, _CLIP, _SIGLIP = 0, 1, 2
@@ -225,10 +229,23 @@ def _load_scale_bias(scale_ptr, bias_ptr, HAS_BIAS: tl.constexpr, ACC_DTYPE: tl.
 
 
 @triton.jit
-def _log1p(u):
-    # Goldberg's log1p from log: exact to a few ulp where log(1 + u) alone rounds u away.
-    w = 1.0 + u
-    return tl.where(w == 1.0, u, tl.log(w) * (u / (w - 1.0)))
+def _log1p_unit(e):
+    """log1p(e) for e in [0, 1]. fp32: 2 atanh(t), t = e / (2 + e) <= 1/3, by its series to t^13
+    (truncation below 2^-26 relative), FMAs and one approximate reciprocal: next to the gradient
+    weight's registers, log-based forms made the SigLIP epilogue spill. fp64: Goldberg's log1p."""
+    if e.dtype == tl.float64:
+        w = 1.0 + e
+        return tl.where(w == 1.0, e, tl.log(w) * (e / (w - 1.0)))
+    t = tl.fdiv(e, 2.0 + e, ieee_rounding=False)
+    t2 = t * t
+    series = 1.0 / 13.0
+    series = series * t2 + 1.0 / 11.0
+    series = series * t2 + 1.0 / 9.0
+    series = series * t2 + 1.0 / 7.0
+    series = series * t2 + 1.0 / 5.0
+    series = series * t2 + 1.0 / 3.0
+    series = series * t2 + 1.0
+    return 2.0 * t * series
 
 
 @triton.jit
@@ -266,11 +283,13 @@ def _grad_weights(dots, rows, row_ok, cols, col_ok, partners, scale, bias, row_l
         diag = cols[None, :] == partners[:, None]
         signed = tl.where(diag, s, -s)
         e = tl.exp2(-tl.abs(s) * 1.4426950408889634)
-        inv = 1.0 / (1.0 + e)
+        w = 1.0 + e
+        # The approximate reciprocal (2 ulp): IEEE division's slow path made this epilogue spill.
+        inv = tl.fdiv(tl.full(w.shape, 1.0, w.dtype), w, ieee_rounding=False)
         sig = tl.where(signed >= 0, e * inv, inv)  # sigmoid(-signed), never overflowing
         weight = tl.where(valid, tl.where(diag, -sig, sig), 0.0)
         if WITH_LOSS:
-            loss = tl.where(valid, tl.maximum(-signed, 0.0) + _log1p(e), 0.0)
+            loss = tl.where(valid, tl.maximum(-signed, 0.0) + _log1p_unit(e), 0.0)
     else:
         # S - lse in natural units, then one multiply: where a row holds one score, S - lse
         # cancels to exactly 0, as in eager (log2e folded into scale and lse would not).
@@ -295,7 +314,7 @@ def _grad_weights(dots, rows, row_ok, cols, col_ok, partners, scale, bias, row_l
 @_autotune("fwd", ["MODE"])
 @triton.jit
 def _pair_fwd_kernel(a_ptr, b_ptr, scale_ptr, bias_ptr, row_part_ptr, col_part_ptr, pos_ptr,
-                     shift_ptr, n_rows, n_cols, partner_shift, D, tiles_per_program,
+                     row_frame_ptr, shift_ptr, n_rows, n_cols, partner_shift, D, tiles_per_program,
                      MODE: tl.constexpr, EXCLUDE_PARTNER: tl.constexpr, HAS_BIAS: tl.constexpr,
                      D_PAD: tl.constexpr, D_CLASS: tl.constexpr,
                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
@@ -310,7 +329,9 @@ def _pair_fwd_kernel(a_ptr, b_ptr, scale_ptr, bias_ptr, row_part_ptr, col_part_p
         NT-Xent (upper triangle, first = m + s t) and CLIP (first = s t):
           e_ij = exp(S_ij - c_m) [j != i, and j != p(i) for DCL (NT-Xent)]
           row_part[s, i] = c_m + log sum_j e_ij    col_part[m, j] = c_m + log sum_i e_ij
-          (in log2 units; NT-Xent writes no column part for its diagonal tile)
+          (in log2 units, at least _WRITTEN_EMPTY: an empty sum is told from an unwritten slot,
+          -inf; NT-Xent writes no column part for its diagonal tile)
+        row_frame[i] = c_m for i in m, shift[m] = c_m
         SigLIP: row_part[s, i] = sum_j -logsigmoid(z_ij S_ij)
 
     One exponential per score serves the row and the column sum. _combine_lse_kernel reduces the
@@ -353,46 +374,52 @@ def _pair_fwd_kernel(a_ptr, b_ptr, scale_ptr, bias_ptr, row_part_ptr, col_part_p
             keep = _pair_mask(rows, row_ok, cols, col_ok, partners, MODE == 0, EXCLUDE_PARTNER)
             e = tl.where(keep, tl.exp2(dots * scale2 + offset2), 0.0)
             row_acc += tl.sum(e, axis=1)
-            tl.store(col_part_row + cols, shift2 + tl.log2(tl.sum(e, axis=0)),
+            tl.store(col_part_row + cols, tl.maximum(shift2 + tl.log2(tl.sum(e, axis=0)), _WRITTEN_EMPTY),
                      mask=col_ok & ((MODE == 1) | (tile != pid_m)))
     if MODE == 2:
         tl.store(row_part_ptr + pid_s.to(tl.int64) * n_rows + rows64, row_acc, mask=row_ok)
     else:
-        tl.store(row_part_ptr + pid_s.to(tl.int64) * n_rows + rows64, shift2 + tl.log2(row_acc),
+        tl.store(row_part_ptr + pid_s.to(tl.int64) * n_rows + rows64,
+                 tl.maximum(shift2 + tl.log2(row_acc), _WRITTEN_EMPTY),
                  mask=row_ok & ((rows * 0 + first) < last))  # (a vector: the interpreter)
         if pid_s == 0:
             tl.store(pos_ptr + rows64, positive, mask=row_ok)
+            tl.store(row_frame_ptr + rows64, shift2 + rows * 0, mask=row_ok)
             tl.store(shift_ptr + pid_m, shift2)
 
 
 @triton.jit
-def _combine_lse_kernel(part_ptr, n_slots, part2_ptr, n_slots2, shift_ptr, n_shifts, lse_ptr,
-                        flag_ptr, n, BLOCK: tl.constexpr, ACC_DTYPE: tl.constexpr):
-    """lse_i = ln 2 * log2 sum_slot 2^part[slot, i] over both part arrays (log2 units, -inf for
-    empty slots), in slot order; flag_i = 1 where the fixed shifts could not hold row i's sum:
-    lse_i not finite (a term overflowed, or NaN), or lse_i below the largest block shift by more
-    than 60 (log2 units), where a term that underflowed in its block's frame (below 2^-126
-    there) could have mattered. Flagged rows go to _row_lse_kernel (CHECK)."""
+def _combine_lse_kernel(row_part_ptr, n_row_slots, row_frame_ptr, col_part_ptr, n_col_slots,
+                        shift_ptr, lse_ptr, flag_ptr, n, BLOCK: tl.constexpr,
+                        ACC_DTYPE: tl.constexpr):
+    """lse_i = ln 2 * log2 sum_slot 2^part[slot, i] over the row parts (shifted by row i's own
+    block, row_frame[i]) and the column parts (slot b shifted by block b's shift[b]), in slot
+    order. flag_i = 1 where the shifts could not hold row i's sum: lse_i not finite (a term
+    overflowed, or NaN), or lse_i more than 60 (log2 units) below the shift of a slot that holds
+    terms of row i, where terms that underflowed in that frame (below 2^-126 there) could have
+    mattered. Unwritten slots are -inf and hold no terms. Flagged rows go to _row_lse_kernel."""
     pid = tl.program_id(0)
     idx = pid * BLOCK + tl.arange(0, BLOCK)
     ok = idx < n
     idx64 = idx.to(tl.int64)
     running_max = tl.full((BLOCK,), float("-inf"), ACC_DTYPE)
     running_sum = tl.zeros((BLOCK,), ACC_DTYPE)
-    for slot in range(0, n_slots + n_slots2):
-        if slot < n_slots:
-            v = tl.load(part_ptr + slot * n + idx64, mask=ok, other=float("-inf"))
+    top_frame = tl.full((BLOCK,), float("-inf"), ACC_DTYPE)
+    row_frame = tl.load(row_frame_ptr + idx64, mask=ok & ((idx * 0 + n_row_slots) > 0), other=float("-inf"))
+    for slot in range(0, n_row_slots + n_col_slots):
+        if slot < n_row_slots:
+            v = tl.load(row_part_ptr + slot * n + idx64, mask=ok, other=float("-inf"))
+            frame = row_frame
         else:
-            v = tl.load(part2_ptr + (slot - n_slots) * n + idx64, mask=ok, other=float("-inf"))
+            v = tl.load(col_part_ptr + (slot - n_row_slots) * n + idx64, mask=ok, other=float("-inf"))
+            frame = tl.load(shift_ptr + (slot - n_row_slots)) + tl.zeros((BLOCK,), ACC_DTYPE)
+        top_frame = tl.where(v > float("-inf"), tl.maximum(top_frame, frame), top_frame)
         new_max = tl.maximum(running_max, v)
         shift = tl.where(new_max == float("-inf"), 0.0, new_max)
         running_sum = running_sum * tl.exp2(running_max - shift) + tl.exp2(v - shift)
         running_max = new_max
-    top_shift = tl.full((), float("-inf"), ACC_DTYPE)
-    for b in range(0, n_shifts):
-        top_shift = tl.maximum(top_shift, tl.load(shift_ptr + b))
     lse2 = running_max + tl.log2(running_sum)
-    held = (lse2 >= top_shift - 60.0) & (lse2 < float("inf"))
+    held = (lse2 >= top_frame - 60.0) & (lse2 < float("inf"))
     tl.store(lse_ptr + idx64, lse2 * 0.6931471805599453, mask=ok)
     tl.store(flag_ptr + idx64, (~held).to(tl.int32), mask=ok)
 
@@ -507,7 +534,7 @@ def _pair_bwd_kernel(a_ptr, b_ptr, queue_ptr, scale_ptr, bias_ptr, coef_ptr, row
                      PARTNER_COEF: tl.constexpr, EXCLUDE_SELF: tl.constexpr,
                      EXCLUDE_PARTNER: tl.constexpr, IN_BATCH: tl.constexpr,
                      HAS_QUEUE: tl.constexpr, HAS_BIAS: tl.constexpr, SCALAR_GRADS: tl.constexpr,
-                     WITH_LOSS: tl.constexpr, D_PAD: tl.constexpr, D_CLASS: tl.constexpr,
+                     D_PAD: tl.constexpr, D_CLASS: tl.constexpr,
                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                      ACC_DTYPE: tl.constexpr, DOT_PRECISION: tl.constexpr,
                      UPCAST_BF16: tl.constexpr):
@@ -516,7 +543,7 @@ def _pair_bwd_kernel(a_ptr, b_ptr, queue_ptr, scale_ptr, bias_ptr, coef_ptr, row
 
         G_ij = _grad_weights(S_ij) (queue columns: exp(S - lse_i) only)
         grad_a_i = coef[0] * (sum_j G_ij b_j + sum_c G_ic queue_c)
-        part[m] = (sum_{i in m, j} G_ij a_i . b_j, sum G_ij, loss terms) * coef[1]  [SCALAR_GRADS]
+        part[m] = (sum_{i in m, j} G_ij a_i . b_j, sum G_ij) * coef[1]             [SCALAR_GRADS]
 
     NT-Xent: G is symmetric, so this one launch is the whole gradient. CLIP / SigLIP / InfoNCE
     keys: a second launch with a and b (and the lse roles) swapped gives the other side.
@@ -537,7 +564,6 @@ def _pair_bwd_kernel(a_ptr, b_ptr, queue_ptr, scale_ptr, bias_ptr, coef_ptr, row
     acc = tl.zeros((BLOCK_M, BLOCK_K), ACC_DTYPE)
     scale_grad = tl.zeros((BLOCK_M,), ACC_DTYPE)
     bias_grad = tl.zeros((BLOCK_M,), ACC_DTYPE)
-    loss_sum = tl.zeros((BLOCK_M,), ACC_DTYPE)
     if IN_BATCH:
         for col_start in range(0, n_cols, BLOCK_N):
             cols = col_start + tl.arange(0, BLOCK_N)
@@ -550,14 +576,12 @@ def _pair_bwd_kernel(a_ptr, b_ptr, queue_ptr, scale_ptr, bias_ptr, coef_ptr, row
             b = _load_tile(b_ptr, cols64, col_ok, k_offs, D)
             dots = _dot(a_rows, tl.trans(b), tl.zeros((BLOCK_M, BLOCK_N), ACC_DTYPE),
                         DOT_PRECISION, UPCAST_BF16)
-            weight, loss = _grad_weights(dots, rows, row_ok, cols, col_ok, partners, scale, bias,
-                                         row_lse, col_lse, SIGLIP, USE_ROW_LSE, USE_COL_LSE,
-                                         PARTNER_COEF, EXCLUDE_SELF, EXCLUDE_PARTNER, WITH_LOSS)
+            weight, _ = _grad_weights(dots, rows, row_ok, cols, col_ok, partners, scale, bias,
+                                      row_lse, col_lse, SIGLIP, USE_ROW_LSE, USE_COL_LSE,
+                                      PARTNER_COEF, EXCLUDE_SELF, EXCLUDE_PARTNER, False)
             if SCALAR_GRADS:
                 scale_grad += tl.sum(weight * dots, axis=1)
                 bias_grad += tl.sum(weight, axis=1)
-            if WITH_LOSS:
-                loss_sum += tl.sum(loss, axis=1)
             acc = _dot(weight.to(b.dtype), b, acc, DOT_PRECISION, UPCAST_BF16)
     if HAS_QUEUE:
         for col_start in range(0, n_queue, BLOCK_N):
@@ -573,12 +597,11 @@ def _pair_bwd_kernel(a_ptr, b_ptr, queue_ptr, scale_ptr, bias_ptr, coef_ptr, row
     tl.store(grad_ptr + rows64[:, None] * D + k_offs[None, :],
              (acc * grad_coef).to(grad_ptr.dtype.element_ty),
              mask=row_ok[:, None] & (k_offs[None, :] < D))
-    if SCALAR_GRADS | WITH_LOSS:
+    if SCALAR_GRADS:
         part_coef = tl.load(coef_ptr + 1).to(ACC_DTYPE)
-        part = part_ptr + pid.to(tl.int64) * 3
+        part = part_ptr + pid.to(tl.int64) * 2
         tl.store(part, tl.sum(scale_grad, axis=0) * part_coef)
         tl.store(part + 1, tl.sum(bias_grad, axis=0) * part_coef)
-        tl.store(part + 2, tl.sum(loss_sum, axis=0))
 
 
 @_autotune("grad_weight", ["SIGLIP", "USE_ROW_LSE", "USE_COL_LSE", "SCALAR_GRADS"])
@@ -589,8 +612,7 @@ def _grad_weight_kernel(a_ptr, b_ptr, scale_ptr, bias_ptr, coef_ptr, row_lse_ptr
                         SIGLIP: tl.constexpr, USE_ROW_LSE: tl.constexpr, USE_COL_LSE: tl.constexpr,
                         PARTNER_COEF: tl.constexpr, EXCLUDE_SELF: tl.constexpr,
                         EXCLUDE_PARTNER: tl.constexpr, HAS_BIAS: tl.constexpr,
-                        SCALAR_GRADS: tl.constexpr, WITH_LOSS: tl.constexpr,
-                        D_PAD: tl.constexpr, D_CLASS: tl.constexpr,
+                        SCALAR_GRADS: tl.constexpr, D_PAD: tl.constexpr, D_CLASS: tl.constexpr,
                         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                         ACC_DTYPE: tl.constexpr, DOT_PRECISION: tl.constexpr,
                         UPCAST_BF16: tl.constexpr):
@@ -598,7 +620,7 @@ def _grad_weight_kernel(a_ptr, b_ptr, scale_ptr, bias_ptr, coef_ptr, row_lse_ptr
     program per (row tile of the chunk [row_start, row_end), column tile):
 
         g[i - row_start, g_col_offset + j] = coef[0] * _grad_weights(S_ij)   (input dtype)
-        part[m, n] = (sum G_ij a_i . b_j, sum G_ij, loss terms) * coef[1]      [SCALAR_GRADS]
+        part[m, n] = (sum G_ij a_i . b_j, sum G_ij) * coef[1]                 [SCALAR_GRADS]
 
     The launcher then runs grad_a[chunk] = g @ b and grad_b += g^T @ a[chunk].
     Reference: autograd of sslfast.reference.contrastive.
@@ -623,19 +645,18 @@ def _grad_weight_kernel(a_ptr, b_ptr, scale_ptr, bias_ptr, coef_ptr, row_lse_ptr
         col_lse = tl.zeros((BLOCK_N,), ACC_DTYPE)
     dots = _scores(tl.zeros((1, BLOCK_K), tl.float32), a_ptr, rows64, row_ok, b_ptr, cols64, col_ok,
                    D, BLOCK_M, BLOCK_N, BLOCK_K, False, ACC_DTYPE, DOT_PRECISION, UPCAST_BF16)
-    weight, loss = _grad_weights(dots, rows, row_ok, cols, col_ok, partners, scale, bias, row_lse,
-                                 col_lse, SIGLIP, USE_ROW_LSE, USE_COL_LSE, PARTNER_COEF,
-                                 EXCLUDE_SELF, EXCLUDE_PARTNER, WITH_LOSS)
+    weight, _ = _grad_weights(dots, rows, row_ok, cols, col_ok, partners, scale, bias, row_lse,
+                              col_lse, SIGLIP, USE_ROW_LSE, USE_COL_LSE, PARTNER_COEF,
+                              EXCLUDE_SELF, EXCLUDE_PARTNER, False)
     grad_coef = tl.load(coef_ptr).to(ACC_DTYPE)
     local = (rows64 - row_start)[:, None] * g_stride + g_col_offset + cols64[None, :]
     tl.store(g_ptr + local, (weight * grad_coef).to(g_ptr.dtype.element_ty),
              mask=row_ok[:, None] & col_ok[None, :])
-    if SCALAR_GRADS | WITH_LOSS:
+    if SCALAR_GRADS:
         part_coef = tl.load(coef_ptr + 1).to(ACC_DTYPE)
-        part = part_ptr + (pid_m.to(tl.int64) * tl.num_programs(1) + pid_n) * 3
+        part = part_ptr + (pid_m.to(tl.int64) * tl.num_programs(1) + pid_n) * 2
         tl.store(part, tl.sum(tl.sum(weight * dots, axis=1), axis=0) * part_coef)
         tl.store(part + 1, tl.sum(tl.sum(weight, axis=1), axis=0) * part_coef)
-        tl.store(part + 2, tl.sum(tl.sum(loss, axis=1), axis=0))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -724,28 +745,31 @@ def _shifted_forward(mode, a, b, scale, bias, partner_shift, exclude_partner):
     col_part = a.new_full((row_blocks if mode != _SIGLIP else 1, m), empty, dtype=acc)
     shifts = a.new_full((row_blocks,), float("-inf"), dtype=acc)
     positive = a.new_empty((n,), dtype=acc)
+    row_frame = a.new_empty((n,), dtype=acc)
     has_bias = bias is not None
     grid = lambda meta: (triton.cdiv(n, meta["BLOCK_M"]),
                          triton.cdiv(triton.cdiv(m, meta["BLOCK_N"]), _TILES_PER_PROGRAM))
     _pair_fwd_kernel[grid](a, b, scale, bias if has_bias else scale, row_part, col_part, positive,
-                           shifts, n, m, partner_shift, d, _TILES_PER_PROGRAM, MODE=mode,
+                           row_frame, shifts, n, m, partner_shift, d, _TILES_PER_PROGRAM, MODE=mode,
                            EXCLUDE_PARTNER=bool(exclude_partner), HAS_BIAS=has_bias, **options)
-    return row_part, col_part, positive, shifts
+    return row_part, col_part, positive, row_frame, shifts
 
 
 _COMBINE_BLOCK = 256
 
 
-def _combine(parts, parts2, shifts):
-    """(lse, flags) from log2-domain parts: _combine_lse_kernel."""
-    n = parts.shape[1]
-    lse = parts.new_empty((n,))
-    flags = torch.empty((n,), dtype=torch.int32, device=parts.device)
-    if parts2 is None:
-        parts2 = parts[:0]
+def _combine(row_part, row_frame, col_part, shifts):
+    """(lse, flags) from log2-domain parts (either may be None): _combine_lse_kernel."""
+    some = row_part if row_part is not None else col_part
+    n = some.shape[1]
+    lse = some.new_empty((n,))
+    flags = torch.empty((n,), dtype=torch.int32, device=some.device)
+    row_part = some[:0] if row_part is None else row_part
+    col_part = some[:0] if col_part is None else col_part
     _combine_lse_kernel[(triton.cdiv(n, _COMBINE_BLOCK),)](
-        parts, parts.shape[0], parts2, parts2.shape[0], shifts, shifts.shape[0], lse, flags, n,
-        BLOCK=_COMBINE_BLOCK, ACC_DTYPE=tl.float64 if parts.dtype == torch.float64 else tl.float32)
+        row_part, row_part.shape[0], row_frame if row_frame is not None else lse, col_part,
+        col_part.shape[0], shifts, lse, flags, n, BLOCK=_COMBINE_BLOCK,
+        ACC_DTYPE=tl.float64 if some.dtype == torch.float64 else tl.float32)
     return lse, flags
 
 
@@ -769,25 +793,24 @@ def _weight_flags(**overrides):
 
 
 def _fused_side(a, b, scale, bias, coefs, row_lse, col_lse, grad, partner_shift, flags, *,
-                queue=None, in_batch=True, scalar_grads=False, with_loss=False):
-    """_pair_bwd_kernel for the rows of a; returns the [row blocks, 3] partials."""
+                queue=None, in_batch=True, scalar_grads=False):
+    """_pair_bwd_kernel for the rows of a; returns the [row blocks, 2] partials."""
     n, d = a.shape
     options = _options(a, "bwd")
-    part = a.new_zeros((triton.cdiv(n, _min_block("bwd", options, "BLOCK_M")), 3), dtype=_acc_dtype(a))
+    part = a.new_zeros((triton.cdiv(n, _min_block("bwd", options, "BLOCK_M")), 2), dtype=_acc_dtype(a))
     has_bias = bias is not None
     _pair_bwd_kernel[_row_grid(n)](
         a, b, queue if queue is not None else b, scale, bias if has_bias else scale, coefs,
         row_lse, col_lse, grad, part, n, b.shape[0], 0 if queue is None else queue.shape[0],
         partner_shift, d, IN_BATCH=in_batch, HAS_QUEUE=queue is not None, HAS_BIAS=has_bias,
-        SCALAR_GRADS=scalar_grads, WITH_LOSS=with_loss, **flags, **options)
+        SCALAR_GRADS=scalar_grads, **flags, **options)
     return part
 
 
-def _grad_weight_chunks(a, sources, scale, bias, coefs, row_lse, partner_shift, *, scalar_grads=False,
-                        with_loss=False):
+def _grad_weight_chunks(a, sources, scale, bias, coefs, row_lse, partner_shift, *, scalar_grads=False):
     """The G path: for chunks of a's rows, the gradient weights against each (b, col_lse, flags)
     of ``sources``, side by side in one [chunk, sum of widths] tensor of a's dtype. Yields
-    (start, end, [G per source], partial sums [3]). A chunk holds at most _G_CHUNK_BYTES."""
+    (start, end, [G per source], partial sums [2]). A chunk holds at most _G_CHUNK_BYTES."""
     n, d = a.shape
     widths = [b.shape[0] for b, _, _ in sources]
     total = sum(widths)
@@ -802,7 +825,7 @@ def _grad_weight_chunks(a, sources, scale, bias, coefs, row_lse, partner_shift, 
         parts = []
         offset = 0
         for (b, col_lse, flags), width in zip(sources, widths):
-            part = a.new_zeros((triton.cdiv(end - start, block_m) * triton.cdiv(width, block_n), 3),
+            part = a.new_zeros((triton.cdiv(end - start, block_m) * triton.cdiv(width, block_n), 2),
                                dtype=_acc_dtype(a))
             grid = lambda meta, rows=end - start, width=width: (triton.cdiv(rows, meta["BLOCK_M"]),
                                                                 triton.cdiv(width, meta["BLOCK_N"]))
@@ -810,7 +833,7 @@ def _grad_weight_chunks(a, sources, scale, bias, coefs, row_lse, partner_shift, 
                 a, b, scale, bias if has_bias else scale, coefs, row_lse,
                 col_lse if col_lse is not None else row_lse, g, part, start, end, width,
                 partner_shift, total, offset, d, HAS_BIAS=has_bias, SCALAR_GRADS=scalar_grads,
-                WITH_LOSS=with_loss, **flags, **options)
+                **flags, **options)
             parts.append(part.sum(dim=0))
             offset += width
         yield start, end, list(g.split(widths, dim=1)), torch.stack(parts).sum(dim=0)
@@ -835,9 +858,9 @@ def nt_xent_fwd(z, temperature, exclude_positive):
     block = _min_block("fwd", _options(z, "fwd"), "BLOCK_M")
     partial_bytes = (triton.cdiv(n, block) + triton.cdiv(triton.cdiv(n, block), _TILES_PER_PROGRAM)) * n * 4
     if 2 * _LOG2E / temperature <= _SHIFT_MAX_SPREAD_LOG2 and partial_bytes <= _SHIFT_PARTIAL_BYTES:
-        row_part, col_part, positive, shifts = _shifted_forward(_NT_XENT, z, z, inv_t, None, n // 2,
-                                                                exclude_positive)
-        lse, flags = _combine(row_part, col_part, shifts)
+        row_part, col_part, positive, row_frame, shifts = _shifted_forward(
+            _NT_XENT, z, z, inv_t, None, n // 2, exclude_positive)
+        lse, flags = _combine(row_part, row_frame, col_part, shifts)
         _fallback_rows(z, z, inv_t, None, lse, flags, n // 2, True, exclude_positive)
     else:
         lse = z.new_empty((n,), dtype=acc)
@@ -947,10 +970,10 @@ def info_nce_bwd(grad_loss, query, key, queue, lse, folded, temperature, in_batc
 
 def clip_loss_fwd(image, text, logit_scale, logit_bias):
     image, text = image.contiguous(), text.contiguous()
-    row_part, col_part, positive, shifts = _shifted_forward(_CLIP, image, text, logit_scale,
-                                                            logit_bias, 0, False)
-    row_lse, row_flags = _combine(row_part, None, shifts)
-    col_lse, col_flags = _combine(col_part, None, shifts)
+    row_part, col_part, positive, row_frame, shifts = _shifted_forward(
+        _CLIP, image, text, logit_scale, logit_bias, 0, False)
+    row_lse, row_flags = _combine(row_part, row_frame, None, shifts)
+    col_lse, col_flags = _combine(None, None, col_part, shifts)
     # S^T = scale * text image^T + bias: the column fallback is the row fallback, swapped.
     _fallback_rows(image, text, logit_scale, logit_bias, row_lse, row_flags, 0, False, False)
     _fallback_rows(text, image, logit_scale, logit_bias, col_lse, col_flags, 0, False, False)
@@ -958,8 +981,8 @@ def clip_loss_fwd(image, text, logit_scale, logit_bias):
     return loss, row_lse, col_lse
 
 
-def _pair_grads(image, text, logit_scale, logit_bias, coef, row_lse, col_lse, siglip, with_loss=False):
-    """(grad_image, grad_text, grad_scale, grad_bias, loss partial) of CLIP (siglip=False, coef =
+def _pair_grads(image, text, logit_scale, logit_bias, coef, row_lse, col_lse, siglip):
+    """(grad_image, grad_text, grad_scale, grad_bias) of CLIP (siglip=False, coef =
     g / 2N) or SigLIP (coef = g / N): both sides fused, or G + cuBLAS."""
     image, text = image.contiguous(), text.contiguous()
     acc = _acc_dtype(image)
@@ -972,46 +995,49 @@ def _pair_grads(image, text, logit_scale, logit_bias, coef, row_lse, col_lse, si
     grad_image, grad_text = torch.empty_like(image), torch.empty_like(text)
     if _fused(image):
         part = _fused_side(image, text, logit_scale, logit_bias, coefs, row_lse, col_lse, grad_image,
-                           0, flags, scalar_grads=True, with_loss=with_loss).sum(dim=0)
+                           0, flags, scalar_grads=True).sum(dim=0)
         _fused_side(text, image, logit_scale, logit_bias, coefs, col_lse, row_lse, grad_text, 0, flags)
     else:
         grad_text_acc = text.new_zeros(text.shape, dtype=acc)
         parts = []
         for start, end, (g,), part in _grad_weight_chunks(image, [(text, col_lse, flags)], logit_scale,
                                                           logit_bias, coefs, row_lse, 0,
-                                                          scalar_grads=True, with_loss=with_loss):
+                                                          scalar_grads=True):
             torch.mm(g, text, out=grad_image[start:end])
             grad_text_acc += torch.mm(g.t(), image[start:end]).to(acc)
             parts.append(part)
         part = torch.stack(parts).sum(dim=0)
         grad_text = grad_text_acc.to(text.dtype)
-    return (grad_image, grad_text, *_scalar_grads(part, logit_scale, logit_bias), part[2])
+    return (grad_image, grad_text, *_scalar_grads(part, logit_scale, logit_bias))
 
 
 def clip_loss_bwd(grad_loss, image, text, logit_scale, logit_bias, row_lse, col_lse):
     coef = grad_loss.reshape(()).to(_acc_dtype(image)) / (2 * image.shape[0])
     return _pair_grads(image, text, logit_scale, logit_bias, coef, row_lse.contiguous(),
-                       col_lse.contiguous(), siglip=False)[:4]
+                       col_lse.contiguous(), siglip=False)
 
 
 def siglip_loss_fwd(image, text, logit_scale, logit_bias, with_grads):
     image, text = image.contiguous(), text.contiguous()
     n = image.shape[0]
-    if with_grads:  # loss and gradient weights share each score's exponential: one pass per side
+    row_part, *_ = _shifted_forward(_SIGLIP, image, text, logit_scale, logit_bias, 0, False)
+    loss = row_part.sum() / n
+    if with_grads:
+        # SigLIP has no normalizer: the gradients need no forward result, and come from the same
+        # launches as siglip_loss_bwd's for an upstream 1. The loss could share each score's
+        # exponential with its weight in one pass, but that epilogue spilled on sm_90 (GPU lint).
         coef = torch.ones((), dtype=_acc_dtype(image), device=image.device) / n
         placeholder = coef.reshape(1)  # SigLIP reads no logsumexp
-        *grads, loss_sum = _pair_grads(image, text, logit_scale, logit_bias, coef, placeholder,
-                                       placeholder, siglip=True, with_loss=True)
-        return (loss_sum / n, *grads)
-    row_part, _, _, _ = _shifted_forward(_SIGLIP, image, text, logit_scale, logit_bias, 0, False)
-    return (row_part.sum() / n, *(image.new_empty((0,)) for _ in range(4)))  # four distinct outputs
+        return (loss, *_pair_grads(image, text, logit_scale, logit_bias, coef, placeholder,
+                                   placeholder, siglip=True))
+    return (loss, *(image.new_empty((0,)) for _ in range(4)))  # four distinct outputs
 
 
 def siglip_loss_bwd(grad_loss, image, text, logit_scale, logit_bias):
     coef = grad_loss.reshape(()).to(_acc_dtype(image)) / image.shape[0]
     placeholder = coef.reshape(1)  # SigLIP reads no logsumexp
     return _pair_grads(image, text, logit_scale, logit_bias, coef, placeholder, placeholder,
-                       siglip=True)[:4]
+                       siglip=True)
 
 
 _IMPLEMENTATIONS = {
