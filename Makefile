@@ -83,7 +83,9 @@ bench-quick: build
 #    10 minutes, and the whole target takes about that long, so a session can split it:
 #    `make gpu-check GPU_STEPS="tests-cuda tests-cpu"`, then `... GPU_STEPS="memcheck racecheck bench"`.
 #  GPU_QUICK=1: a small check: of the test suites, only the sanitize and sync-free tests (CUDA)
-#    and the bad-input ones (CPU).
+#    and the bad-input ones (CPU); of the benchmarks, the contrastive family only (its quick CUDA
+#    set: N = 8192 and 32768, D = 128 and 512, bf16, beside the kernel-time model and the
+#    device's measured ceilings).
 #  - tests-cuda: one Triton tile config per kernel (autotuning eight configs per kernel and shape
 #    in every xdist worker took 6 minutes on an H100 for the contrastive tests alone) and xdist
 #    workers when pytest-xdist is there; the benchmarks autotune every config.
@@ -124,7 +126,8 @@ gpu-check: build nvcc-check
 	     > $(GPU_RES)-racecheck.txt 2>&1; \
 	   $(PY) benchmarks/racecheck_triage.py $(GPU_RES)-racecheck.txt || status=1;; \
 	 bench) echo "== benchmarks (quick sizes) -> $(GPU_RES)/"; \
-	   $(PY) -m sslfast.bench --device cuda --quick --no-progress --out $(GPU_RES) $(BENCH_ARGS) || status=1; \
+	   $(PY) -m sslfast.bench --device cuda --quick --no-progress --out $(GPU_RES) $(if $(GPU_QUICK),--only contrastive) \
+	     $(BENCH_ARGS) || status=1; \
 	   cp $(GPU_RES)/results.json $(GPU_RES).json 2>/dev/null; \
 	   $(PY) benchmarks/summarize.py benchmarks/results/*/results.json -o benchmarks/RESULTS.md || status=1;; \
 	 *) echo "gpu-check: unknown step '$$step' (steps: tests-cuda tests-cpu memcheck racecheck bench)"; status=1;; \

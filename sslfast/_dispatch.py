@@ -93,9 +93,10 @@ def has_kernel(backend: str, op: str, device_type: str) -> bool:
     if not _native.AVAILABLE:  # the extension defines both namespaces' schemas
         return False
     name = f"{_NAMESPACES[backend]}::{OP_TABLE[op].kernel}"
-    key = "CUDA" if device_type == "cuda" else "CPU"
+    # A device kernel, or one for every device (the Triton launchers register that way).
+    keys = ("CUDA" if device_type == "cuda" else "CPU", "CompositeExplicitAutograd")
     try:
-        return torch._C._dispatch_has_kernel_for_dispatch_key(name, key)
+        return any(torch._C._dispatch_has_kernel_for_dispatch_key(name, key) for key in keys)
     except RuntimeError:  # not defined
         return False
 

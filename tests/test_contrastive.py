@@ -486,25 +486,18 @@ def test_sanitize_contrastive_kernels_once(backend):
 
 @pytest.mark.skipif(not sslfast.triton.AVAILABLE, reason="triton not installed")
 def test_gpu_tile_configs_keep_fp64_apart(monkeypatch):
-    """The GPU config list (built here without a GPU): fp64, which has no tl.dot in Triton 3.6,
-    gets only its small broadcast-product tiles and no other dtype gets them; every config keeps
-    the BLOCK_M floor that the partial buffers are sized for."""
-    from sslfast.triton import contrastive as tk
+    """On GPUs fp64 has no tl.dot: its launches must get only the small fp64 tiles, and no other
+    dtype may be handed those (the config lists the autotuner prunes per launch)."""
+    tk = sslfast.triton.contrastive
     monkeypatch.setattr(tk, "_INTERPRETED", False)
-    for one_config in (False, True):
-        monkeypatch.setattr(tk, "_ONE_CONFIG", one_config)
-        for floor in (32, 64):  # the GPU floors: every kernel, and CLIP's column partials
-            configs = tk._tile_configs(floor)
-            assert all(c.kwargs["BLOCK_M"] >= floor for c in configs)
-            for dtype in (torch.float64, torch.float32, torch.bfloat16, torch.float16):
-                # an fp64 logit_scale beside non-fp64 embeddings must not pick the fp64 tiles
-                args = {"image_ptr": torch.empty(1, dtype=dtype), "scale_ptr": torch.empty((), dtype=torch.float64),
-                        "D": 8, "n_rows": 3}
-                options = tk._kernel_options(torch.empty(2, 8, dtype=dtype))
-                kept = tk._configs_for_dtype(configs, args, **options)
-                fp64_tiles = [c.kwargs["BLOCK_N"] == tk._FP64_BLOCK_N for c in kept]
-                assert kept and all(fp64_tiles) == (dtype == torch.float64) and any(fp64_tiles) == all(fp64_tiles)
-                assert len(kept) == 1 or not one_config
+    for kind in tk._KINDS:
+        configs = tk._tile_configs(kind)
+        fp64 = tk._prune(configs, {}, ACC_DTYPE=tk.tl.float64, D_PAD=128)
+        assert [c.kwargs["D_CLASS"] for c in fp64] == [0]
+        assert fp64[0].kwargs["BLOCK_M"] * fp64[0].kwargs["BLOCK_N"] <= 32 * 32
+        for d_pad in (64, 128, 256, 512):
+            kept = tk._prune(configs, {}, ACC_DTYPE=tk.tl.float32, D_PAD=d_pad)
+            assert kept and all(c.kwargs["D_CLASS"] == (128 if d_pad <= 128 else 256) for c in kept)
 
 
 @pytest.mark.skipif("native" not in BACKENDS, reason="native CPU backend")
@@ -539,11 +532,6 @@ def test_moco_folded_backward_matches_the_recompute(dtype):
         ops.info_nce_fwd(q, k, queue, 0.05, True, True)
     with pytest.raises(RuntimeError, match="folded must have the shape"):
         ops.info_nce_bwd(g, q, k, queue, lse, folded[:3], 0.05, False)
-    if "triton" in BACKENDS:
-        with pytest.raises(RuntimeError, match="C\\+\\+ CPU kernel only"):
-            torch.ops.sslfast_triton.info_nce_fwd(q, k, queue, 0.05, False, True)
-        with pytest.raises(RuntimeError, match="C\\+\\+ CPU kernel only"):
-            torch.ops.sslfast_triton.siglip_loss_fwd(q, k, g, g, True)
 
 
 @pytest.mark.skipif("native" not in BACKENDS, reason="native CPU backend")

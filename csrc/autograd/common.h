@@ -31,15 +31,11 @@ using OptTensor = std::optional<Tensor>;
 using CT = const Tensor&;
 using COT = const OptTensor&;
 
-// `folds`: the backend's kernels compute the gradients a loss can produce in its forward pass
-// (MoCo's queue term of dq, SigLIP's gradients) when asked to.
 struct Native {
   static constexpr const char* name = "sslfast";
-  static constexpr bool folds = true;
 };
 struct Triton {
   static constexpr const char* name = "sslfast_triton";
-  static constexpr bool folds = false;
 };
 
 // The typed handle of kernel op `op` in the backend's namespace (look it up once: keep it static).

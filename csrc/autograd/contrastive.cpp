@@ -132,7 +132,7 @@ template <typename B>
 Tensor info_nce(CT query, CT key, COT queue, double temperature, bool normalize, bool in_batch_negatives) {
   // MoCo (a queue, no in-batch negatives): fold the queue's part of dq into the forward pass when
   // dq will be needed: two score-GEMM passes over the queue instead of three.
-  const bool fold = B::folds && queue.has_value() && !in_batch_negatives && wants_grad({&query});
+  const bool fold = queue.has_value() && !in_batch_negatives && wants_grad({&query});
   return InfoNce<B>::apply(query, key, queue, temperature, normalize, in_batch_negatives, fold);
 }
 
@@ -213,7 +213,7 @@ struct Siglip : torch::autograd::Function<Siglip<B>> {
 
 template <typename B>
 Tensor siglip_loss(CT image, CT text, CT scale, CT bias) {
-  const bool with_grads = B::folds && wants_grad({&image, &text, &scale, &bias});
+  const bool with_grads = wants_grad({&image, &text, &scale, &bias});
   return Siglip<B>::apply(image, text, scale, bias, with_grads);
 }
 

@@ -16,6 +16,7 @@ import sslfast
 from sslfast.ops import contrastive as ops
 from sslfast.reference import contrastive as reference
 
+from .contrastive_model import predict
 from .harness import Case, Context, Inputs, backend_of, register_family
 
 FAMILY = "contrastive"
@@ -55,6 +56,12 @@ def _models(n, m, d):
     return flops, {"recompute": recompute}
 
 
+def _model(op, n, d, queue=0):
+    """The kernel-time model's bf16 prediction (contrastive_model.py), carried in the record's
+    params so that a GPU run sets it beside the measurement."""
+    fwd, fwd_bwd = predict(op, n, d, queue)
+    return {"model_ms_fwd_bf16": round(fwd, 4), "model_ms_fwd_bwd_bf16": round(fwd_bwd, 4)}
+
 
 def nt_xent_case(two_n: int, d: int, *, temperature=0.5, headline=False) -> Case:
     """SimCLR NT-Xent over 2N = ``two_n`` views: z1, z2 are each [2N/2, D]."""
@@ -67,7 +74,7 @@ def nt_xent_case(two_n: int, d: int, *, temperature=0.5, headline=False) -> Case
                       [z1, z2] if requires_grad else [])
 
     flops, extra = _models(two_n, two_n, d)
-    return Case(FAMILY, "nt_xent", f"2N={two_n} D={d}", {"two_n": two_n, "N": n, "D": d},
+    return Case(FAMILY, "nt_xent", f"2N={two_n} D={d}", {"two_n": two_n, "N": n, "D": d, **_model("nt_xent", two_n, d)},
                 make_inputs, sslfast.nt_xent, reference.nt_xent, flops=flops, extra_flops=extra,
                 backend=backend_of("nt_xent"), headline=headline, cost=two_n * two_n * d,
                 model_note=MODEL_NOTE)
@@ -89,7 +96,8 @@ def info_nce_case(n: int, d: int, *, queue: int = 0, temperature=0.07) -> Case:
     m = n if in_batch else queue
     flops, extra = _models(n, m, d)
     label = f"N={n} D={d} in-batch" if in_batch else f"N={n} K={queue} D={d}"
-    return Case(FAMILY, "info_nce", label, {"N": n, "K": queue, "D": d, "in_batch": in_batch},
+    model = _model("info_nce_queue", n, d, queue) if queue else {}
+    return Case(FAMILY, "info_nce", label, {"N": n, "K": queue, "D": d, "in_batch": in_batch, **model},
                 make_inputs, sslfast.info_nce, reference.info_nce, flops=flops, extra_flops=extra,
                 backend=backend_of("info_nce"), cost=n * m * d, model_note=MODEL_NOTE)
 
@@ -104,7 +112,7 @@ def clip_case(n: int, d: int) -> Case:
         return Inputs((image, text, scale), {}, [image, text, scale] if requires_grad else [])
 
     flops, extra = _models(n, n, d)
-    return Case(FAMILY, "clip_loss", f"N={n} D={d}", {"N": n, "D": d}, make_inputs,
+    return Case(FAMILY, "clip_loss", f"N={n} D={d}", {"N": n, "D": d, **_model("clip", n, d)}, make_inputs,
                 sslfast.clip_loss, reference.clip_loss, flops=flops, extra_flops=extra,
                 backend=backend_of("clip_loss"), cost=n * n * d, model_note=MODEL_NOTE)
 
@@ -121,7 +129,7 @@ def siglip_case(n: int, d: int) -> Case:
                       [image, text, scale, bias] if requires_grad else [])
 
     flops, extra = _models(n, n, d)
-    return Case(FAMILY, "siglip_loss", f"N={n} D={d}", {"N": n, "D": d}, make_inputs,
+    return Case(FAMILY, "siglip_loss", f"N={n} D={d}", {"N": n, "D": d, **_model("siglip", n, d)}, make_inputs,
                 sslfast.siglip_loss, reference.siglip_loss, flops=flops, extra_flops=extra,
                 backend=backend_of("siglip_loss"), cost=n * n * d,
                 model_note=MODEL_NOTE)
@@ -137,9 +145,11 @@ def cases(ctx: Context) -> list:
         return [nt_xent_case(64, 16), info_nce_case(16, 16, queue=64), info_nce_case(32, 16),
                 clip_case(32, 16), siglip_case(32, 16)]
     if ctx.device.type == "cuda":
-        if ctx.sizes == "quick":
-            return [headline, nt_xent_case(8192, 512), info_nce_case(256, 128, queue=16384),
-                    clip_case(8192, 512), siglip_case(8192, 512)]
+        if ctx.sizes == "quick":  # issue 16's check: N = 8192 and 32768, D = 128 and 512
+            return [nt_xent_case(n, d, headline=(n, d) == (HEADLINE["two_n"], HEADLINE["d"]))
+                    for n in (8192, 32768) for d in (128, 512)] + [
+                    case(n, d) for case in (clip_case, siglip_case) for n in (8192, 32768) for d in (128, 512)] + [
+                    info_nce_case(256, 128, queue=16384)]
         return [headline, nt_xent_case(8192, 512), nt_xent_case(32768, 512),
                 info_nce_case(256, 128, queue=16384), info_nce_case(256, 128, queue=65536),
                 info_nce_case(4096, 128), info_nce_case(16384, 128),

@@ -3,20 +3,43 @@
 Registered as ``torch.ops.sslfast_triton.*`` with the schemas, fakes and autograd of
 ``csrc/schema.cpp``; the math is ``sslfast.reference.contrastive``.
 
-Every kernel streams [BLOCK_M, BLOCK_N] score tiles (``tl.dot`` over D in BLOCK_D chunks, fp64 as a
-broadcast product-sum; fp32 accumulation for fp16/bf16/fp32 inputs, fp64 for fp64) through an
-online logsumexp, so the N x M logits never exist. Backward recomputes the tiles from the saved
-logsumexps: a row-owner kernel for the left operand and a column-owner kernel for the right one,
-so every output element has exactly one writer. No atomics anywhere; per-program partials are
-reduced by torch in a fixed order, so two runs are bitwise equal.
+Every kernel is a tile GEMM with an epilogue: a [BLOCK_M, BLOCK_N] score tile is one ``tl.dot``
+chain over D (the owned rows stay resident when D fits one chunk; otherwise D is the inner,
+pipelined loop of the tile), then the epilogue turns scores into exponentials, sums or gradient
+weights. fp32 accumulation for fp16/bf16/fp32, fp64 for fp64 (as a broadcast product-sum: no fp64
+``tl.dot`` on GPUs). Scores live in the log2 domain: log2(e) is folded into the scale, so every
+exponential is one ``exp2``. The N x M logits never exist.
 
-Scalars that must stay exact in float64 (1/T, logit_scale, logit_bias, the incoming gradient)
-reach the kernels as 0-D tensors: Triton passes Python floats as fp32.
+Forward:
+  * CLIP and NT-Xent shift each row block by its largest positive logit instead of running
+    maxima, so one exponential serves the row sum and the column sum of the same score. NT-Xent's
+    Gram matrix is symmetric: only the upper-triangle tiles are computed, and each tile's column
+    sums are the mirrored tiles' row sums. Rows or columns whose sums the shifts could not hold
+    (inputs far from unit rows, a positive far below its block's) are flagged by the combine
+    kernel and recomputed by the guarded fallback, a per-row online logsumexp that skips every
+    row block without a flagged row.
+  * InfoNCE runs the online logsumexp directly (one exponential per score either way); with
+    ``fold_queue_grad`` it also accumulates sum_m P_im queue_m, rescaled like flash attention.
+  * SigLIP's loss terms and gradient weights share one exponential per score. ``with_grads``
+    returns the loss and every gradient from one op call (a loss pass, then the two fused
+    gradient passes: the single-pass form spilled on sm_90).
+Backward (and SigLIP's gradients):
+  * D <= 256: a fused flash-style kernel per side. A program owns BLOCK_M rows, keeps an fp32
+    [BLOCK_M, D] accumulator, and streams the other side's tiles, each loaded once for the score
+    and for the gradient product. The other side's gradient is a second launch of the same
+    kernel with the operands swapped (NT-Xent needs none: its weights are symmetric).
+  * D > 256 (and fp64 on GPUs): the gradient weights G of a chunk of rows are written in the
+    input dtype and cuBLAS does dA = G B and dB += G^T A; chunks keep G under 1 GiB.
+No atomics: per-program partials are reduced by torch in a fixed order, so runs are bitwise equal.
+
+Scalars that must stay exact in float64 (1/T, the incoming gradient) reach the kernels as 0-D
+tensors: Triton passes Python floats as fp32.
 """
 
 from __future__ import annotations
 
 import inspect
+import math
 import os
 
 import torch
@@ -27,66 +50,105 @@ from . import register
 
 _INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 # One tile config per kernel, no autotuning: for compute-sanitizer runs (make gpu-check), where
-# benchmarking eight configs per kernel under the sanitizer would take most of the time budget.
+# benchmarking every config per kernel under the sanitizer would take most of the time budget.
 _ONE_CONFIG = os.environ.get("SSLFAST_TRITON_ONE_CONFIG") == "1"
 
-# Widest D chunk per tl.dot and per gradient program: wider chunks spill registers.
-_MAX_BLOCK_D = 128
+_LOG2E = 1.4426950408889634
+_LN2 = 0.6931471805599453
+
+# Fused backward up to this padded D: its fp32 [BLOCK_M, D] accumulator (64 x 256 over 8 warps:
+# 64 registers a thread) still leaves room for the score tile. Wider D goes through G + cuBLAS.
+_FUSED_MAX_D = 256
+# The resident-row forward up to this padded D; wider D streams BLOCK_K chunks per tile.
+_RESIDENT_MAX_D = 128
+_STREAM_BLOCK_K = 64
+# Extra memory of the G path: one chunk of gradient weights.
+_G_CHUNK_BYTES = 1 << 30
+# The fixed-shift forward's partial sums are O(N^2 / BLOCK_M); past this, NT-Xent streams every
+# row with its own running maximum instead.
+_SHIFT_PARTIAL_BYTES = 1 << 29
+# NT-Xent's fixed shift is used when the score range 2/T (in log2 units) stays inside the sum
+# window below; past it (T < ~0.05) most rows would fall back anyway.
+_SHIFT_MAX_SPREAD_LOG2 = 60.0
+# Upper-triangle (NT-Xent) and column-split programs take this many column tiles each: enough
+# programs to fill 132 SMs at 2N = 8192 and a row sum kept in registers across them.
+_TILES_PER_PROGRAM = 8
+
+# What a written but empty log2 partial sum holds (log2(0) = -inf marks unwritten slots).
+_WRITTEN_EMPTY = tl.constexpr(-1e30)
+
+# Mode numbers of the pair-forward kernel.
+_NT_XENT, _CLIP, _SIGLIP = 0, 1, 2
+
+# float64 has no tl.dot on NVIDIA GPUs (an assertion in semantic.dot, seen on an H100 with Triton
+# 3.6), so _dot multiplies fp64 tiles as a broadcast product-sum whose [BLOCK_M, BLOCK_K, BLOCK_N]
+# product lives in registers: fp64 gets its own small tiles and 16-wide D chunks, and its backward
+# always goes through G + torch matmul. fp64 is the gradcheck dtype, not a speed path. The
+# interpreter runs the same product with its usual tiles.
+_FP64_BLOCK = 16
 
 
-def _tile_configs(min_block_m=32):
+def _gpu_shapes(kind, d_pad):
+    """(BLOCK_M, BLOCK_N, num_warps, num_stages) per kernel kind on GPUs. Every entry is compiled
+    for sm_90 by the GPU lint (sslfast/triton/lint.py): wgmma in the PTX, no spills."""
+    if kind == "fwd":  # square tiles: the NT-Xent triangle mirrors a tile into its transpose
+        return [(128, 128, 8, 3), (128, 128, 8, 4)] if d_pad > _RESIDENT_MAX_D else [(128, 128, 8, 2), (128, 128, 8, 3)]
+    if kind == "fold":  # row online logsumexp plus an fp32 [BLOCK_M, D] accumulator
+        return [(64, 64, 4, 2), (64, 128, 8, 2)] if d_pad > 128 else [(128, 64, 8, 2), (64, 64, 4, 3)]
+    if kind == "bwd":  # fused backward: fp32 [BLOCK_M, D] accumulator + score tile
+        return [(64, 64, 8, 2), (64, 32, 4, 2)] if d_pad > 128 else [(128, 64, 8, 2), (64, 64, 4, 3)]
+    if kind == "grad_weight":  # one G tile per program, D streamed
+        return [(128, 128, 8, 3), (128, 64, 4, 4)]
+    raise ValueError(kind)
+
+
+_FP64_SHAPES = {"fwd": (32, 32, 4, 1), "fold": (32, 16, 4, 1), "bwd": (32, 16, 4, 1), "grad_weight": (32, 32, 4, 1)}
+_KINDS = ("fwd", "fold", "bwd", "grad_weight")
+
+
+def _tile_configs(kind):
     if _INTERPRETED:
         # The interpreter runs every program in Python: few, small programs keep CPU tests fast.
-        return [triton.Config({"BLOCK_M": 32, "BLOCK_N": 32}, num_warps=4, num_stages=1)]
-    fp64 = triton.Config({"BLOCK_M": max(32, min_block_m), "BLOCK_N": _FP64_BLOCK_N}, num_warps=8, num_stages=1)
-    if _ONE_CONFIG:
-        return [triton.Config({"BLOCK_M": max(64, min_block_m), "BLOCK_N": 64}, num_warps=4, num_stages=3), fp64]
-    shapes = [
-        (32, 64, 4, 4), (64, 32, 4, 2), (64, 64, 4, 3), (64, 128, 4, 3),
-        (128, 32, 4, 4), (128, 64, 8, 3), (128, 128, 8, 2), (128, 128, 8, 3),
-    ]
-    return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=warps, num_stages=stages)
-            for bm, bn, warps, stages in shapes if bm >= min_block_m] + [fp64]
+        return [triton.Config({"BLOCK_M": 32, "BLOCK_N": 32, "D_CLASS": 0}, num_warps=4, num_stages=1)]
+    configs = []
+    for d_pad in (128, 256):  # the two shape classes; the prune keeps the one of the launch
+        shapes = _gpu_shapes(kind, d_pad)[:1] if _ONE_CONFIG else _gpu_shapes(kind, d_pad)
+        configs += [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "D_CLASS": d_pad}, num_warps=w, num_stages=s)
+                    for bm, bn, w, s in shapes]
+    bm, bn, w, s = _FP64_SHAPES[kind]
+    configs.append(triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "D_CLASS": 0}, num_warps=w, num_stages=s))
+    return configs
 
 
-# float64 has no tl.dot on NVIDIA GPUs in Triton 3.6 (an assertion in semantic.dot, seen on an H100),
-# so _dot multiplies fp64 tiles as a broadcast product-sum. That [BLOCK_M, BLOCK_D, BLOCK_N] product
-# lives in registers: fp64 gets its own small tiles (BLOCK_N and BLOCK_D of 16), and no other dtype
-# uses them. fp64 is the gradcheck dtype, not a speed path. The interpreter runs the same product
-# with its usual tiles (sixteen-wide D chunks there cost 7x the test time for no extra coverage).
-_FP64_BLOCK_N = 16
-_FP64_MAX_BLOCK_D = 16
-
-
-def _configs_for_dtype(configs, named_args, **kwargs):
-    # By the accumulation dtype that every launch passes (_kernel_options): an fp64 logit_scale
-    # next to fp32 embeddings is not an fp64 launch.
-    fp64 = kwargs.get("ACC_DTYPE") == tl.float64
-    kept = [c for c in configs if (c.kwargs["BLOCK_N"] == _FP64_BLOCK_N) == fp64]
-    return kept or configs  # the interpreter's single config serves every dtype
+def _prune(configs, named_args, **kwargs):
+    # By the accumulation dtype (an fp64 logit_scale next to fp32 embeddings is not an fp64 launch)
+    # and by the padded D's class.
+    if kwargs.get("ACC_DTYPE") == tl.float64:
+        wanted = 0
+    else:
+        wanted = 128 if kwargs["D_PAD"] <= 128 else 256
+    kept = [c for c in configs if c.kwargs.get("D_CLASS", wanted) == wanted]
+    return kept or configs  # the interpreter's single config serves every launch
 
 
 def _no_benchmark(kernel_call, quantiles=None, **_):
     return [0.0, 0.0, 0.0] if quantiles else 0.0
 
 
-# With one config per dtype (_ONE_CONFIG) the prune leaves one config: never time it (Triton
-# versions differ on whether they benchmark a single pruned config; older ones take no do_bench).
+# With one config per launch class (_ONE_CONFIG) the prune leaves one config: never time it.
 _AUTOTUNE_EXTRA = ({"do_bench": _no_benchmark}
                    if _ONE_CONFIG and not _INTERPRETED and "do_bench" in inspect.signature(triton.autotune).parameters
                    else {})
 
 
-def _autotune(min_block_m=32):
-    # The autotuner keys on D plus every tensor argument's dtype, so fp64 tunes apart.
-    return triton.autotune(configs=_tile_configs(min_block_m), key=["D"],
-                           prune_configs_by={"early_config_prune": _configs_for_dtype}, **_AUTOTUNE_EXTRA)
+def _autotune(kind, key):
+    # The autotuner also keys on every tensor argument's dtype, so fp64 tunes apart.
+    return triton.autotune(configs=_tile_configs(kind), key=["D", "D_PAD", *key],
+                           prune_configs_by={"early_config_prune": _prune}, **_AUTOTUNE_EXTRA)
 
 
-# The CLIP forward writes one column partial per (row block, column): a larger BLOCK_M keeps that
-# buffer at n^2 / 64 values or fewer.
-_CLIP_MIN_BLOCK_M = 32 if _INTERPRETED else 64
-_MIN_BLOCK_M = min(config.kwargs["BLOCK_M"] for config in _tile_configs())
+# Every GPU config's BLOCK_M is at least this: partial buffers are sized for it.
+_MIN_BLOCK_M = 32 if _INTERPRETED else min(min(c.kwargs["BLOCK_M"] for c in _tile_configs(k)) for k in _KINDS)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -101,7 +163,7 @@ def _dot(a, b, acc, DOT_PRECISION: tl.constexpr, UPCAST_BF16: tl.constexpr):
     if UPCAST_BF16:
         a = a.to(tl.float32)
         b = b.to(tl.float32)
-    if a.dtype == tl.float64:  # no fp64 tl.dot on GPUs in Triton 3.6: see _FP64_BLOCK_N
+    if a.dtype == tl.float64:  # no fp64 tl.dot on GPUs: see _FP64_BLOCK
         return acc + tl.sum(a[:, :, None] * b[None, :, :], axis=1)
     return tl.dot(a, b, acc, input_precision=DOT_PRECISION)
 
@@ -114,355 +176,46 @@ def _load_tile(ptr, rows, row_ok, d_offs, D):
 
 
 @triton.jit
-def _resident_tile(ptr, rows, row_ok, D, BLOCK_D: tl.constexpr, ONE_D_BLOCK: tl.constexpr):
+def _resident_tile(ptr, rows, row_ok, D, BLOCK_K: tl.constexpr, RESIDENT: tl.constexpr):
     # When D fits one chunk the owned rows are loaded once, not once per streamed tile.
-    if ONE_D_BLOCK:
-        tile = _load_tile(ptr, rows, row_ok, tl.arange(0, BLOCK_D), D)
+    if RESIDENT:
+        tile = _load_tile(ptr, rows, row_ok, tl.arange(0, BLOCK_K), D)
     else:
-        tile = tl.zeros((1, BLOCK_D), tl.float32)
+        tile = tl.zeros((1, BLOCK_K), tl.float32)
     return tile
 
 
 @triton.jit
-def _tile_dots(a_tile, a_ptr, a_rows, a_ok, b_ptr, b_rows, b_ok, D,
-               BLOCK_A: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_D: tl.constexpr,
-               ONE_D_BLOCK: tl.constexpr, ACC_DTYPE: tl.constexpr,
-               DOT_PRECISION: tl.constexpr, UPCAST_BF16: tl.constexpr):
-    """[BLOCK_A, BLOCK_B] tile of a[a_rows] @ b[b_rows]^T, accumulated in ACC_DTYPE."""
+def _scores(a_tile, a_ptr, a_rows, a_ok, b_ptr, b_rows, b_ok, D,
+            BLOCK_A: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_K: tl.constexpr,
+            RESIDENT: tl.constexpr, ACC_DTYPE: tl.constexpr,
+            DOT_PRECISION: tl.constexpr, UPCAST_BF16: tl.constexpr):
+    """[BLOCK_A, BLOCK_B] tile of a[a_rows] @ b[b_rows]^T in ACC_DTYPE: one dot with the resident
+    rows, or D as the inner loop in BLOCK_K chunks (no per-chunk epilogue)."""
     dots = tl.zeros((BLOCK_A, BLOCK_B), ACC_DTYPE)
-    if ONE_D_BLOCK:
-        b = _load_tile(b_ptr, b_rows, b_ok, tl.arange(0, BLOCK_D), D)
+    if RESIDENT:
+        b = _load_tile(b_ptr, b_rows, b_ok, tl.arange(0, BLOCK_K), D)
         dots = _dot(a_tile, tl.trans(b), dots, DOT_PRECISION, UPCAST_BF16)
     else:
-        for d_start in range(0, D, BLOCK_D):
-            d_offs = d_start + tl.arange(0, BLOCK_D)
-            a = _load_tile(a_ptr, a_rows, a_ok, d_offs, D)
-            b = _load_tile(b_ptr, b_rows, b_ok, d_offs, D)
+        for k_start in range(0, D, BLOCK_K):
+            k_offs = k_start + tl.arange(0, BLOCK_K)
+            a = _load_tile(a_ptr, a_rows, a_ok, k_offs, D)
+            b = _load_tile(b_ptr, b_rows, b_ok, k_offs, D)
             dots = _dot(a, tl.trans(b), dots, DOT_PRECISION, UPCAST_BF16)
     return dots
 
 
 @triton.jit
-def _tile_dots_and_values(a_tile, a_ptr, a_rows, a_ok, b_ptr, b_rows, b_ok, d_offs, D,
-                          BLOCK_A: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_D: tl.constexpr,
-                          ONE_D_BLOCK: tl.constexpr, ACC_DTYPE: tl.constexpr,
-                          DOT_PRECISION: tl.constexpr, UPCAST_BF16: tl.constexpr):
-    """(a[a_rows] @ b[b_rows]^T, b[b_rows, d_offs]): the streamed rows are both the right
-    operand of the scores and the values a gradient tile multiplies, so with one D chunk
-    they are loaded once."""
-    values = _load_tile(b_ptr, b_rows, b_ok, d_offs, D)
-    if ONE_D_BLOCK:
-        dots = _dot(a_tile, tl.trans(values), tl.zeros((BLOCK_A, BLOCK_B), ACC_DTYPE),
-                    DOT_PRECISION, UPCAST_BF16)
-    else:
-        dots = _tile_dots(a_tile, a_ptr, a_rows, a_ok, b_ptr, b_rows, b_ok, D, BLOCK_A, BLOCK_B,
-                          BLOCK_D, ONE_D_BLOCK, ACC_DTYPE, DOT_PRECISION, UPCAST_BF16)
-    return dots, values
-
-
-@triton.jit
 def _row_dots(a_ptr, a_rows, b_ptr, b_rows, row_ok, D,
-              BLOCK_M: tl.constexpr, BLOCK_D: tl.constexpr, ACC_DTYPE: tl.constexpr):
+              BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, ACC_DTYPE: tl.constexpr):
     """a[a_rows[r]] . b[b_rows[r]] per r: the positive logits, O(BLOCK_M * D) instead of a tile."""
     acc = tl.zeros((BLOCK_M,), ACC_DTYPE)
-    for d_start in range(0, D, BLOCK_D):
-        d_offs = d_start + tl.arange(0, BLOCK_D)
-        a = _load_tile(a_ptr, a_rows, row_ok, d_offs, D).to(ACC_DTYPE)
-        b = _load_tile(b_ptr, b_rows, row_ok, d_offs, D).to(ACC_DTYPE)
+    for k_start in range(0, D, BLOCK_K):
+        k_offs = k_start + tl.arange(0, BLOCK_K)
+        a = _load_tile(a_ptr, a_rows, row_ok, k_offs, D).to(ACC_DTYPE)
+        b = _load_tile(b_ptr, b_rows, row_ok, k_offs, D).to(ACC_DTYPE)
         acc += tl.sum(a * b, axis=1)
     return acc
-
-
-@triton.jit
-def _online_logsumexp(running_max, running_sum, scores):
-    """Fold a [BLOCK_M, BLOCK_N] tile (masked entries -inf) into per-row (max, sum exp(s - max))."""
-    new_max = tl.maximum(running_max, tl.max(scores, axis=1))
-    # A row with nothing unmasked yet has new_max = -inf; shifting by 0 keeps exp at 0, not NaN.
-    shift = tl.where(new_max == float("-inf"), 0.0, new_max)
-    running_sum = (running_sum * tl.exp(running_max - shift)
-                   + tl.sum(tl.exp(scores - shift[:, None]), axis=1))
-    return new_max, running_sum
-
-
-@triton.jit
-def _sigmoid(x):
-    # exp of -|x| only: never overflows, for either sign.
-    e = tl.exp(-tl.abs(x))
-    return tl.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
-
-
-@triton.jit
-def _log1p(u):
-    # Goldberg's log1p from log: exact to a few ulp where log(1 + u) alone rounds u away.
-    w = 1.0 + u
-    return tl.where(w == 1.0, u, tl.log(w) * (u / (w - 1.0)))
-
-
-# ---------------------------------------------------------------------------------------------
-# NT-Xent (SimCLR / DCL / GRACE)
-# ---------------------------------------------------------------------------------------------
-
-
-@_autotune()
-@triton.jit
-def _nt_xent_fwd_kernel(z_ptr, inv_temperature_ptr, lse_ptr, positive_ptr, n_rows, n_half, D,
-                        EXCLUDE_POSITIVE: tl.constexpr,
-                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-                        ONE_D_BLOCK: tl.constexpr, ACC_DTYPE: tl.constexpr,
-                        DOT_PRECISION: tl.constexpr, UPCAST_BF16: tl.constexpr):
-    """NT-Xent forward over z = cat(z1, z2) [2N, D], one program per BLOCK_M rows:
-
-        S = z z^T / T,    p(i) = (i + N) mod 2N,    positive_i = S_{i, p(i)}
-        lse_i = log sum_{j != i} exp(S_ij)            (j != p(i) too when EXCLUDE_POSITIVE: DCL)
-
-    The launcher takes loss = mean_i(lse_i - positive_i). Reference:
-    sslfast.reference.contrastive.nt_xent (lightly NTXentLoss without memory bank).
-    """
-    pid = tl.program_id(0)
-    rows = pid * BLOCK_M + tl.arange(0, BLOCK_M)
-    row_ok = rows < n_rows
-    rows64 = rows.to(tl.int64)
-    positives = (rows + n_half) % n_rows
-    inv_t = tl.load(inv_temperature_ptr)
-    positive = _row_dots(z_ptr, rows64, z_ptr, positives.to(tl.int64), row_ok, D,
-                         BLOCK_M, BLOCK_D, ACC_DTYPE) * inv_t
-    # The positive enters the denominator here, once, so the column loop skips it like i itself.
-    if EXCLUDE_POSITIVE:
-        row_max = tl.full((BLOCK_M,), float("-inf"), ACC_DTYPE)
-        row_sum = tl.zeros((BLOCK_M,), ACC_DTYPE)
-    else:
-        row_max = positive
-        row_sum = tl.full((BLOCK_M,), 1.0, ACC_DTYPE)
-    z_rows = _resident_tile(z_ptr, rows64, row_ok, D, BLOCK_D, ONE_D_BLOCK)
-    for col_start in range(0, n_rows, BLOCK_N):
-        cols = col_start + tl.arange(0, BLOCK_N)
-        col_ok = cols < n_rows
-        dots = _tile_dots(z_rows, z_ptr, rows64, row_ok, z_ptr, cols.to(tl.int64), col_ok, D,
-                          BLOCK_M, BLOCK_N, BLOCK_D, ONE_D_BLOCK, ACC_DTYPE,
-                          DOT_PRECISION, UPCAST_BF16)
-        keep = (col_ok[None, :] & (cols[None, :] != rows[:, None])
-                & (cols[None, :] != positives[:, None]))
-        scores = tl.where(keep, dots * inv_t, float("-inf"))
-        row_max, row_sum = _online_logsumexp(row_max, row_sum, scores)
-    tl.store(lse_ptr + rows64, row_max + tl.log(row_sum), mask=row_ok)
-    tl.store(positive_ptr + rows64, positive, mask=row_ok)
-
-
-@_autotune()
-@triton.jit
-def _nt_xent_bwd_kernel(z_ptr, lse_ptr, inv_temperature_ptr, coef_ptr, grad_z_ptr,
-                        n_rows, n_half, D,
-                        EXCLUDE_POSITIVE: tl.constexpr,
-                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-                        ONE_D_BLOCK: tl.constexpr, ACC_DTYPE: tl.constexpr,
-                        DOT_PRECISION: tl.constexpr, UPCAST_BF16: tl.constexpr):
-    """NT-Xent backward, one program per (BLOCK_M rows, BLOCK_D columns of D) of grad_z:
-
-        dz_k = g / (2N T) * sum_j W_kj z_j
-        W_kj = [j allowed for k] (exp(S_kj - lse_k) + exp(S_kj - lse_j)) - 2 [j == p(k)]
-
-    S is symmetric and allowed(k, j) = allowed(j, k), so the column-direction terms of the loss
-    fold into row k: one owner per output row, no column kernel. coef_ptr holds g / (2N T).
-    Reference: autograd of sslfast.reference.contrastive.nt_xent.
-    """
-    pid_m = tl.program_id(0)
-    pid_d = tl.program_id(1)
-    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    row_ok = rows < n_rows
-    rows64 = rows.to(tl.int64)
-    positives = (rows + n_half) % n_rows
-    d_offs = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
-    inv_t = tl.load(inv_temperature_ptr)
-    lse_rows = tl.load(lse_ptr + rows64, mask=row_ok, other=0.0)
-    z_rows = _resident_tile(z_ptr, rows64, row_ok, D, BLOCK_D, ONE_D_BLOCK)
-    acc = tl.zeros((BLOCK_M, BLOCK_D), ACC_DTYPE)
-    for col_start in range(0, n_rows, BLOCK_N):
-        cols = col_start + tl.arange(0, BLOCK_N)
-        col_ok = cols < n_rows
-        cols64 = cols.to(tl.int64)
-        lse_cols = tl.load(lse_ptr + cols64, mask=col_ok, other=0.0)
-        dots, z_cols = _tile_dots_and_values(z_rows, z_ptr, rows64, row_ok, z_ptr, cols64, col_ok,
-                                             d_offs, D, BLOCK_M, BLOCK_N, BLOCK_D, ONE_D_BLOCK,
-                                             ACC_DTYPE, DOT_PRECISION, UPCAST_BF16)
-        scores = dots * inv_t
-        allowed = col_ok[None, :] & (cols[None, :] != rows[:, None])
-        if EXCLUDE_POSITIVE:
-            allowed = allowed & (cols[None, :] != positives[:, None])
-        weight = tl.where(allowed, tl.exp(scores - lse_rows[:, None])
-                          + tl.exp(scores - lse_cols[None, :]), 0.0)
-        weight -= tl.where(cols[None, :] == positives[:, None], 2.0, 0.0)
-        acc = _dot(weight.to(z_cols.dtype), z_cols, acc, DOT_PRECISION, UPCAST_BF16)
-    coef = tl.load(coef_ptr)
-    out = grad_z_ptr + rows64[:, None] * D + d_offs[None, :]
-    tl.store(out, (acc * coef).to(grad_z_ptr.dtype.element_ty),
-             mask=row_ok[:, None] & (d_offs[None, :] < D))
-
-
-# ---------------------------------------------------------------------------------------------
-# InfoNCE (MoCo, SimCSE)
-# ---------------------------------------------------------------------------------------------
-
-
-@_autotune()
-@triton.jit
-def _info_nce_fwd_kernel(query_ptr, key_ptr, queue_ptr, inv_temperature_ptr, lse_ptr, positive_ptr,
-                         n_rows, n_queue, D,
-                         IN_BATCH_NEGATIVES: tl.constexpr, HAS_QUEUE: tl.constexpr,
-                         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-                         ONE_D_BLOCK: tl.constexpr, ACC_DTYPE: tl.constexpr,
-                         DOT_PRECISION: tl.constexpr, UPCAST_BF16: tl.constexpr):
-    """InfoNCE forward, one program per BLOCK_M queries:
-
-        positive_i = q_i . k_i / T
-        lse_i = log( exp(positive_i) + sum_{j != i} exp(q_i . k_j / T) [IN_BATCH_NEGATIVES]
-                     + sum_c exp(q_i . u_c / T) [HAS_QUEUE] )
-
-    The launcher takes loss = mean_i(lse_i - positive_i). Reference:
-    sslfast.reference.contrastive.info_nce (MoCo v2 with a queue, MoCo v3 / SimCSE in-batch).
-    """
-    pid = tl.program_id(0)
-    rows = pid * BLOCK_M + tl.arange(0, BLOCK_M)
-    row_ok = rows < n_rows
-    rows64 = rows.to(tl.int64)
-    inv_t = tl.load(inv_temperature_ptr)
-    positive = _row_dots(query_ptr, rows64, key_ptr, rows64, row_ok, D,
-                         BLOCK_M, BLOCK_D, ACC_DTYPE) * inv_t
-    # The positive is always in the denominator: it seeds the running logsumexp.
-    row_max = positive
-    row_sum = tl.full((BLOCK_M,), 1.0, ACC_DTYPE)
-    q_rows = _resident_tile(query_ptr, rows64, row_ok, D, BLOCK_D, ONE_D_BLOCK)
-    if IN_BATCH_NEGATIVES:
-        for col_start in range(0, n_rows, BLOCK_N):
-            cols = col_start + tl.arange(0, BLOCK_N)
-            col_ok = cols < n_rows
-            dots = _tile_dots(q_rows, query_ptr, rows64, row_ok, key_ptr, cols.to(tl.int64), col_ok,
-                              D, BLOCK_M, BLOCK_N, BLOCK_D, ONE_D_BLOCK, ACC_DTYPE,
-                              DOT_PRECISION, UPCAST_BF16)
-            keep = col_ok[None, :] & (cols[None, :] != rows[:, None])
-            scores = tl.where(keep, dots * inv_t, float("-inf"))
-            row_max, row_sum = _online_logsumexp(row_max, row_sum, scores)
-    if HAS_QUEUE:
-        for col_start in range(0, n_queue, BLOCK_N):
-            cols = col_start + tl.arange(0, BLOCK_N)
-            col_ok = cols < n_queue
-            dots = _tile_dots(q_rows, query_ptr, rows64, row_ok, queue_ptr, cols.to(tl.int64),
-                              col_ok, D, BLOCK_M, BLOCK_N, BLOCK_D, ONE_D_BLOCK, ACC_DTYPE,
-                              DOT_PRECISION, UPCAST_BF16)
-            scores = tl.where(col_ok[None, :], dots * inv_t, float("-inf"))
-            row_max, row_sum = _online_logsumexp(row_max, row_sum, scores)
-    tl.store(lse_ptr + rows64, row_max + tl.log(row_sum), mask=row_ok)
-    tl.store(positive_ptr + rows64, positive, mask=row_ok)
-
-
-@_autotune()
-@triton.jit
-def _info_nce_bwd_query_kernel(query_ptr, key_ptr, queue_ptr, lse_ptr, inv_temperature_ptr,
-                               coef_ptr, grad_query_ptr, grad_key_ptr, n_rows, n_queue, D,
-                               IN_BATCH_NEGATIVES: tl.constexpr, HAS_QUEUE: tl.constexpr,
-                               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                               BLOCK_D: tl.constexpr, ONE_D_BLOCK: tl.constexpr,
-                               ACC_DTYPE: tl.constexpr, DOT_PRECISION: tl.constexpr,
-                               UPCAST_BF16: tl.constexpr):
-    """InfoNCE backward for the queries, one program per (BLOCK_M rows, BLOCK_D columns of D):
-
-        dq_i = g / (N T) * ( sum_{j keys in the denominator} P_ij k_j + sum_c P_ic u_c - k_i ),
-        P_ij = exp(S_ij - lse_i)
-
-    Without in-batch negatives key i is the only key in row i's denominator, so the key side is
-    dq_i += g/(NT) (P_ii - 1) k_i and dk_i = g/(NT) (P_ii - 1) q_i, written here (no column
-    kernel). coef_ptr holds g / (N T).
-    Reference: autograd of sslfast.reference.contrastive.info_nce.
-    """
-    pid_m = tl.program_id(0)
-    pid_d = tl.program_id(1)
-    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    row_ok = rows < n_rows
-    rows64 = rows.to(tl.int64)
-    d_offs = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
-    out_mask = row_ok[:, None] & (d_offs[None, :] < D)
-    inv_t = tl.load(inv_temperature_ptr)
-    coef = tl.load(coef_ptr)
-    lse_rows = tl.load(lse_ptr + rows64, mask=row_ok, other=0.0)
-    q_rows = _resident_tile(query_ptr, rows64, row_ok, D, BLOCK_D, ONE_D_BLOCK)
-    acc = tl.zeros((BLOCK_M, BLOCK_D), ACC_DTYPE)
-    if IN_BATCH_NEGATIVES:
-        for col_start in range(0, n_rows, BLOCK_N):
-            cols = col_start + tl.arange(0, BLOCK_N)
-            col_ok = cols < n_rows
-            dots, k_cols = _tile_dots_and_values(q_rows, query_ptr, rows64, row_ok, key_ptr,
-                                                 cols.to(tl.int64), col_ok, d_offs, D, BLOCK_M,
-                                                 BLOCK_N, BLOCK_D, ONE_D_BLOCK, ACC_DTYPE,
-                                                 DOT_PRECISION, UPCAST_BF16)
-            weight = tl.where(col_ok[None, :], tl.exp(dots * inv_t - lse_rows[:, None]), 0.0)
-            weight -= tl.where(cols[None, :] == rows[:, None], 1.0, 0.0)
-            acc = _dot(weight.to(k_cols.dtype), k_cols, acc, DOT_PRECISION, UPCAST_BF16)
-    else:
-        positive = _row_dots(query_ptr, rows64, key_ptr, rows64, row_ok, D,
-                             BLOCK_M, BLOCK_D, ACC_DTYPE) * inv_t
-        own_weight = tl.exp(positive - lse_rows) - 1.0
-        k_own = _load_tile(key_ptr, rows64, row_ok, d_offs, D).to(ACC_DTYPE)
-        q_own = _load_tile(query_ptr, rows64, row_ok, d_offs, D).to(ACC_DTYPE)
-        acc += own_weight[:, None] * k_own
-        tl.store(grad_key_ptr + rows64[:, None] * D + d_offs[None, :],
-                 (own_weight[:, None] * q_own * coef).to(grad_key_ptr.dtype.element_ty),
-                 mask=out_mask)
-    if HAS_QUEUE:
-        for col_start in range(0, n_queue, BLOCK_N):
-            cols = col_start + tl.arange(0, BLOCK_N)
-            col_ok = cols < n_queue
-            dots, u_cols = _tile_dots_and_values(q_rows, query_ptr, rows64, row_ok, queue_ptr,
-                                                 cols.to(tl.int64), col_ok, d_offs, D, BLOCK_M,
-                                                 BLOCK_N, BLOCK_D, ONE_D_BLOCK, ACC_DTYPE,
-                                                 DOT_PRECISION, UPCAST_BF16)
-            weight = tl.where(col_ok[None, :], tl.exp(dots * inv_t - lse_rows[:, None]), 0.0)
-            acc = _dot(weight.to(u_cols.dtype), u_cols, acc, DOT_PRECISION, UPCAST_BF16)
-    tl.store(grad_query_ptr + rows64[:, None] * D + d_offs[None, :],
-             (acc * coef).to(grad_query_ptr.dtype.element_ty), mask=out_mask)
-
-
-@_autotune()
-@triton.jit
-def _info_nce_bwd_key_kernel(query_ptr, key_ptr, lse_ptr, inv_temperature_ptr, coef_ptr,
-                             grad_key_ptr, n_rows, D,
-                             BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-                             ONE_D_BLOCK: tl.constexpr, ACC_DTYPE: tl.constexpr,
-                             DOT_PRECISION: tl.constexpr, UPCAST_BF16: tl.constexpr):
-    """InfoNCE backward for the keys with in-batch negatives, one program per (BLOCK_M keys,
-    BLOCK_D columns of D), streaming the queries and recomputing S^T tiles from the saved lse:
-
-        dk_j = g / (N T) * ( sum_i P_ij q_i - q_j ),    P_ij = exp(q_i . k_j / T - lse_i)
-
-    coef_ptr holds g / (N T). Reference: autograd of sslfast.reference.contrastive.info_nce.
-    """
-    pid_m = tl.program_id(0)
-    pid_d = tl.program_id(1)
-    keys = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    key_ok = keys < n_rows
-    keys64 = keys.to(tl.int64)
-    d_offs = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
-    inv_t = tl.load(inv_temperature_ptr)
-    k_rows = _resident_tile(key_ptr, keys64, key_ok, D, BLOCK_D, ONE_D_BLOCK)
-    acc = tl.zeros((BLOCK_M, BLOCK_D), ACC_DTYPE)
-    for q_start in range(0, n_rows, BLOCK_N):
-        queries = q_start + tl.arange(0, BLOCK_N)
-        query_ok = queries < n_rows
-        queries64 = queries.to(tl.int64)
-        lse_queries = tl.load(lse_ptr + queries64, mask=query_ok, other=0.0)
-        dots, q_cols = _tile_dots_and_values(k_rows, key_ptr, keys64, key_ok, query_ptr, queries64,
-                                             query_ok, d_offs, D, BLOCK_M, BLOCK_N, BLOCK_D,
-                                             ONE_D_BLOCK, ACC_DTYPE, DOT_PRECISION, UPCAST_BF16)
-        weight = tl.where(query_ok[None, :], tl.exp(dots * inv_t - lse_queries[None, :]), 0.0)
-        weight -= tl.where(queries[None, :] == keys[:, None], 1.0, 0.0)
-        acc = _dot(weight.to(q_cols.dtype), q_cols, acc, DOT_PRECISION, UPCAST_BF16)
-    coef = tl.load(coef_ptr)
-    tl.store(grad_key_ptr + keys64[:, None] * D + d_offs[None, :],
-             (acc * coef).to(grad_key_ptr.dtype.element_ty),
-             mask=key_ok[:, None] & (d_offs[None, :] < D))
-
-
-# ---------------------------------------------------------------------------------------------
-# CLIP and SigLIP: logits S = logit_scale * image @ text^T (+ logit_bias)
-# ---------------------------------------------------------------------------------------------
 
 
 @triton.jit
@@ -475,217 +228,435 @@ def _load_scale_bias(scale_ptr, bias_ptr, HAS_BIAS: tl.constexpr, ACC_DTYPE: tl.
     return scale, bias
 
 
-@_autotune(min_block_m=_CLIP_MIN_BLOCK_M)
 @triton.jit
-def _clip_loss_fwd_kernel(image_ptr, text_ptr, scale_ptr, bias_ptr, row_lse_ptr, positive_ptr,
-                          col_partial_ptr, n_rows, n_cols, D,
-                          HAS_BIAS: tl.constexpr,
-                          BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-                          ONE_D_BLOCK: tl.constexpr, ACC_DTYPE: tl.constexpr,
-                          DOT_PRECISION: tl.constexpr, UPCAST_BF16: tl.constexpr):
-    """CLIP forward, both directions in one pass, one program per BLOCK_M image rows:
-
-        S_ij = scale * image_i . text_j (+ bias),    positive_i = S_ii
-        row_lse_i = log sum_j exp(S_ij)                          (image -> text)
-        col_partial[b, j] = log sum_{i in row block b} exp(S_ij)  (text -> image, partial)
-
-    The launcher reduces col_lse_j = logsumexp_b col_partial[b, j] (fixed order) and takes
-    loss = (mean_i(row_lse_i - S_ii) + mean_j(col_lse_j - S_jj)) / 2.
-    Reference: sslfast.reference.contrastive.clip_loss (open_clip ClipLoss).
-    """
-    pid = tl.program_id(0)
-    rows = pid * BLOCK_M + tl.arange(0, BLOCK_M)
-    row_ok = rows < n_rows
-    rows64 = rows.to(tl.int64)
-    scale, bias = _load_scale_bias(scale_ptr, bias_ptr, HAS_BIAS, ACC_DTYPE)
-    positive = _row_dots(image_ptr, rows64, text_ptr, rows64, row_ok & (rows < n_cols), D,
-                         BLOCK_M, BLOCK_D, ACC_DTYPE) * scale + bias
-    row_max = tl.full((BLOCK_M,), float("-inf"), ACC_DTYPE)
-    row_sum = tl.zeros((BLOCK_M,), ACC_DTYPE)
-    image_rows = _resident_tile(image_ptr, rows64, row_ok, D, BLOCK_D, ONE_D_BLOCK)
-    partial_row = col_partial_ptr + pid.to(tl.int64) * n_cols
-    for col_start in range(0, n_cols, BLOCK_N):
-        cols = col_start + tl.arange(0, BLOCK_N)
-        col_ok = cols < n_cols
-        dots = _tile_dots(image_rows, image_ptr, rows64, row_ok, text_ptr, cols.to(tl.int64),
-                          col_ok, D, BLOCK_M, BLOCK_N, BLOCK_D, ONE_D_BLOCK, ACC_DTYPE,
-                          DOT_PRECISION, UPCAST_BF16)
-        scores = tl.where(row_ok[:, None] & col_ok[None, :], dots * scale + bias, float("-inf"))
-        row_max, row_sum = _online_logsumexp(row_max, row_sum, scores)
-        col_max = tl.max(scores, axis=0)
-        # Only padding columns have col_max = -inf (every row block has a valid row).
-        col_shift = tl.where(col_max == float("-inf"), 0.0, col_max)
-        col_sum = tl.sum(tl.exp(scores - col_shift[None, :]), axis=0)
-        tl.store(partial_row + cols, col_max + tl.log(col_sum), mask=col_ok)
-    tl.store(row_lse_ptr + rows64, row_max + tl.log(row_sum), mask=row_ok)
-    tl.store(positive_ptr + rows64, positive, mask=row_ok)
-
-
-@_autotune()
-@triton.jit
-def _siglip_loss_fwd_kernel(image_ptr, text_ptr, scale_ptr, bias_ptr, row_loss_ptr,
-                            n_rows, n_cols, D,
-                            BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr,
-                            ONE_D_BLOCK: tl.constexpr, ACC_DTYPE: tl.constexpr,
-                            DOT_PRECISION: tl.constexpr, UPCAST_BF16: tl.constexpr):
-    """SigLIP forward, one program per BLOCK_M image rows:
-
-        S_ij = scale * image_i . text_j + bias,    z_ij = +1 if i == j else -1
-        row_loss_i = -sum_j logsigmoid(z_ij S_ij) = sum_j max(-x, 0) + log1p(exp(-|x|)), x = z S
-
-    The launcher takes loss = sum_i row_loss_i / N.
-    Reference: sslfast.reference.contrastive.siglip_loss (open_clip SigLipLoss).
-    """
-    pid = tl.program_id(0)
-    rows = pid * BLOCK_M + tl.arange(0, BLOCK_M)
-    row_ok = rows < n_rows
-    rows64 = rows.to(tl.int64)
-    scale, bias = _load_scale_bias(scale_ptr, bias_ptr, True, ACC_DTYPE)
-    row_loss = tl.zeros((BLOCK_M,), ACC_DTYPE)
-    image_rows = _resident_tile(image_ptr, rows64, row_ok, D, BLOCK_D, ONE_D_BLOCK)
-    for col_start in range(0, n_cols, BLOCK_N):
-        cols = col_start + tl.arange(0, BLOCK_N)
-        col_ok = cols < n_cols
-        dots = _tile_dots(image_rows, image_ptr, rows64, row_ok, text_ptr, cols.to(tl.int64),
-                          col_ok, D, BLOCK_M, BLOCK_N, BLOCK_D, ONE_D_BLOCK, ACC_DTYPE,
-                          DOT_PRECISION, UPCAST_BF16)
-        scores = dots * scale + bias
-        signed = tl.where(cols[None, :] == rows[:, None], scores, -scores)
-        neg_logsigmoid = tl.maximum(-signed, 0.0) + _log1p(tl.exp(-tl.abs(signed)))
-        row_loss += tl.sum(tl.where(col_ok[None, :], neg_logsigmoid, 0.0), axis=1)
-    tl.store(row_loss_ptr + rows64, row_loss, mask=row_ok)
+def _log1p_unit(e):
+    """log1p(e) for e in [0, 1]. fp32: 2 atanh(t), t = e / (2 + e) <= 1/3, by its series to t^13
+    (truncation below 2^-26 relative), FMAs and one approximate reciprocal: next to the gradient
+    weight's registers, log-based forms made the SigLIP epilogue spill. fp64: Goldberg's log1p."""
+    if e.dtype == tl.float64:
+        w = 1.0 + e
+        return tl.where(w == 1.0, e, tl.log(w) * (e / (w - 1.0)))
+    t = tl.fdiv(e, 2.0 + e, ieee_rounding=False)
+    t2 = t * t
+    series = 1.0 / 13.0
+    series = series * t2 + 1.0 / 11.0
+    series = series * t2 + 1.0 / 9.0
+    series = series * t2 + 1.0 / 7.0
+    series = series * t2 + 1.0 / 5.0
+    series = series * t2 + 1.0 / 3.0
+    series = series * t2 + 1.0
+    return 2.0 * t * series
 
 
 @triton.jit
-def _pair_loss_weight(scores, image_idx, text_idx, row_lse, col_lse, SIGLIP: tl.constexpr):
-    """dLoss/dS on a tile, divided by the launcher's coef (g/(2N) for CLIP, g/N for SigLIP):
+def _pair_mask(rows, row_ok, cols, col_ok, partners, EXCLUDE_SELF: tl.constexpr,
+               EXCLUDE_PARTNER: tl.constexpr):
+    """Which (row, column) pairs a row's denominator holds: NT-Xent drops j = i, DCL also j = p(i).
+    A label-masked loss (SupCon) would add its label test here."""
+    keep = row_ok[:, None] & col_ok[None, :]
+    if EXCLUDE_SELF:
+        keep = keep & (cols[None, :] != rows[:, None])
+    if EXCLUDE_PARTNER:
+        keep = keep & (cols[None, :] != partners[:, None])
+    return keep
 
-        CLIP:   exp(S_ij - row_lse_i) + exp(S_ij - col_lse_j) - 2 [i == j]
-        SigLIP: -z_ij sigmoid(-z_ij S_ij)
 
-    Index and lse arguments broadcast against scores, so row and column kernels share it.
+@triton.jit
+def _grad_weights(dots, rows, row_ok, cols, col_ok, partners, scale, bias, row_lse, col_lse,
+                  SIGLIP: tl.constexpr, USE_ROW_LSE: tl.constexpr, USE_COL_LSE: tl.constexpr,
+                  PARTNER_COEF: tl.constexpr, EXCLUDE_SELF: tl.constexpr,
+                  EXCLUDE_PARTNER: tl.constexpr, WITH_LOSS: tl.constexpr):
+    """dLoss/dS on a tile (up to the launcher's coefficient) and, for SigLIP with WITH_LOSS, the
+    tile's loss terms; zero outside the valid pairs. S = scale * dots + bias.
+
+        softmax losses: [j in row i's denominator] (exp(S_ij - lse_i) [USE_ROW_LSE]
+                        + exp(S_ij - lse_j) [USE_COL_LSE]) - PARTNER_COEF [j == p(i)]
+        SigLIP:         -z_ij sigmoid(-z_ij S_ij),  loss -logsigmoid(z_ij S_ij) = max(-zS, 0)
+                        + log1p(exp(-|S|)),  z = +1 on the diagonal (j == p(i)), -1 elsewhere
+
+    The SigLIP loss term and its gradient weight share one exponential.
     """
-    diag = image_idx == text_idx
+    valid = row_ok[:, None] & col_ok[None, :]
+    loss = tl.zeros((1, 1), dots.dtype)
     if SIGLIP:
-        sig = _sigmoid(tl.where(diag, -scores, scores))
-        weight = tl.where(diag, -sig, sig)
+        s = dots * scale + bias
+        diag = cols[None, :] == partners[:, None]
+        signed = tl.where(diag, s, -s)
+        e = tl.exp2(-tl.abs(s) * 1.4426950408889634)
+        w = 1.0 + e
+        # The approximate reciprocal (2 ulp): IEEE division's slow path made this epilogue spill.
+        inv = tl.fdiv(tl.full(w.shape, 1.0, w.dtype), w, ieee_rounding=False)
+        sig = tl.where(signed >= 0, e * inv, inv)  # sigmoid(-signed), never overflowing
+        weight = tl.where(valid, tl.where(diag, -sig, sig), 0.0)
+        if WITH_LOSS:
+            loss = tl.where(valid, tl.maximum(-signed, 0.0) + _log1p_unit(e), 0.0)
     else:
-        weight = (tl.exp(scores - row_lse) + tl.exp(scores - col_lse)
-                  - tl.where(diag, 2.0, 0.0))
-    return weight
+        # S - lse in natural units, then one multiply: where a row holds one score, S - lse
+        # cancels to exactly 0, as in eager (log2e folded into scale and lse would not).
+        s = dots * scale + bias
+        weight = tl.zeros(dots.shape, dots.dtype)
+        if USE_ROW_LSE:
+            weight += tl.exp2((s - row_lse[:, None]) * 1.4426950408889634)
+        if USE_COL_LSE:
+            weight += tl.exp2((s - col_lse[None, :]) * 1.4426950408889634)
+        keep = _pair_mask(rows, row_ok, cols, col_ok, partners, EXCLUDE_SELF, EXCLUDE_PARTNER)
+        weight = tl.where(keep, weight, 0.0)
+        if PARTNER_COEF != 0.0:
+            weight -= tl.where(valid & (cols[None, :] == partners[:, None]), PARTNER_COEF, 0.0)
+    return weight, loss
 
 
-@_autotune()
+# ---------------------------------------------------------------------------------------------
+# Forward kernels
+# ---------------------------------------------------------------------------------------------
+
+
+@_autotune("fwd", ["MODE"])
 @triton.jit
-def _pair_loss_bwd_image_kernel(image_ptr, text_ptr, scale_ptr, bias_ptr, coef_ptr,
-                                row_lse_ptr, col_lse_ptr, grad_image_ptr, partial_ptr,
-                                n_rows, n_cols, D,
-                                HAS_BIAS: tl.constexpr, SIGLIP: tl.constexpr,
-                                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                                BLOCK_D: tl.constexpr, ONE_D_BLOCK: tl.constexpr,
-                                ACC_DTYPE: tl.constexpr, DOT_PRECISION: tl.constexpr,
-                                UPCAST_BF16: tl.constexpr):
-    """CLIP / SigLIP backward for the image rows (and the scalars), one program per
-    (BLOCK_M rows, BLOCK_D columns of D), recomputing tiles of S from the saved lse:
+def _pair_fwd_kernel(a_ptr, b_ptr, scale_ptr, bias_ptr, row_part_ptr, col_part_ptr, pos_ptr,
+                     row_frame_ptr, shift_ptr, n_rows, n_cols, partner_shift, D, tiles_per_program,
+                     MODE: tl.constexpr, EXCLUDE_PARTNER: tl.constexpr, HAS_BIAS: tl.constexpr,
+                     D_PAD: tl.constexpr, D_CLASS: tl.constexpr,
+                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                     RESIDENT: tl.constexpr, ACC_DTYPE: tl.constexpr,
+                     DOT_PRECISION: tl.constexpr, UPCAST_BF16: tl.constexpr):
+    """Forward of NT-Xent, CLIP or SigLIP over S = scale * a b^T (+ bias). Program (m, s) owns
+    row block m and column tiles [first, first + tiles_per_program):
 
-        G_ij = coef * weight_ij  (_pair_loss_weight)
-        grad_image_i = scale * sum_j G_ij text_j
-        partial[b] = (sum_{i in b, j} G_ij image_i . text_j,  sum_{i in b, j} G_ij)
+        positive_i = S_{i, p(i)}  (NT-Xent: scale = 1/T, a = b = z, p(i) = (i + N) mod 2N;
+                                   CLIP, SigLIP: p(i) = i)
+        c_m = max_{i in m} positive_i, the block's shift (every program of block m computes it)
+        NT-Xent (upper triangle, first = m + s t) and CLIP (first = s t):
+          e_ij = exp(S_ij - c_m) [j != i, and j != p(i) for DCL (NT-Xent)]
+          row_part[s, i] = c_m + log sum_j e_ij    col_part[m, j] = c_m + log sum_i e_ij
+          (in log2 units, at least _WRITTEN_EMPTY: an empty sum is told from an unwritten slot,
+          -inf; NT-Xent writes no column part for its diagonal tile)
+        row_frame[i] = c_m for i in m, shift[m] = c_m
+        SigLIP: row_part[s, i] = sum_j -logsigmoid(z_ij S_ij)
 
-    Programs with pid_d == 0 write the partials of grad_scale and grad_bias; the launcher sums
-    them in order. Reference: autograd of sslfast.reference.contrastive.clip_loss / siglip_loss.
+    One exponential per score serves the row and the column sum. _combine_lse_kernel reduces the
+    parts and flags the rows whose sums the shift could not hold; _row_lse_kernel redoes those.
+    Reference: sslfast.reference.contrastive.nt_xent / clip_loss / siglip_loss.
     """
     pid_m = tl.program_id(0)
-    pid_d = tl.program_id(1)
+    pid_s = tl.program_id(1)
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     row_ok = rows < n_rows
     rows64 = rows.to(tl.int64)
-    d_offs = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+    partners = (rows + partner_shift) % n_cols
     scale, bias = _load_scale_bias(scale_ptr, bias_ptr, HAS_BIAS, ACC_DTYPE)
-    if SIGLIP:
-        row_lse = tl.zeros((BLOCK_M,), ACC_DTYPE)
+    scale2 = scale * 1.4426950408889634
+    if MODE == 0:
+        first = pid_m + pid_s * tiles_per_program  # BLOCK_N == BLOCK_M: tile m is the diagonal
     else:
+        first = pid_s * tiles_per_program
+    last = tl.minimum(first + tiles_per_program, tl.cdiv(n_cols, BLOCK_N))
+    if MODE != 2:
+        positive = _row_dots(a_ptr, rows64, b_ptr, partners.to(tl.int64), row_ok, D,
+                             BLOCK_M, BLOCK_K, ACC_DTYPE) * scale + bias
+        # bias2 - shift2 in one constant: each exponent is one FMA, and the shift is the largest
+        # positive, so the score a row's sum depends on most sits near 2^0.
+        shift2 = tl.max(tl.where(row_ok, positive * 1.4426950408889634, float("-inf")), axis=0)
+        offset2 = bias * 1.4426950408889634 - shift2
+    a_rows = _resident_tile(a_ptr, rows64, row_ok, D, BLOCK_K, RESIDENT)
+    row_acc = tl.zeros((BLOCK_M,), ACC_DTYPE)
+    col_part_row = col_part_ptr + pid_m.to(tl.int64) * n_cols
+    for tile in range(first, last):
+        cols = tile * BLOCK_N + tl.arange(0, BLOCK_N)
+        col_ok = cols < n_cols
+        dots = _scores(a_rows, a_ptr, rows64, row_ok, b_ptr, cols.to(tl.int64), col_ok, D,
+                       BLOCK_M, BLOCK_N, BLOCK_K, RESIDENT, ACC_DTYPE, DOT_PRECISION, UPCAST_BF16)
+        if MODE == 2:
+            _, loss = _grad_weights(dots, rows, row_ok, cols, col_ok, partners, scale, bias,
+                                    row_acc, row_acc, True, False, False, 0.0, False, False, True)
+            row_acc += tl.sum(loss, axis=1)
+        else:
+            keep = _pair_mask(rows, row_ok, cols, col_ok, partners, MODE == 0, EXCLUDE_PARTNER)
+            e = tl.where(keep, tl.exp2(dots * scale2 + offset2), 0.0)
+            row_acc += tl.sum(e, axis=1)
+            tl.store(col_part_row + cols, tl.maximum(shift2 + tl.log2(tl.sum(e, axis=0)), _WRITTEN_EMPTY),
+                     mask=col_ok & ((MODE == 1) | (tile != pid_m)))
+    if MODE == 2:
+        tl.store(row_part_ptr + pid_s.to(tl.int64) * n_rows + rows64, row_acc, mask=row_ok)
+    else:
+        tl.store(row_part_ptr + pid_s.to(tl.int64) * n_rows + rows64,
+                 tl.maximum(shift2 + tl.log2(row_acc), _WRITTEN_EMPTY),
+                 mask=row_ok & ((rows * 0 + first) < last))  # (a vector: the interpreter)
+        if pid_s == 0:
+            tl.store(pos_ptr + rows64, positive, mask=row_ok)
+            tl.store(row_frame_ptr + rows64, shift2 + rows * 0, mask=row_ok)
+            tl.store(shift_ptr + pid_m, shift2)
+
+
+@triton.jit
+def _combine_lse_kernel(row_part_ptr, n_row_slots, row_frame_ptr, col_part_ptr, n_col_slots,
+                        shift_ptr, lse_ptr, flag_ptr, n, BLOCK: tl.constexpr,
+                        ACC_DTYPE: tl.constexpr):
+    """lse_i = ln 2 * log2 sum_slot 2^part[slot, i] over the row parts (shifted by row i's own
+    block, row_frame[i]) and the column parts (slot b shifted by block b's shift[b]), in slot
+    order. flag_i = 1 where the shifts could not hold row i's sum: lse_i not finite (a term
+    overflowed, or NaN), or lse_i more than 60 (log2 units) below the shift of a slot that holds
+    terms of row i, where terms that underflowed in that frame (below 2^-126 there) could have
+    mattered. Unwritten slots are -inf and hold no terms. Flagged rows go to _row_lse_kernel."""
+    pid = tl.program_id(0)
+    idx = pid * BLOCK + tl.arange(0, BLOCK)
+    ok = idx < n
+    idx64 = idx.to(tl.int64)
+    running_max = tl.full((BLOCK,), float("-inf"), ACC_DTYPE)
+    running_sum = tl.zeros((BLOCK,), ACC_DTYPE)
+    top_frame = tl.full((BLOCK,), float("-inf"), ACC_DTYPE)
+    row_frame = tl.load(row_frame_ptr + idx64, mask=ok & ((idx * 0 + n_row_slots) > 0), other=float("-inf"))
+    for slot in range(0, n_row_slots + n_col_slots):
+        if slot < n_row_slots:
+            v = tl.load(row_part_ptr + slot * n + idx64, mask=ok, other=float("-inf"))
+            frame = row_frame
+        else:
+            v = tl.load(col_part_ptr + (slot - n_row_slots) * n + idx64, mask=ok, other=float("-inf"))
+            frame = tl.load(shift_ptr + (slot - n_row_slots)) + tl.zeros((BLOCK,), ACC_DTYPE)
+        top_frame = tl.where(v > float("-inf"), tl.maximum(top_frame, frame), top_frame)
+        new_max = tl.maximum(running_max, v)
+        shift = tl.where(new_max == float("-inf"), 0.0, new_max)
+        running_sum = running_sum * tl.exp2(running_max - shift) + tl.exp2(v - shift)
+        running_max = new_max
+    lse2 = running_max + tl.log2(running_sum)
+    held = (lse2 >= top_frame - 60.0) & (lse2 < float("inf"))
+    tl.store(lse_ptr + idx64, lse2 * 0.6931471805599453, mask=ok)
+    tl.store(flag_ptr + idx64, (~held).to(tl.int32), mask=ok)
+
+
+@triton.jit
+def _online_logsumexp2(running_max, running_sum, x):
+    """Fold a tile of log2-domain scores (masked entries -inf) into per-row (max, sum 2^(x - max));
+    also returns the tile's 2^(x - max) and the rescale factor of the old sum."""
+    new_max = tl.maximum(running_max, tl.max(x, axis=1))
+    # A row with nothing unmasked yet has new_max = -inf; shifting by 0 keeps exp2 at 0, not NaN.
+    shift = tl.where(new_max == float("-inf"), 0.0, new_max)
+    alpha = tl.exp2(running_max - shift)
+    p = tl.exp2(x - shift[:, None])
+    return new_max, running_sum * alpha + tl.sum(p, axis=1), p, alpha
+
+
+@_autotune("fold", ["EXCLUDE_SELF", "EXCLUDE_PARTNER", "IN_BATCH", "HAS_QUEUE", "CHECK", "FOLD"])
+@triton.jit
+def _row_lse_kernel(a_ptr, b_ptr, queue_ptr, scale_ptr, bias_ptr, lse_ptr, pos_ptr, flag_ptr,
+                    fold_ptr, n_rows, n_cols, n_queue, partner_shift, D,
+                    EXCLUDE_SELF: tl.constexpr, EXCLUDE_PARTNER: tl.constexpr,
+                    IN_BATCH: tl.constexpr, HAS_QUEUE: tl.constexpr, SEED_POSITIVE: tl.constexpr,
+                    STORE_POSITIVE: tl.constexpr, HAS_BIAS: tl.constexpr, CHECK: tl.constexpr,
+                    FOLD: tl.constexpr, D_PAD: tl.constexpr, D_CLASS: tl.constexpr,
+                    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                    RESIDENT: tl.constexpr, ACC_DTYPE: tl.constexpr,
+                    DOT_PRECISION: tl.constexpr, UPCAST_BF16: tl.constexpr):
+    """Per-row online logsumexp (one exponential per score), one program per BLOCK_M rows:
+
+        S_ij = scale * a_i . b_j (+ bias), positive_i = S_{i, p(i)},  p(i) = (i + shift) mod n_cols
+        lse_i = log( exp(positive_i) [SEED_POSITIVE] + sum_j exp(S_ij) [IN_BATCH, j kept by
+                     _pair_mask] + sum_c exp(scale * a_i . queue_c) [HAS_QUEUE] )
+        fold_i = sum_c P_ic queue_c,  P_ic = exp(S_ic - lse_i)         [FOLD: MoCo's dq share]
+
+    InfoNCE's forward; NT-Xent's forward when its fixed shift would underflow; and, with CHECK,
+    the guarded fallback of the fixed-shift forwards: only the rows flagged by
+    _combine_lse_kernel are written, and a row block without one runs no tile at all.
+    Reference: sslfast.reference.contrastive.info_nce / nt_xent / clip_loss.
+    """
+    pid = tl.program_id(0)
+    rows = pid * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_ok = rows < n_rows
+    rows64 = rows.to(tl.int64)
+    partners = (rows + partner_shift) % n_cols
+    scale, bias = _load_scale_bias(scale_ptr, bias_ptr, HAS_BIAS, ACC_DTYPE)
+    scale2 = scale * 1.4426950408889634
+    bias2 = bias * 1.4426950408889634
+    if CHECK:
+        todo = row_ok & (tl.load(flag_ptr + rows64, mask=row_ok, other=0) != 0)
+        any_todo = tl.max(todo.to(tl.int32), axis=0) > 0
+        col_end = tl.where(any_todo, n_cols, 0)
+        queue_end = tl.where(any_todo, n_queue, 0)
+    else:
+        todo = row_ok
+        col_end = n_cols
+        queue_end = n_queue
+    if STORE_POSITIVE | SEED_POSITIVE:
+        positive = _row_dots(a_ptr, rows64, b_ptr, partners.to(tl.int64), row_ok, D,
+                             BLOCK_M, BLOCK_K, ACC_DTYPE) * scale + bias
+    if SEED_POSITIVE:
+        row_max = positive * 1.4426950408889634
+        row_sum = tl.full((BLOCK_M,), 1.0, ACC_DTYPE)
+    else:
+        row_max = tl.full((BLOCK_M,), float("-inf"), ACC_DTYPE)
+        row_sum = tl.zeros((BLOCK_M,), ACC_DTYPE)
+    a_rows = _resident_tile(a_ptr, rows64, row_ok, D, BLOCK_K, RESIDENT)
+    if IN_BATCH:
+        for col_start in range(0, col_end, BLOCK_N):
+            cols = col_start + tl.arange(0, BLOCK_N)
+            col_ok = cols < n_cols
+            dots = _scores(a_rows, a_ptr, rows64, row_ok, b_ptr, cols.to(tl.int64), col_ok, D,
+                           BLOCK_M, BLOCK_N, BLOCK_K, RESIDENT, ACC_DTYPE, DOT_PRECISION, UPCAST_BF16)
+            keep = _pair_mask(rows, row_ok, cols, col_ok, partners, EXCLUDE_SELF, EXCLUDE_PARTNER)
+            x = tl.where(keep, dots * scale2 + bias2, float("-inf"))
+            row_max, row_sum, _, _ = _online_logsumexp2(row_max, row_sum, x)
+    if HAS_QUEUE:
+        folded = tl.zeros((BLOCK_M, BLOCK_K), ACC_DTYPE)
+        for col_start in range(0, queue_end, BLOCK_N):
+            cols = col_start + tl.arange(0, BLOCK_N)
+            col_ok = cols < n_queue
+            if FOLD:  # FOLD needs RESIDENT: the queue tile is the score operand and the values
+                u = _load_tile(queue_ptr, cols.to(tl.int64), col_ok, tl.arange(0, BLOCK_K), D)
+                dots = _dot(a_rows, tl.trans(u), tl.zeros((BLOCK_M, BLOCK_N), ACC_DTYPE),
+                            DOT_PRECISION, UPCAST_BF16)
+            else:
+                dots = _scores(a_rows, a_ptr, rows64, row_ok, queue_ptr, cols.to(tl.int64), col_ok,
+                               D, BLOCK_M, BLOCK_N, BLOCK_K, RESIDENT, ACC_DTYPE, DOT_PRECISION,
+                               UPCAST_BF16)
+            x = tl.where(row_ok[:, None] & col_ok[None, :], dots * scale2, float("-inf"))
+            row_max, row_sum, p, alpha = _online_logsumexp2(row_max, row_sum, x)
+            if FOLD:
+                folded = _dot(p.to(u.dtype), u, folded * alpha[:, None], DOT_PRECISION, UPCAST_BF16)
+        if FOLD:
+            k_offs = tl.arange(0, BLOCK_K)
+            tl.store(fold_ptr + rows64[:, None] * D + k_offs[None, :], folded / row_sum[:, None],
+                     mask=row_ok[:, None] & (k_offs[None, :] < D))
+    tl.store(lse_ptr + rows64, (row_max + tl.log2(row_sum)) * 0.6931471805599453, mask=todo)
+    if STORE_POSITIVE:
+        tl.store(pos_ptr + rows64, positive, mask=row_ok)
+
+
+# ---------------------------------------------------------------------------------------------
+# Backward kernels
+# ---------------------------------------------------------------------------------------------
+
+
+@_autotune("bwd", ["SIGLIP", "USE_ROW_LSE", "USE_COL_LSE", "IN_BATCH", "HAS_QUEUE", "SCALAR_GRADS"])
+@triton.jit
+def _pair_bwd_kernel(a_ptr, b_ptr, queue_ptr, scale_ptr, bias_ptr, coef_ptr, row_lse_ptr,
+                     col_lse_ptr, grad_ptr, part_ptr, n_rows, n_cols, n_queue, partner_shift, D,
+                     SIGLIP: tl.constexpr, USE_ROW_LSE: tl.constexpr, USE_COL_LSE: tl.constexpr,
+                     PARTNER_COEF: tl.constexpr, EXCLUDE_SELF: tl.constexpr,
+                     EXCLUDE_PARTNER: tl.constexpr, IN_BATCH: tl.constexpr,
+                     HAS_QUEUE: tl.constexpr, HAS_BIAS: tl.constexpr, SCALAR_GRADS: tl.constexpr,
+                     D_PAD: tl.constexpr, D_CLASS: tl.constexpr,
+                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                     ACC_DTYPE: tl.constexpr, DOT_PRECISION: tl.constexpr,
+                     UPCAST_BF16: tl.constexpr):
+    """Fused backward of one side, D <= BLOCK_K <= 256: a program owns BLOCK_M rows of a and an
+    fp32 [BLOCK_M, D] accumulator, and streams b's rows (then the queue's), each tile loaded once:
+
+        G_ij = _grad_weights(S_ij) (queue columns: exp(S - lse_i) only)
+        grad_a_i = coef[0] * (sum_j G_ij b_j + sum_c G_ic queue_c)
+        part[m] = (sum_{i in m, j} G_ij a_i . b_j, sum G_ij) * coef[1]             [SCALAR_GRADS]
+
+    NT-Xent: G is symmetric, so this one launch is the whole gradient. CLIP / SigLIP / InfoNCE
+    keys: a second launch with a and b (and the lse roles) swapped gives the other side.
+    Reference: autograd of sslfast.reference.contrastive.
+    """
+    pid = tl.program_id(0)
+    rows = pid * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_ok = rows < n_rows
+    rows64 = rows.to(tl.int64)
+    partners = (rows + partner_shift) % n_cols
+    k_offs = tl.arange(0, BLOCK_K)
+    scale, bias = _load_scale_bias(scale_ptr, bias_ptr, HAS_BIAS, ACC_DTYPE)
+    if USE_ROW_LSE:
         row_lse = tl.load(row_lse_ptr + rows64, mask=row_ok, other=0.0)
-    image_rows = _resident_tile(image_ptr, rows64, row_ok, D, BLOCK_D, ONE_D_BLOCK)
-    acc = tl.zeros((BLOCK_M, BLOCK_D), ACC_DTYPE)
+    else:
+        row_lse = tl.zeros((BLOCK_M,), ACC_DTYPE)
+    a_rows = _load_tile(a_ptr, rows64, row_ok, k_offs, D)
+    acc = tl.zeros((BLOCK_M, BLOCK_K), ACC_DTYPE)
     scale_grad = tl.zeros((BLOCK_M,), ACC_DTYPE)
     bias_grad = tl.zeros((BLOCK_M,), ACC_DTYPE)
-    for col_start in range(0, n_cols, BLOCK_N):
-        cols = col_start + tl.arange(0, BLOCK_N)
-        col_ok = cols < n_cols
-        cols64 = cols.to(tl.int64)
-        if SIGLIP:
-            col_lse = tl.zeros((BLOCK_N,), ACC_DTYPE)
-        else:
-            col_lse = tl.load(col_lse_ptr + cols64, mask=col_ok, other=0.0)
-        dots, text_cols = _tile_dots_and_values(image_rows, image_ptr, rows64, row_ok, text_ptr,
-                                                cols64, col_ok, d_offs, D, BLOCK_M, BLOCK_N,
-                                                BLOCK_D, ONE_D_BLOCK, ACC_DTYPE, DOT_PRECISION,
-                                                UPCAST_BF16)
-        weight = _pair_loss_weight(dots * scale + bias, rows[:, None], cols[None, :],
-                                   row_lse[:, None], col_lse[None, :], SIGLIP)
-        weight = tl.where(row_ok[:, None] & col_ok[None, :], weight, 0.0)
-        scale_grad += tl.sum(weight * dots, axis=1)
-        bias_grad += tl.sum(weight, axis=1)
-        acc = _dot(weight.to(text_cols.dtype), text_cols, acc, DOT_PRECISION, UPCAST_BF16)
-    coef = tl.load(coef_ptr)
-    tl.store(grad_image_ptr + rows64[:, None] * D + d_offs[None, :],
-             (acc * (coef * scale)).to(grad_image_ptr.dtype.element_ty),
-             mask=row_ok[:, None] & (d_offs[None, :] < D))
-    first_d_block = pid_d == 0
-    tl.store(partial_ptr + pid_m * 2, tl.sum(scale_grad, axis=0) * coef, mask=first_d_block)
-    tl.store(partial_ptr + pid_m * 2 + 1, tl.sum(bias_grad, axis=0) * coef, mask=first_d_block)
+    if IN_BATCH:
+        for col_start in range(0, n_cols, BLOCK_N):
+            cols = col_start + tl.arange(0, BLOCK_N)
+            col_ok = cols < n_cols
+            cols64 = cols.to(tl.int64)
+            if USE_COL_LSE:
+                col_lse = tl.load(col_lse_ptr + cols64, mask=col_ok, other=0.0)
+            else:
+                col_lse = tl.zeros((BLOCK_N,), ACC_DTYPE)
+            b = _load_tile(b_ptr, cols64, col_ok, k_offs, D)
+            dots = _dot(a_rows, tl.trans(b), tl.zeros((BLOCK_M, BLOCK_N), ACC_DTYPE),
+                        DOT_PRECISION, UPCAST_BF16)
+            weight, _ = _grad_weights(dots, rows, row_ok, cols, col_ok, partners, scale, bias,
+                                      row_lse, col_lse, SIGLIP, USE_ROW_LSE, USE_COL_LSE,
+                                      PARTNER_COEF, EXCLUDE_SELF, EXCLUDE_PARTNER, False)
+            if SCALAR_GRADS:
+                scale_grad += tl.sum(weight * dots, axis=1)
+                bias_grad += tl.sum(weight, axis=1)
+            acc = _dot(weight.to(b.dtype), b, acc, DOT_PRECISION, UPCAST_BF16)
+    if HAS_QUEUE:
+        for col_start in range(0, n_queue, BLOCK_N):
+            cols = col_start + tl.arange(0, BLOCK_N)
+            col_ok = cols < n_queue
+            u = _load_tile(queue_ptr, cols.to(tl.int64), col_ok, k_offs, D)
+            dots = _dot(a_rows, tl.trans(u), tl.zeros((BLOCK_M, BLOCK_N), ACC_DTYPE),
+                        DOT_PRECISION, UPCAST_BF16)
+            weight = tl.where(row_ok[:, None] & col_ok[None, :],
+                              tl.exp2((dots * scale - row_lse[:, None]) * 1.4426950408889634), 0.0)
+            acc = _dot(weight.to(u.dtype), u, acc, DOT_PRECISION, UPCAST_BF16)
+    grad_coef = tl.load(coef_ptr).to(ACC_DTYPE)
+    tl.store(grad_ptr + rows64[:, None] * D + k_offs[None, :],
+             (acc * grad_coef).to(grad_ptr.dtype.element_ty),
+             mask=row_ok[:, None] & (k_offs[None, :] < D))
+    if SCALAR_GRADS:
+        part_coef = tl.load(coef_ptr + 1).to(ACC_DTYPE)
+        part = part_ptr + pid.to(tl.int64) * 2
+        tl.store(part, tl.sum(scale_grad, axis=0) * part_coef)
+        tl.store(part + 1, tl.sum(bias_grad, axis=0) * part_coef)
 
 
-@_autotune()
+@_autotune("grad_weight", ["SIGLIP", "USE_ROW_LSE", "USE_COL_LSE", "SCALAR_GRADS"])
 @triton.jit
-def _pair_loss_bwd_text_kernel(image_ptr, text_ptr, scale_ptr, bias_ptr, coef_ptr,
-                               row_lse_ptr, col_lse_ptr, grad_text_ptr, n_rows, n_cols, D,
-                               HAS_BIAS: tl.constexpr, SIGLIP: tl.constexpr,
-                               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                               BLOCK_D: tl.constexpr, ONE_D_BLOCK: tl.constexpr,
-                               ACC_DTYPE: tl.constexpr, DOT_PRECISION: tl.constexpr,
-                               UPCAST_BF16: tl.constexpr):
-    """CLIP / SigLIP backward for the text rows, one program per (BLOCK_M text rows, BLOCK_D
-    columns of D), streaming image rows and recomputing S^T tiles from the saved lse:
+def _grad_weight_kernel(a_ptr, b_ptr, scale_ptr, bias_ptr, coef_ptr, row_lse_ptr, col_lse_ptr,
+                        g_ptr, part_ptr, row_start, row_end, n_cols, partner_shift, g_stride,
+                        g_col_offset, D,
+                        SIGLIP: tl.constexpr, USE_ROW_LSE: tl.constexpr, USE_COL_LSE: tl.constexpr,
+                        PARTNER_COEF: tl.constexpr, EXCLUDE_SELF: tl.constexpr,
+                        EXCLUDE_PARTNER: tl.constexpr, HAS_BIAS: tl.constexpr,
+                        SCALAR_GRADS: tl.constexpr, D_PAD: tl.constexpr, D_CLASS: tl.constexpr,
+                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                        ACC_DTYPE: tl.constexpr, DOT_PRECISION: tl.constexpr,
+                        UPCAST_BF16: tl.constexpr):
+    """Gradient weights of one tile for the cuBLAS backward (D > 256, and fp64 on GPUs), one
+    program per (row tile of the chunk [row_start, row_end), column tile):
 
-        grad_text_j = scale * sum_i G_ij image_i,    G_ij = coef * weight_ij (_pair_loss_weight)
+        g[i - row_start, g_col_offset + j] = coef[0] * _grad_weights(S_ij)   (input dtype)
+        part[m, n] = (sum G_ij a_i . b_j, sum G_ij) * coef[1]                 [SCALAR_GRADS]
 
-    Reference: autograd of sslfast.reference.contrastive.clip_loss / siglip_loss.
+    The launcher then runs grad_a[chunk] = g @ b and grad_b += g^T @ a[chunk].
+    Reference: autograd of sslfast.reference.contrastive.
     """
     pid_m = tl.program_id(0)
-    pid_d = tl.program_id(1)
-    texts = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    text_ok = texts < n_cols
-    texts64 = texts.to(tl.int64)
-    d_offs = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+    pid_n = tl.program_id(1)
+    rows = row_start + pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    row_ok = rows < row_end
+    rows64 = rows.to(tl.int64)
+    cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    col_ok = cols < n_cols
+    cols64 = cols.to(tl.int64)
+    partners = (rows + partner_shift) % n_cols
     scale, bias = _load_scale_bias(scale_ptr, bias_ptr, HAS_BIAS, ACC_DTYPE)
-    if SIGLIP:
-        col_lse = tl.zeros((BLOCK_M,), ACC_DTYPE)
+    if USE_ROW_LSE:
+        row_lse = tl.load(row_lse_ptr + rows64, mask=row_ok, other=0.0)
     else:
-        col_lse = tl.load(col_lse_ptr + texts64, mask=text_ok, other=0.0)
-    text_rows = _resident_tile(text_ptr, texts64, text_ok, D, BLOCK_D, ONE_D_BLOCK)
-    acc = tl.zeros((BLOCK_M, BLOCK_D), ACC_DTYPE)
-    for image_start in range(0, n_rows, BLOCK_N):
-        images = image_start + tl.arange(0, BLOCK_N)
-        image_ok = images < n_rows
-        images64 = images.to(tl.int64)
-        if SIGLIP:
-            row_lse = tl.zeros((BLOCK_N,), ACC_DTYPE)
-        else:
-            row_lse = tl.load(row_lse_ptr + images64, mask=image_ok, other=0.0)
-        dots, image_cols = _tile_dots_and_values(text_rows, text_ptr, texts64, text_ok, image_ptr,
-                                                 images64, image_ok, d_offs, D, BLOCK_M, BLOCK_N,
-                                                 BLOCK_D, ONE_D_BLOCK, ACC_DTYPE, DOT_PRECISION,
-                                                 UPCAST_BF16)
-        weight = _pair_loss_weight(dots * scale + bias, images[None, :], texts[:, None],
-                                   row_lse[None, :], col_lse[:, None], SIGLIP)
-        weight = tl.where(image_ok[None, :], weight, 0.0)
-        acc = _dot(weight.to(image_cols.dtype), image_cols, acc, DOT_PRECISION, UPCAST_BF16)
-    coef = tl.load(coef_ptr)
-    tl.store(grad_text_ptr + texts64[:, None] * D + d_offs[None, :],
-             (acc * (coef * scale)).to(grad_text_ptr.dtype.element_ty),
-             mask=text_ok[:, None] & (d_offs[None, :] < D))
+        row_lse = tl.zeros((BLOCK_M,), ACC_DTYPE)
+    if USE_COL_LSE:
+        col_lse = tl.load(col_lse_ptr + cols64, mask=col_ok, other=0.0)
+    else:
+        col_lse = tl.zeros((BLOCK_N,), ACC_DTYPE)
+    dots = _scores(tl.zeros((1, BLOCK_K), tl.float32), a_ptr, rows64, row_ok, b_ptr, cols64, col_ok,
+                   D, BLOCK_M, BLOCK_N, BLOCK_K, False, ACC_DTYPE, DOT_PRECISION, UPCAST_BF16)
+    weight, _ = _grad_weights(dots, rows, row_ok, cols, col_ok, partners, scale, bias, row_lse,
+                              col_lse, SIGLIP, USE_ROW_LSE, USE_COL_LSE, PARTNER_COEF,
+                              EXCLUDE_SELF, EXCLUDE_PARTNER, False)
+    grad_coef = tl.load(coef_ptr).to(ACC_DTYPE)
+    local = (rows64 - row_start)[:, None] * g_stride + g_col_offset + cols64[None, :]
+    tl.store(g_ptr + local, (weight * grad_coef).to(g_ptr.dtype.element_ty),
+             mask=row_ok[:, None] & col_ok[None, :])
+    if SCALAR_GRADS:
+        part_coef = tl.load(coef_ptr + 1).to(ACC_DTYPE)
+        part = part_ptr + (pid_m.to(tl.int64) * tl.num_programs(1) + pid_n) * 2
+        tl.store(part, tl.sum(tl.sum(weight * dots, axis=1), axis=0) * part_coef)
+        tl.store(part + 1, tl.sum(tl.sum(weight, axis=1), axis=0) * part_coef)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -697,19 +668,49 @@ def _acc_dtype(x):
     return torch.float64 if x.dtype == torch.float64 else torch.float32
 
 
-def _kernel_options(x):
-    """Compile-time options shared by every kernel, from the [rows, D] input x."""
-    d = x.shape[1]
-    block_d = min(max(16, triton.next_power_of_2(d)),
-                  _FP64_MAX_BLOCK_D if x.dtype == torch.float64 and not _INTERPRETED else _MAX_BLOCK_D)
-    return {
-        "BLOCK_D": block_d,
-        "ONE_D_BLOCK": d <= block_d,
+def _d_pad(d):
+    return max(16, triton.next_power_of_2(d))
+
+
+def _fp64_on_gpu(x):
+    return x.dtype == torch.float64 and not _INTERPRETED
+
+
+def _fused(x):
+    """The fused backward (and the in-kernel MoCo fold) holds an fp32 [BLOCK_M, D] accumulator:
+    D up to _FUSED_MAX_D; fp64 on GPUs always takes G + torch matmul (no fp64 tl.dot)."""
+    return _d_pad(x.shape[1]) <= _FUSED_MAX_D and not _fp64_on_gpu(x)
+
+
+def _options(x, kind):
+    """Compile-time options of one launch, from the [rows, D] input x and the kernel kind."""
+    d_pad = _d_pad(x.shape[1])
+    if kind in ("fold", "bwd"):  # the whole padded D in one chunk: the accumulator's width
+        block_k = d_pad
+    elif _fp64_on_gpu(x):
+        block_k = min(d_pad, _FP64_BLOCK)
+    elif kind == "grad_weight":
+        block_k = min(d_pad, _STREAM_BLOCK_K)
+    else:
+        block_k = d_pad if d_pad <= _RESIDENT_MAX_D else _STREAM_BLOCK_K
+    options = {
+        "D_PAD": d_pad,
+        "BLOCK_K": block_k,
         "ACC_DTYPE": tl.float64 if x.dtype == torch.float64 else tl.float32,
         # fp32 inputs must not be rounded to tf32: the result has to match an fp32 matmul.
         "DOT_PRECISION": "ieee" if x.dtype in (torch.float32, torch.float64) else "tf32",
         "UPCAST_BF16": _INTERPRETED and x.dtype == torch.bfloat16,
     }
+    if kind in ("fwd", "fold"):
+        options["RESIDENT"] = d_pad <= block_k
+    return options
+
+
+def _min_block(kind, options, key):
+    """The smallest BLOCK_M / BLOCK_N the autotuner may pick for this launch: partial buffers are
+    sized for it, and slots of larger configs' unused programs stay zero."""
+    kept = _prune(_tile_configs(kind), {}, **options)
+    return min(c.kwargs[key] for c in kept)
 
 
 def _device_scalar(value, like):
@@ -717,157 +718,326 @@ def _device_scalar(value, like):
     return torch.full((), value, dtype=_acc_dtype(like), device=like.device)
 
 
-def _coef(grad_loss, like, divisor):
-    return grad_loss.reshape(()).to(_acc_dtype(like)) / divisor
+def _coefs(grad_coef, part_coef, like):
+    """coef[0] multiplies gradient rows, coef[1] the scalar-gradient partials (device tensors)."""
+    acc = _acc_dtype(like)
+    return torch.stack([grad_coef.reshape(()).to(acc), part_coef.reshape(()).to(acc)])
 
 
 def _row_grid(n_rows):
     return lambda meta: (triton.cdiv(n_rows, meta["BLOCK_M"]),)
 
 
-def _row_d_grid(n_rows, d):
-    return lambda meta: (triton.cdiv(n_rows, meta["BLOCK_M"]), triton.cdiv(d, meta["BLOCK_D"]))
+def _shifted_forward(mode, a, b, scale, bias, partner_shift, exclude_partner):
+    """_pair_fwd_kernel over a [n, D] x b [m, D]: (row parts [splits, n], column parts
+    [row blocks, m], positive logits [n], block shifts [row blocks]). Parts that no program
+    writes (the triangle's lower half, programs that a larger config does not launch) stay -inf
+    (0 for SigLIP's plain loss sums); block shifts stay -inf likewise."""
+    n, d = a.shape
+    m = b.shape[0]
+    acc = _acc_dtype(a)
+    options = _options(a, "fwd")
+    block = _min_block("fwd", options, "BLOCK_M")  # square tiles: BLOCK_N == BLOCK_M
+    splits = triton.cdiv(triton.cdiv(m, block), _TILES_PER_PROGRAM)
+    row_blocks = triton.cdiv(n, block)
+    empty = 0.0 if mode == _SIGLIP else float("-inf")
+    row_part = a.new_full((splits, n), empty, dtype=acc)
+    col_part = a.new_full((row_blocks if mode != _SIGLIP else 1, m), empty, dtype=acc)
+    shifts = a.new_full((row_blocks,), float("-inf"), dtype=acc)
+    positive = a.new_empty((n,), dtype=acc)
+    row_frame = a.new_empty((n,), dtype=acc)
+    has_bias = bias is not None
+    grid = lambda meta: (triton.cdiv(n, meta["BLOCK_M"]),
+                         triton.cdiv(triton.cdiv(m, meta["BLOCK_N"]), _TILES_PER_PROGRAM))
+    _pair_fwd_kernel[grid](a, b, scale, bias if has_bias else scale, row_part, col_part, positive,
+                           row_frame, shifts, n, m, partner_shift, d, _TILES_PER_PROGRAM, MODE=mode,
+                           EXCLUDE_PARTNER=bool(exclude_partner), HAS_BIAS=has_bias, **options)
+    return row_part, col_part, positive, row_frame, shifts
+
+
+_COMBINE_BLOCK = 256
+
+
+def _combine(row_part, row_frame, col_part, shifts):
+    """(lse, flags) from log2-domain parts (either may be None): _combine_lse_kernel."""
+    some = row_part if row_part is not None else col_part
+    n = some.shape[1]
+    lse = some.new_empty((n,))
+    flags = torch.empty((n,), dtype=torch.int32, device=some.device)
+    row_part = some[:0] if row_part is None else row_part
+    col_part = some[:0] if col_part is None else col_part
+    _combine_lse_kernel[(triton.cdiv(n, _COMBINE_BLOCK),)](
+        row_part, row_part.shape[0], row_frame if row_frame is not None else lse, col_part,
+        col_part.shape[0], shifts, lse, flags, n, BLOCK=_COMBINE_BLOCK,
+        ACC_DTYPE=tl.float64 if some.dtype == torch.float64 else tl.float32)
+    return lse, flags
+
+
+def _fallback_rows(a, b, scale, bias, lse, flags, partner_shift, exclude_self, exclude_partner):
+    """Recompute, with per-row maxima, the rows that _combine flagged (no host sync: a row block
+    without a flagged row runs no tile)."""
+    n, d = a.shape
+    has_bias = bias is not None
+    _row_lse_kernel[_row_grid(n)](
+        a, b, b, scale, bias if has_bias else scale, lse, lse, flags, lse,
+        n, b.shape[0], 0, partner_shift, d, EXCLUDE_SELF=exclude_self,
+        EXCLUDE_PARTNER=exclude_partner, IN_BATCH=True, HAS_QUEUE=False, SEED_POSITIVE=False,
+        STORE_POSITIVE=False, HAS_BIAS=has_bias, CHECK=True, FOLD=False, **_options(a, "fwd"))
+
+
+def _weight_flags(**overrides):
+    flags = dict(SIGLIP=False, USE_ROW_LSE=True, USE_COL_LSE=False, PARTNER_COEF=0.0,
+                 EXCLUDE_SELF=False, EXCLUDE_PARTNER=False)
+    flags.update(overrides)
+    return flags
+
+
+def _fused_side(a, b, scale, bias, coefs, row_lse, col_lse, grad, partner_shift, flags, *,
+                queue=None, in_batch=True, scalar_grads=False):
+    """_pair_bwd_kernel for the rows of a; returns the [row blocks, 2] partials."""
+    n, d = a.shape
+    options = _options(a, "bwd")
+    part = a.new_zeros((triton.cdiv(n, _min_block("bwd", options, "BLOCK_M")), 2), dtype=_acc_dtype(a))
+    has_bias = bias is not None
+    _pair_bwd_kernel[_row_grid(n)](
+        a, b, queue if queue is not None else b, scale, bias if has_bias else scale, coefs,
+        row_lse, col_lse, grad, part, n, b.shape[0], 0 if queue is None else queue.shape[0],
+        partner_shift, d, IN_BATCH=in_batch, HAS_QUEUE=queue is not None, HAS_BIAS=has_bias,
+        SCALAR_GRADS=scalar_grads, **flags, **options)
+    return part
+
+
+def _grad_weight_chunks(a, sources, scale, bias, coefs, row_lse, partner_shift, *, scalar_grads=False):
+    """The G path: for chunks of a's rows, the gradient weights against each (b, col_lse, flags)
+    of ``sources``, side by side in one [chunk, sum of widths] tensor of a's dtype. Yields
+    (start, end, [G per source], partial sums [2]). A chunk holds at most _G_CHUNK_BYTES."""
+    n, d = a.shape
+    widths = [b.shape[0] for b, _, _ in sources]
+    total = sum(widths)
+    rows_per_chunk = max(16, _G_CHUNK_BYTES // max(1, total * a.element_size()))
+    options = _options(a, "grad_weight")
+    block_m = _min_block("grad_weight", options, "BLOCK_M")
+    block_n = _min_block("grad_weight", options, "BLOCK_N")
+    has_bias = bias is not None
+    for start in range(0, n, rows_per_chunk):
+        end = min(n, start + rows_per_chunk)
+        g = a.new_empty((end - start, total))
+        parts = []
+        offset = 0
+        for (b, col_lse, flags), width in zip(sources, widths):
+            part = a.new_zeros((triton.cdiv(end - start, block_m) * triton.cdiv(width, block_n), 2),
+                               dtype=_acc_dtype(a))
+            grid = lambda meta, rows=end - start, width=width: (triton.cdiv(rows, meta["BLOCK_M"]),
+                                                                triton.cdiv(width, meta["BLOCK_N"]))
+            _grad_weight_kernel[grid](
+                a, b, scale, bias if has_bias else scale, coefs, row_lse,
+                col_lse if col_lse is not None else row_lse, g, part, start, end, width,
+                partner_shift, total, offset, d, HAS_BIAS=has_bias, SCALAR_GRADS=scalar_grads,
+                **flags, **options)
+            parts.append(part.sum(dim=0))
+            offset += width
+        yield start, end, list(g.split(widths, dim=1)), torch.stack(parts).sum(dim=0)
+
+
+def _scalar_grads(part, logit_scale, logit_bias):
+    # copy=True: both come from one tensor, and the schema promises outputs that do not alias
+    grad_scale = part[0].to(logit_scale.dtype, copy=True).reshape(logit_scale.shape)
+    if logit_bias is not None:
+        grad_bias = part[1].to(logit_bias.dtype, copy=True).reshape(logit_bias.shape)
+    else:
+        grad_bias = torch.zeros_like(logit_scale)
+    return grad_scale, grad_bias
 
 
 def nt_xent_fwd(z, temperature, exclude_positive):
     z = z.contiguous()
-    n_rows, d = z.shape
+    n, d = z.shape
     acc = _acc_dtype(z)
-    lse = z.new_empty((n_rows,), dtype=acc)
-    positive = z.new_empty((n_rows,), dtype=acc)
-    _nt_xent_fwd_kernel[_row_grid(n_rows)](
-        z, _device_scalar(1.0 / temperature, z), lse, positive, n_rows, n_rows // 2, d,
-        EXCLUDE_POSITIVE=bool(exclude_positive), **_kernel_options(z))
+    inv_t = _device_scalar(1.0 / temperature, z)
+    exclude_positive = bool(exclude_positive)
+    block = _min_block("fwd", _options(z, "fwd"), "BLOCK_M")
+    partial_bytes = (triton.cdiv(n, block) + triton.cdiv(triton.cdiv(n, block), _TILES_PER_PROGRAM)) * n * 4
+    if 2 * _LOG2E / temperature <= _SHIFT_MAX_SPREAD_LOG2 and partial_bytes <= _SHIFT_PARTIAL_BYTES:
+        row_part, col_part, positive, row_frame, shifts = _shifted_forward(
+            _NT_XENT, z, z, inv_t, None, n // 2, exclude_positive)
+        lse, flags = _combine(row_part, row_frame, col_part, shifts)
+        _fallback_rows(z, z, inv_t, None, lse, flags, n // 2, True, exclude_positive)
+    else:
+        lse = z.new_empty((n,), dtype=acc)
+        positive = z.new_empty((n,), dtype=acc)
+        _row_lse_kernel[_row_grid(n)](
+            z, z, z, inv_t, inv_t, lse, positive, lse, lse, n, n, 0, n // 2, d,
+            EXCLUDE_SELF=True, EXCLUDE_PARTNER=exclude_positive, IN_BATCH=True, HAS_QUEUE=False,
+            SEED_POSITIVE=False, STORE_POSITIVE=True, HAS_BIAS=False, CHECK=False, FOLD=False,
+            **_options(z, "fwd"))
     return (lse - positive).mean(), lse
 
 
 def nt_xent_bwd(grad_loss, z, lse, temperature, exclude_positive):
     z, lse = z.contiguous(), lse.contiguous()
-    n_rows, d = z.shape
+    n, d = z.shape
+    inv_t = _device_scalar(1.0 / temperature, z)
+    coef = grad_loss.reshape(()).to(_acc_dtype(z)) / (n * temperature)
+    coefs = _coefs(coef, coef, z)
+    # W is symmetric (S and the allowed pairs are): the column terms fold into row k's gradient.
+    flags = _weight_flags(USE_COL_LSE=True, PARTNER_COEF=2.0, EXCLUDE_SELF=True,
+                          EXCLUDE_PARTNER=bool(exclude_positive))
     grad_z = torch.empty_like(z)
-    _nt_xent_bwd_kernel[_row_d_grid(n_rows, d)](
-        z, lse, _device_scalar(1.0 / temperature, z), _coef(grad_loss, z, n_rows * temperature),
-        grad_z, n_rows, n_rows // 2, d,
-        EXCLUDE_POSITIVE=bool(exclude_positive), **_kernel_options(z))
+    if _fused(z):
+        _fused_side(z, z, inv_t, None, coefs, lse, lse, grad_z, n // 2, flags)
+    else:
+        for start, end, (g,), _ in _grad_weight_chunks(z, [(z, lse, flags)], inv_t, None, coefs, lse, n // 2):
+            torch.mm(g, z, out=grad_z[start:end])
     return grad_z
 
 
-def _no_folding(what):
-    raise RuntimeError(f"sslfast_triton::{what}: gradients computed in the forward pass are "
-                       "implemented by the C++ CPU kernel only (the public functions never ask Triton)")
-
-
 def info_nce_fwd(query, key, queue, temperature, in_batch_negatives, fold_queue_grad):
-    if fold_queue_grad:
-        _no_folding("info_nce_fwd")
     query, key = query.contiguous(), key.contiguous()
     queue = None if queue is None else queue.contiguous()
-    n_rows, d = query.shape
+    in_batch = bool(in_batch_negatives)
+    if fold_queue_grad and (queue is None or in_batch):
+        raise RuntimeError("sslfast_triton::info_nce_fwd: fold_queue_grad needs a queue and no "
+                           "in-batch negatives (MoCo)")
+    n, d = query.shape
     acc = _acc_dtype(query)
-    lse = query.new_empty((n_rows,), dtype=acc)
-    positive = query.new_empty((n_rows,), dtype=acc)
+    inv_t = _device_scalar(1.0 / temperature, query)
+    lse = query.new_empty((n,), dtype=acc)
+    positive = query.new_empty((n,), dtype=acc)
+    fold_here = bool(fold_queue_grad) and _fused(query)
+    folded = query.new_empty((n, d) if fold_queue_grad else (0,), dtype=acc)
     has_queue = queue is not None
-    _info_nce_fwd_kernel[_row_grid(n_rows)](
-        query, key, queue if has_queue else key, _device_scalar(1.0 / temperature, query),
-        lse, positive, n_rows, queue.shape[0] if has_queue else 0, d,
-        IN_BATCH_NEGATIVES=bool(in_batch_negatives), HAS_QUEUE=has_queue,
-        **_kernel_options(query))
-    return (lse - positive).mean(), lse, query.new_empty((0,), dtype=acc)
+    _row_lse_kernel[_row_grid(n)](
+        query, key, queue if has_queue else key, inv_t, inv_t, lse, positive, lse,
+        folded if fold_here else lse, n, n, queue.shape[0] if has_queue else 0, 0, d,
+        EXCLUDE_SELF=False, EXCLUDE_PARTNER=False, IN_BATCH=in_batch, HAS_QUEUE=has_queue,
+        SEED_POSITIVE=not in_batch, STORE_POSITIVE=True, HAS_BIAS=False, CHECK=False,
+        FOLD=fold_here, **_options(query, "fold" if fold_here else "fwd"))
+    if fold_queue_grad and not fold_here:
+        # P_ic for the queue columns, then folded = P @ queue: the G path with unit coefficients.
+        ones = _coefs(torch.ones((), device=query.device), torch.ones((), device=query.device), query)
+        for start, end, (p,), _ in _grad_weight_chunks(query, [(queue, None, _weight_flags())],
+                                                       inv_t, None, ones, lse, 0):
+            folded[start:end] = torch.mm(p, queue).to(acc)
+    return (lse - positive).mean(), lse, folded
+
+
+def _own_key_terms(query, key, lse, temperature, coef):
+    """MoCo without in-batch negatives: key i is the only key in row i's denominator, so
+    dq_i gets coef (P_ii - 1) k_i and dk_i = coef (P_ii - 1) q_i: O(N D), no score tile."""
+    acc = _acc_dtype(query)
+    q, k = query.to(acc), key.to(acc)
+    own = torch.exp((q * k).sum(dim=1) / temperature - lse) - 1.0
+    return coef * own[:, None] * k, coef * own[:, None] * q
 
 
 def info_nce_bwd(grad_loss, query, key, queue, lse, folded, temperature, in_batch_negatives):
-    if folded.numel():
-        _no_folding("info_nce_bwd")
     query, key, lse = query.contiguous(), key.contiguous(), lse.contiguous()
     queue = None if queue is None else queue.contiguous()
-    n_rows, d = query.shape
-    options = _kernel_options(query)
+    in_batch = bool(in_batch_negatives)
+    n, d = query.shape
+    acc = _acc_dtype(query)
     inv_t = _device_scalar(1.0 / temperature, query)
-    coef = _coef(grad_loss, query, n_rows * temperature)
-    grad_query = torch.empty_like(query)
-    grad_key = torch.empty_like(key)
-    has_queue = queue is not None
-    _info_nce_bwd_query_kernel[_row_d_grid(n_rows, d)](
-        query, key, queue if has_queue else key, lse, inv_t, coef, grad_query, grad_key,
-        n_rows, queue.shape[0] if has_queue else 0, d,
-        IN_BATCH_NEGATIVES=bool(in_batch_negatives), HAS_QUEUE=has_queue, **options)
-    if in_batch_negatives:
-        _info_nce_bwd_key_kernel[_row_d_grid(n_rows, d)](
-            query, key, lse, inv_t, coef, grad_key, n_rows, d, **options)
-    return grad_query, grad_key
+    coef = grad_loss.reshape(()).to(acc) / (n * temperature)
+    if folded.numel():  # MoCo with the queue's share summed in the forward
+        own_q, own_k = _own_key_terms(query, key, lse, temperature, coef)
+        return (coef * folded + own_q).to(query.dtype), own_k.to(key.dtype)
+    coefs = _coefs(coef, coef, query)
+    key_flags = _weight_flags(PARTNER_COEF=1.0)
+    if _fused(query):
+        grad_query = torch.empty_like(query) if in_batch else query.new_empty(query.shape, dtype=acc)
+        _fused_side(query, key, inv_t, None, coefs, lse, lse, grad_query, 0, key_flags,
+                    queue=queue, in_batch=in_batch)
+        if in_batch:
+            grad_key = torch.empty_like(key)
+            _fused_side(key, query, inv_t, None, coefs, lse, lse, grad_key, 0,
+                        _weight_flags(USE_ROW_LSE=False, USE_COL_LSE=True, PARTNER_COEF=1.0))
+            return grad_query, grad_key
+    else:
+        sources = ([(key, None, key_flags)] if in_batch else []) + (
+            [(queue, None, _weight_flags())] if queue is not None else [])
+        grad_query = query.new_zeros(query.shape, dtype=acc if not in_batch else query.dtype)
+        grad_key = key.new_zeros(key.shape, dtype=acc) if in_batch else None
+        for start, end, gs, _ in _grad_weight_chunks(query, sources, inv_t, None, coefs, lse, 0):
+            values = ([key] if in_batch else []) + ([queue] if queue is not None else [])
+            grad_query[start:end] = sum(torch.mm(g, v) for g, v in zip(gs, values)).to(grad_query.dtype)
+            if in_batch:
+                grad_key += torch.mm(gs[0].t(), query[start:end]).to(acc)
+        if in_batch:
+            return grad_query, grad_key.to(key.dtype)
+    own_q, own_k = _own_key_terms(query, key, lse, temperature, coef)
+    return (grad_query + own_q).to(query.dtype), own_k.to(key.dtype)
 
 
 def clip_loss_fwd(image, text, logit_scale, logit_bias):
     image, text = image.contiguous(), text.contiguous()
-    n_rows, d = image.shape
-    n_cols = text.shape[0]
-    acc = _acc_dtype(image)
-    row_lse = image.new_empty((n_rows,), dtype=acc)
-    positive = image.new_empty((n_rows,), dtype=acc)
-    # Sized for the smallest BLOCK_M the autotuner may pick; the chosen one fills the first rows.
-    col_partial = image.new_empty((triton.cdiv(n_rows, _CLIP_MIN_BLOCK_M), n_cols), dtype=acc)
-    has_bias = logit_bias is not None
-    _clip_loss_fwd_kernel[_row_grid(n_rows)](
-        image, text, logit_scale, logit_bias if has_bias else logit_scale,
-        row_lse, positive, col_partial, n_rows, n_cols, d,
-        HAS_BIAS=has_bias, **_kernel_options(image))
-    row_blocks = triton.cdiv(n_rows, _clip_loss_fwd_kernel.best_config.kwargs["BLOCK_M"])
-    col_lse = torch.logsumexp(col_partial[:row_blocks], dim=0)
+    row_part, col_part, positive, row_frame, shifts = _shifted_forward(
+        _CLIP, image, text, logit_scale, logit_bias, 0, False)
+    row_lse, row_flags = _combine(row_part, row_frame, None, shifts)
+    col_lse, col_flags = _combine(None, None, col_part, shifts)
+    # S^T = scale * text image^T + bias: the column fallback is the row fallback, swapped.
+    _fallback_rows(image, text, logit_scale, logit_bias, row_lse, row_flags, 0, False, False)
+    _fallback_rows(text, image, logit_scale, logit_bias, col_lse, col_flags, 0, False, False)
     loss = ((row_lse - positive).mean() + (col_lse - positive).mean()) / 2
     return loss, row_lse, col_lse
 
 
-def _pair_loss_bwd(coef, image, text, logit_scale, logit_bias, row_lse, col_lse, siglip):
+def _pair_grads(image, text, logit_scale, logit_bias, coef, row_lse, col_lse, siglip):
+    """(grad_image, grad_text, grad_scale, grad_bias) of CLIP (siglip=False, coef =
+    g / 2N) or SigLIP (coef = g / N): both sides fused, or G + cuBLAS."""
     image, text = image.contiguous(), text.contiguous()
-    row_lse, col_lse = row_lse.contiguous(), col_lse.contiguous()
-    n_rows, d = image.shape
-    n_cols = text.shape[0]
-    options = _kernel_options(image)
-    has_bias = logit_bias is not None
-    bias = logit_bias if has_bias else logit_scale
-    grad_image = torch.empty_like(image)
-    grad_text = torch.empty_like(text)
-    # Sized for the smallest BLOCK_M the autotuner may pick; the chosen one fills the first rows.
-    partial = image.new_empty((triton.cdiv(n_rows, _MIN_BLOCK_M), 2), dtype=_acc_dtype(image))
-    _pair_loss_bwd_image_kernel[_row_d_grid(n_rows, d)](
-        image, text, logit_scale, bias, coef, row_lse, col_lse, grad_image, partial,
-        n_rows, n_cols, d, HAS_BIAS=has_bias, SIGLIP=siglip, **options)
-    row_blocks = triton.cdiv(n_rows, _pair_loss_bwd_image_kernel.best_config.kwargs["BLOCK_M"])
-    _pair_loss_bwd_text_kernel[_row_d_grid(n_cols, d)](
-        image, text, logit_scale, bias, coef, row_lse, col_lse, grad_text, n_rows, n_cols, d,
-        HAS_BIAS=has_bias, SIGLIP=siglip, **options)
-    scale_grad, bias_grad = partial[:row_blocks].sum(dim=0).unbind()
-    # copy=True: both come from one tensor, and the schema promises outputs that do not alias
-    grad_scale = scale_grad.to(logit_scale.dtype, copy=True).reshape(logit_scale.shape)
-    if has_bias:
-        grad_bias = bias_grad.to(logit_bias.dtype, copy=True).reshape(logit_bias.shape)
+    acc = _acc_dtype(image)
+    scale = logit_scale.reshape(()).to(acc)
+    coefs = _coefs(coef * scale, coef, image)
+    if siglip:
+        flags = _weight_flags(SIGLIP=True, USE_ROW_LSE=False)
     else:
-        grad_bias = torch.zeros_like(logit_scale)
-    return grad_image, grad_text, grad_scale, grad_bias
+        flags = _weight_flags(USE_COL_LSE=True, PARTNER_COEF=2.0)
+    grad_image, grad_text = torch.empty_like(image), torch.empty_like(text)
+    if _fused(image):
+        part = _fused_side(image, text, logit_scale, logit_bias, coefs, row_lse, col_lse, grad_image,
+                           0, flags, scalar_grads=True).sum(dim=0)
+        _fused_side(text, image, logit_scale, logit_bias, coefs, col_lse, row_lse, grad_text, 0, flags)
+    else:
+        grad_text_acc = text.new_zeros(text.shape, dtype=acc)
+        parts = []
+        for start, end, (g,), part in _grad_weight_chunks(image, [(text, col_lse, flags)], logit_scale,
+                                                          logit_bias, coefs, row_lse, 0,
+                                                          scalar_grads=True):
+            torch.mm(g, text, out=grad_image[start:end])
+            grad_text_acc += torch.mm(g.t(), image[start:end]).to(acc)
+            parts.append(part)
+        part = torch.stack(parts).sum(dim=0)
+        grad_text = grad_text_acc.to(text.dtype)
+    return (grad_image, grad_text, *_scalar_grads(part, logit_scale, logit_bias))
 
 
 def clip_loss_bwd(grad_loss, image, text, logit_scale, logit_bias, row_lse, col_lse):
-    coef = _coef(grad_loss, image, 2 * image.shape[0])
-    return _pair_loss_bwd(coef, image, text, logit_scale, logit_bias, row_lse, col_lse,
-                          siglip=False)
+    coef = grad_loss.reshape(()).to(_acc_dtype(image)) / (2 * image.shape[0])
+    return _pair_grads(image, text, logit_scale, logit_bias, coef, row_lse.contiguous(),
+                       col_lse.contiguous(), siglip=False)
 
 
 def siglip_loss_fwd(image, text, logit_scale, logit_bias, with_grads):
-    if with_grads:
-        _no_folding("siglip_loss_fwd")
     image, text = image.contiguous(), text.contiguous()
-    n_rows, d = image.shape
-    row_loss = image.new_empty((n_rows,), dtype=_acc_dtype(image))
-    _siglip_loss_fwd_kernel[_row_grid(n_rows)](
-        image, text, logit_scale, logit_bias, row_loss, n_rows, text.shape[0], d,
-        **_kernel_options(image))
-    return (row_loss.sum() / n_rows, *(image.new_empty((0,)) for _ in range(4)))  # four distinct outputs
+    n = image.shape[0]
+    row_part, *_ = _shifted_forward(_SIGLIP, image, text, logit_scale, logit_bias, 0, False)
+    loss = row_part.sum() / n
+    if with_grads:
+        # SigLIP has no normalizer: the gradients need no forward result, and come from the same
+        # launches as siglip_loss_bwd's for an upstream 1. The loss could share each score's
+        # exponential with its weight in one pass, but that epilogue spilled on sm_90 (GPU lint).
+        coef = torch.ones((), dtype=_acc_dtype(image), device=image.device) / n
+        placeholder = coef.reshape(1)  # SigLIP reads no logsumexp
+        return (loss, *_pair_grads(image, text, logit_scale, logit_bias, coef, placeholder,
+                                   placeholder, siglip=True))
+    return (loss, *(image.new_empty((0,)) for _ in range(4)))  # four distinct outputs
 
 
 def siglip_loss_bwd(grad_loss, image, text, logit_scale, logit_bias):
-    coef = _coef(grad_loss, image, image.shape[0])
-    # SigLIP has no logsumexp: the lse pointers are placeholders the kernels never read.
-    return _pair_loss_bwd(coef, image, text, logit_scale, logit_bias, coef, coef, siglip=True)
+    coef = grad_loss.reshape(()).to(_acc_dtype(image)) / image.shape[0]
+    placeholder = coef.reshape(1)  # SigLIP reads no logsumexp
+    return _pair_grads(image, text, logit_scale, logit_bias, coef, placeholder, placeholder,
+                       siglip=True)
 
 
 # ---------------------------------------------------------------------------------------------
