@@ -7,6 +7,7 @@ import math
 import torch
 from torch import nn
 
+from ..ops import _validate as check
 from ..ops import contrastive as ops
 
 
@@ -42,6 +43,7 @@ class ClipLoss(nn.Module):
 
     def __init__(self, learn_scale: bool = False, init_scale: float = 1 / 0.07):
         super().__init__()
+        init_scale = check.positive_float("init_scale", init_scale)
         self.log_scale = nn.Parameter(torch.tensor(math.log(init_scale))) if learn_scale else None
 
     def forward(self, image, text, logit_scale=None, logit_bias=None):
@@ -57,8 +59,8 @@ class SigLipLoss(nn.Module):
 
     def __init__(self, init_scale: float = 10.0, init_bias: float = -10.0):
         super().__init__()
-        self.log_scale = nn.Parameter(torch.tensor(math.log(init_scale)))
-        self.bias = nn.Parameter(torch.tensor(init_bias))
+        self.log_scale = nn.Parameter(torch.tensor(math.log(check.positive_float("init_scale", init_scale))))
+        self.bias = nn.Parameter(torch.tensor(check.real("init_bias", init_bias)))
 
     def forward(self, image, text):
         return ops.siglip_loss(image, text, self.log_scale.exp(), self.bias)

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ..graph import Graph
+from ..ops import _validate as check
 from ..ops.gnn import gat_aggregate, gcn_aggregate, spmm
 
 __all__ = ["GCNConv", "SAGEConv", "GATConv", "GINConv"]
@@ -33,6 +34,14 @@ class _GraphCache(nn.Module):
         return self._graph
 
 
+def _check_x(x, in_channels):
+    """x [N, in_channels]: named here rather than as a shape mismatch inside a matmul."""
+    check.tensor("x", x, ndim=2)
+    if in_channels is not None and x.shape[1] != in_channels:
+        raise ValueError(f"x must have in_channels = {in_channels} columns, got shape {tuple(x.shape)}")
+    return x
+
+
 def _glorot_(weight):
     bound = math.sqrt(6.0 / (weight.shape[0] + weight.shape[1]))
     with torch.no_grad():
@@ -48,8 +57,9 @@ class GCNConv(_GraphCache):
 
     def __init__(self, in_channels, out_channels, add_self_loops=True, normalize=True, bias=True):
         super().__init__()
+        self.in_channels = check.integer("in_channels", in_channels, 1)
         self.add_self_loops, self.normalize = add_self_loops, normalize
-        self.lin = nn.Linear(in_channels, out_channels, bias=False)
+        self.lin = nn.Linear(in_channels, check.integer("out_channels", out_channels, 1), bias=False)
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
         _glorot_(self.lin.weight)
 
@@ -69,7 +79,7 @@ class GCNConv(_GraphCache):
         return gcn_aggregate(graph.with_one_loop_per_node(), h, add_self_loops=False, edge_weight=weight)
 
     def forward(self, x, edge_index, edge_weight=None):
-        graph = self.graph_of(edge_index, x.shape[0])
+        graph = self.graph_of(edge_index, _check_x(x, self.in_channels).shape[0])
         out = self._propagate(graph, self.lin(x), edge_weight)
         return out if self.bias is None else out + self.bias
 
@@ -79,12 +89,13 @@ class SAGEConv(_GraphCache):
 
     def __init__(self, in_channels, out_channels, aggr="mean", root_weight=True, bias=True):
         super().__init__()
+        self.in_channels = check.integer("in_channels", in_channels, 1)
         self.aggr, self.root_weight = aggr, root_weight
-        self.lin_l = nn.Linear(in_channels, out_channels, bias=bias)
+        self.lin_l = nn.Linear(in_channels, check.integer("out_channels", out_channels, 1), bias=bias)
         self.lin_r = nn.Linear(in_channels, out_channels, bias=False) if root_weight else None
 
     def forward(self, x, edge_index):
-        graph = self.graph_of(edge_index, x.shape[0])
+        graph = self.graph_of(edge_index, _check_x(x, self.in_channels).shape[0])
         out = self.lin_l(spmm(graph, x, self.aggr))
         return out + self.lin_r(x) if self.root_weight else out
 
@@ -102,7 +113,7 @@ class GINConv(_GraphCache):
             self.register_buffer("eps", torch.tensor([float(eps)]))
 
     def forward(self, x, edge_index):
-        graph = self.graph_of(edge_index, x.shape[0])
+        graph = self.graph_of(edge_index, _check_x(x, None).shape[0])
         return self.nn((1 + self.eps) * x + spmm(graph, x, "sum"))
 
 
@@ -117,7 +128,9 @@ class GATConv(_GraphCache):
         super().__init__()
         if dropout:
             raise ValueError(f"dropout must be 0 (attention dropout is not fused yet), got {dropout}")
-        self.heads, self.out_channels, self.concat = heads, out_channels, concat
+        self.in_channels = check.integer("in_channels", in_channels, 1)
+        self.heads, self.out_channels, self.concat = check.integer("heads", heads, 1), out_channels, concat
+        check.integer("out_channels", out_channels, 1)
         self.negative_slope, self.add_self_loops = negative_slope, add_self_loops
         self.lin = nn.Linear(in_channels, heads * out_channels, bias=False)
         self.att_src = nn.Parameter(torch.empty(1, heads, out_channels))
@@ -140,7 +153,7 @@ class GATConv(_GraphCache):
         return self._loop_graph
 
     def forward(self, x, edge_index):
-        graph = self._with_self_loops(self.graph_of(edge_index, x.shape[0]))
+        graph = self._with_self_loops(self.graph_of(edge_index, _check_x(x, self.in_channels).shape[0]))
         h = self.lin(x).view(-1, self.heads, self.out_channels)
         alpha_src = (h * self.att_src).sum(-1)
         alpha_dst = (h * self.att_dst).sum(-1)

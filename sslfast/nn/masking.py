@@ -30,7 +30,11 @@ class RandomMasking(nn.Module):
         noise = None
         if ratio == 0.0:
             # Keep everything, in order: identical noise ranks make the stable sort the identity.
+            check.tensor("x", x, ndim=3)
             length = x.shape[1] - self.num_prefix_tokens
+            if length < 1:
+                raise ValueError(f"x must have at least one patch token after num_prefix_tokens = "
+                                 f"{self.num_prefix_tokens}, got shape {tuple(x.shape)}")
             noise = torch.zeros(x.shape[0], length, device=x.device)
         return ops.random_masking(x, ratio, generator=generator, pos_embed=pos_embed,
                                   num_prefix_tokens=self.num_prefix_tokens, noise=noise,
