@@ -1,5 +1,6 @@
 # Every target sets itself up from nothing: venv, pinned deps, build. See README.md.
-#   make test       build + nvcc-compile kernels/*.cu (when nvcc exists) + pytest
+#   make test       lint + build + nvcc-compile kernels/*.cu (when nvcc exists) + pytest
+#   make lint       ruff (Python) and clang-format --dry-run (C++ / CUDA): style only, no build
 #   make bench      build + the benchmark suite on the best device present (python -m sslfast.bench)
 #   make gpu-check  on a GPU machine: CUDA build, suite on CUDA, compute-sanitizer, benchmarks
 
@@ -13,12 +14,14 @@ TORCH_PIN   := torch==2.13.0
 TRITON_PIN  := triton==3.9.0
 TOOLS_PINS  := numpy==2.4.6 pytest==9.2.0 pytest-benchmark==5.3.1 tqdm==4.70.1 matplotlib==3.11.2 \
                ninja==1.13.2 setuptools==84.2.1 wheel
+LINT_PINS   := ruff==0.17.5 clang-format==23.1.3
 
-BUILT   := $(VENV)/.built
-DEPS    := $(VENV)/.deps
-CU_SRCS := $(wildcard kernels/*.cu)
+INSTALLED := $(VENV)/.installed
+DEPS      := $(VENV)/.deps
+CU_SRCS   := $(wildcard kernels/*.cu)
+CXX_SRCS  := $(wildcard csrc/*.cpp csrc/*.h csrc/*/*.cpp csrc/*/*.h kernels/*.cu kernels/*.h)
 
-.PHONY: all venv deps build test test-quick bench bench-quick nvcc-check gpu-check clean
+.PHONY: all venv deps build lint test test-quick bench bench-quick nvcc-check gpu-check clean
 
 all: test
 
@@ -37,19 +40,22 @@ $(DEPS): $(PY) Makefile
 	@$(PY) -c "import triton" 2>/dev/null || $(PIP) install -q $(TRITON_PIN) || echo "triton unavailable: Triton backend disabled"
 	@$(PY) -c "import numpy, pytest, pytest_benchmark, tqdm, matplotlib, ninja, setuptools, wheel" 2>/dev/null \
 		|| $(PIP) install -q $(TOOLS_PINS)
+	@[ -x $(VENV)/bin/ruff ] && [ -x $(VENV)/bin/clang-format ] || $(PIP) install -q $(LINT_PINS) \
+		|| echo "ruff / clang-format unavailable: make lint cannot run here"
 	@$(PY) -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"
 	@touch $@
 
 venv deps: $(DEPS)
 
-# Editable install once (metadata + first build); afterwards every `make build` runs the
-# incremental in-place rebuild: ninja decides what changed, so sources added or touched while a
-# build ran are never missed (a stamp-file rule would miss them).
-$(BUILT): $(DEPS)
-	MAX_JOBS=$${MAX_JOBS:-$$(nproc)} $(PIP) install -q --no-build-isolation --no-deps -e .
+# One compile: `setup.py build_ext --inplace` (ninja; objects kept in build/, so every later
+# `make build` is incremental and never misses a source added or touched while a build ran). The
+# editable install adds only the metadata (the `sslfast` command, `import sslfast` from anywhere):
+# SSLFAST_SKIP_EXTENSION=1 keeps pip's own build (in a temporary folder) from compiling it again.
+$(INSTALLED): $(DEPS) pyproject.toml
+	SSLFAST_SKIP_EXTENSION=1 $(PIP) install -q --no-build-isolation --no-deps -e .
 	@touch $@
 
-build: $(BUILT)
+build: $(INSTALLED)
 	@MAX_JOBS=$${MAX_JOBS:-$$(nproc)} $(PY) setup.py -q build_ext --inplace
 	@$(PY) -c "import sslfast, sslfast._native as n; print('sslfast._C built:', n.AVAILABLE, '| cuda:', n.built_with_cuda())"
 
@@ -64,7 +70,12 @@ nvcc-check:
 	     || { cat build/nvcc-check/$$(basename $$f .cu).ptxas.txt; exit 1; }; \
 	 done; fi
 
-test: build nvcc-check
+# Style only (no build): ruff for Python, clang-format (.clang-format) in check mode for C++ / CUDA.
+lint: $(DEPS)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/clang-format --dry-run --Werror $(CXX_SRCS)
+
+test: lint build nvcc-check
 	$(PY) -m pytest -q tests
 
 test-quick: build
@@ -135,4 +146,4 @@ gpu-check: build nvcc-check
 	 exit $$status
 
 clean:
-	rm -rf build $(BUILT) sslfast/*.so *.egg-info bench-results
+	rm -rf build $(INSTALLED) sslfast/*.so *.egg-info bench-results

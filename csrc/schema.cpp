@@ -13,6 +13,8 @@
 
 #include <string>
 
+#include "cpu/isa.h"
+
 extern "C" {
 // `import sslfast._C` loads this library; the TORCH_LIBRARY blocks below then register.
 PyMODINIT_FUNC PyInit__C(void) {
@@ -172,8 +174,11 @@ void fall_through_autograd(torch::Library& m) {
 
 }  // namespace
 
+std::string cpu_isa() { return sslfast::cpu::cpu_isa(); }
+
 TORCH_LIBRARY(sslfast, m) {
   m.def("built_with_cuda() -> bool", &built_with_cuda);
+  m.def("cpu_isa() -> str", &cpu_isa);
   define_all(m);
 }
 

@@ -1,6 +1,6 @@
 // Launchers of the CUDA GNN kernels (kernels/spmm.cu), shared with the torch-side host glue
 // csrc/cuda/spmm.cpp. Plain pointers + sizes + a cudaStream_t: no torch headers here, so that
-// `nvcc -c` compiles the kernels on machines whose torch has no CUDA headers (DESIGN.md).
+// `nvcc -c` compiles the kernels on machines whose torch has no CUDA headers (docs/ARCHITECTURE.md).
 #pragma once
 
 #include <cstdint>

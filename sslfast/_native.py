@@ -5,11 +5,11 @@ from __future__ import annotations
 import torch
 
 try:
-    from . import _C  # noqa: F401  (registers the sslfast:: ops on import)
+    from . import _C  # noqa: F401  (registers the sslfast:: and sslfast_triton:: schemas on import)
 
     AVAILABLE = True
     IMPORT_ERROR = None
-except ImportError as error:  # not built: the reference (and Triton) backends still work
+except ImportError as error:  # not built: the reference (and nothing else) runs
     AVAILABLE = False
     IMPORT_ERROR = error
 
@@ -18,8 +18,7 @@ def built_with_cuda() -> bool:
     return AVAILABLE and bool(torch.ops.sslfast.built_with_cuda())
 
 
-def devices(has_cuda_kernel: bool = False) -> tuple[str, ...]:
-    """Device types the native backend has kernels for, for an op with or without a CUDA kernel."""
-    if not AVAILABLE:
-        return ()
-    return ("cpu", "cuda") if has_cuda_kernel and built_with_cuda() else ("cpu",)
+def cpu_isa() -> str | None:
+    """The instruction set the CPU kernels run: "avx2" (AVX2 + FMA) or "baseline", chosen when
+    the extension loads (``SSLFAST_CPU_ISA=baseline`` forces the baseline); None if not built."""
+    return str(torch.ops.sslfast.cpu_isa()) if AVAILABLE else None

@@ -1,9 +1,8 @@
 // Large CPU outputs backed by transparent huge pages where the kernel allows it.
 //
 // A fresh output from at::empty is untouched memory: the kernel that fills it takes one page
-// fault per 4 KiB, and under a hypervisor each costs about 1.5 us (measured on the 2-core KVM dev
-// machine: allocating and filling 51 MB took 21.6 ms, refilling the same buffer 2.5 ms). For a
-// memory-bound op that is a third of its time. Marking the 2 MiB-aligned interior of the
+// fault per 4 KiB, which under a hypervisor was a third of a memory-bound op's time
+// (benchmarks/NOTES.md, "huge pages"). Marking the 2 MiB-aligned interior of the
 // allocation MADV_HUGEPAGE before anything touches it makes those faults 2 MiB each (torch does
 // the same for allocations of 2 MiB and more under THP_MEM_ALLOC_ENABLE=1). The tensor stays an
 // ordinary at::empty tensor: same allocator, same deleter, counted by the profiler like any other.
@@ -11,8 +10,8 @@
 // Only outputs of 32 MiB and more: glibc serves those from their own mmap (its dynamic mmap
 // threshold never exceeds 32 MiB on 64-bit), so the hint covers exactly this tensor's mapping
 // and is unmapped with it. Smaller blocks can come from the heap, where the flag would outlive
-// the tensor and mark memory reused by unrelated allocations; between 4 and 32 MiB the hint
-// measured 0.97x-1.11x, within the noise (benchmarks/NOTES.md). Without THP (or in "never" mode) madvise fails
+// the tensor and mark memory reused by unrelated allocations; between 4 and 32 MiB the hint made
+// no measurable difference (benchmarks/NOTES.md). Without THP (or in "never" mode) madvise fails
 // and nothing changes. SSLFAST_HUGE_PAGES=0 turns it off (read on every call, so a benchmark can
 // compare both in one process); the values computed never depend on it.
 #pragma once

@@ -1,84 +1,16 @@
-// Building blocks of the tiled CPU kernels: BLAS products of row-major tiles, vectorized exp /
-// log1p, and online-logsumexp updates of tile rows and tile columns.
+// Building blocks of the tiled CPU kernels: vectorized exp / log1p and online-logsumexp
+// updates of tile rows and tile columns.
 //
-// Row-major tiles are handed to MKL's Fortran sgemm_/dgemm_ (exported by libtorch_cpu) as their
-// column-major transposes; calling them per tile avoids the dispatcher cost of at::mm, and
-// inside at::parallel_for (an OpenMP region) MKL runs single-threaded on its tile.
-#pragma once
-
-#include <algorithm>
-#include <cmath>
-#include <cstdint>
-#include <limits>
-
-#ifdef __AVX2__
-#include <immintrin.h>
-#endif
-
-extern "C" {
-void sgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k,
-            const float* alpha, const float* a, const int* lda, const float* b, const int* ldb,
-            const float* beta, float* c, const int* ldc);
-void dgemm_(const char* transa, const char* transb, const int* m, const int* n, const int* k,
-            const double* alpha, const double* a, const int* lda, const double* b, const int* ldb,
-            const double* beta, double* c, const int* ldc);
-// MKL only (weak: null on other BLAS builds, which then keep their own threading).
-// (MKL's C entry point; the lowercase export is the Fortran one and takes an int*.)
-int MKL_Set_Num_Threads_Local(int nt) __attribute__((weak));
-}
-
-namespace sslfast::cpu {
-
-// A tile GEMM is small: one BLAS thread per tile, also when a round has a single tile and
-// at::parallel_for runs it outside a parallel region, so results never depend on thread count.
-struct SingleThreadedBlas {
-  int previous = 0;
-  SingleThreadedBlas() {
-    if (MKL_Set_Num_Threads_Local) previous = MKL_Set_Num_Threads_Local(1);
-  }
-  ~SingleThreadedBlas() {
-    if (MKL_Set_Num_Threads_Local) MKL_Set_Num_Threads_Local(previous);
-  }
-  SingleThreadedBlas(const SingleThreadedBlas&) = delete;
-  SingleThreadedBlas& operator=(const SingleThreadedBlas&) = delete;
-};
-
-inline void blas_gemm(char ta, char tb, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
-                      int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
-  const int m_ = int(m), n_ = int(n), k_ = int(k), lda_ = int(lda), ldb_ = int(ldb), ldc_ = int(ldc);
-  sgemm_(&ta, &tb, &m_, &n_, &k_, &alpha, a, &lda_, b, &ldb_, &beta, c, &ldc_);
-}
-
-inline void blas_gemm(char ta, char tb, int64_t m, int64_t n, int64_t k, double alpha, const double* a,
-                      int64_t lda, const double* b, int64_t ldb, double beta, double* c, int64_t ldc) {
-  const int m_ = int(m), n_ = int(n), k_ = int(k), lda_ = int(lda), ldb_ = int(ldb), ldc_ = int(ldc);
-  dgemm_(&ta, &tb, &m_, &n_, &k_, &alpha, a, &lda_, b, &ldb_, &beta, c, &ldc_);
-}
-
-// out[rows x cols] = alpha * a[rows x dim] @ b[cols x dim]^T   (a score tile)
-template <typename T>
-void scores_tile(const T* a, int64_t rows, const T* b, int64_t cols, int64_t dim, T alpha, T* out) {
-  blas_gemm('T', 'N', cols, rows, dim, alpha, b, dim, a, dim, T(0), out, cols);
-}
-
-// out[rows x dim] += alpha * w[rows x cols] @ b[cols x dim]
-template <typename T>
-void accumulate_w_b(const T* w, int64_t rows, int64_t cols, const T* b, int64_t dim, T alpha, T* out) {
-  blas_gemm('N', 'N', dim, rows, cols, alpha, b, dim, w, cols, T(1), out, dim);
-}
-
-// out[cols x dim] += alpha * w[rows x cols]^T @ a[rows x dim]
-template <typename T>
-void accumulate_wt_a(const T* w, int64_t rows, int64_t cols, const T* a, int64_t dim, T alpha, T* out) {
-  blas_gemm('N', 'T', dim, cols, rows, alpha, a, dim, w, cols, T(1), out, dim);
-}
+// Instruction-set specific: no include guard. Each kernel file includes this inside the namespace
+// of each instruction set it is compiled for (isa.h), with SSLFAST_AVX2 set to 1 in the AVX2 +
+// FMA pass and 0 in the baseline one; the headers it needs come first, from the kernel file.
 
 template <typename T>
 constexpr T neg_inf() {
   return -std::numeric_limits<T>::infinity();
 }
 
-#ifdef __AVX2__
+#if SSLFAST_AVX2
 // Cephes expf on 8 lanes (rel. error ~2 ulp). Below -87.3 it flushes to exactly 0, so masked
 // (-inf) entries contribute nothing; NaN stays NaN.
 inline __m256 exp8(__m256 x) {
@@ -170,10 +102,10 @@ inline T scalar_sigmoid(T x) {
 
 // max over x[0..n); NaN entries are skipped here and surface through the exp-sum instead.
 template <typename T>
-inline T row_max(const T* x, int64_t n) {
+inline T max_of_row(const T* x, int64_t n) {
   T m = neg_inf<T>();
   int64_t c = 0;
-#ifdef __AVX2__
+#if SSLFAST_AVX2
   if constexpr (std::is_same_v<T, float>) {
     __m256 vm = _mm256_set1_ps(m);
     for (; c + 8 <= n; c += 8) vm = _mm256_max_ps(_mm256_loadu_ps(x + c), vm);
@@ -189,7 +121,7 @@ template <typename T>
 inline T sum_exp_shifted(const T* x, int64_t n, T shift) {
   T s = 0;
   int64_t c = 0;
-#ifdef __AVX2__
+#if SSLFAST_AVX2
   if constexpr (std::is_same_v<T, float>) {
     const __m256 vs = _mm256_set1_ps(shift);
     __m256 acc = _mm256_setzero_ps();
@@ -205,7 +137,7 @@ inline T sum_exp_shifted(const T* x, int64_t n, T shift) {
 template <typename T>
 inline void add_exp_shifted(const T* x, const T* shift, T* acc, int64_t n) {
   int64_t c = 0;
-#ifdef __AVX2__
+#if SSLFAST_AVX2
   if constexpr (std::is_same_v<T, float>) {
     for (; c + 8 <= n; c += 8) {
       const __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(x + c), _mm256_loadu_ps(shift + c)));
@@ -221,7 +153,7 @@ inline void add_exp_shifted(const T* x, const T* shift, T* acc, int64_t n) {
 template <typename T>
 inline void softmax_weights(const T* x, T row_shift, const T* col_shift, T coef, T* w, int64_t n) {
   int64_t c = 0;
-#ifdef __AVX2__
+#if SSLFAST_AVX2
   if constexpr (std::is_same_v<T, float>) {
     const __m256 vr = _mm256_set1_ps(row_shift), vc = _mm256_set1_ps(coef);
     for (; c + 8 <= n; c += 8) {
@@ -250,7 +182,7 @@ template <typename T>
 inline T sum_softplus(const T* x, T sign, int64_t n) {
   T s = 0;
   int64_t c = 0;
-#ifdef __AVX2__
+#if SSLFAST_AVX2
   if constexpr (std::is_same_v<T, float>) {
     const __m256 vsign = _mm256_set1_ps(sign);
     __m256 acc = _mm256_setzero_ps();
@@ -266,7 +198,7 @@ inline T sum_softplus(const T* x, T sign, int64_t n) {
 template <typename T>
 inline void scaled_sigmoid(const T* x, T coef, T* w, int64_t n) {
   int64_t c = 0;
-#ifdef __AVX2__
+#if SSLFAST_AVX2
   if constexpr (std::is_same_v<T, float>) {
     const __m256 one = _mm256_set1_ps(1.0f), vc = _mm256_set1_ps(coef);
     for (; c + 8 <= n; c += 8) {
@@ -283,7 +215,7 @@ template <typename T>
 inline void sum_product_and_sum(const T* a, const T* b, int64_t n, double& product_sum, double& plain_sum) {
   T ps = 0, s = 0;
   int64_t c = 0;
-#ifdef __AVX2__
+#if SSLFAST_AVX2
   if constexpr (std::is_same_v<T, float>) {
     __m256 vp = _mm256_setzero_ps(), vs = _mm256_setzero_ps();
     for (; c + 8 <= n; c += 8) {
@@ -315,7 +247,7 @@ template <typename T>
 void fold_rows_lse(const T* tile, int64_t rows, int64_t cols, T* run_max, T* run_sum) {
   for (int64_t r = 0; r < rows; ++r) {
     const T* x = tile + r * cols;
-    const T tile_max = row_max(x, cols);
+    const T tile_max = max_of_row(x, cols);
     const T new_max = tile_max > run_max[r] ? tile_max : run_max[r];
     if (new_max == neg_inf<T>()) continue;  // every entry so far masked
     run_sum[r] = run_sum[r] * std::exp(run_max[r] - new_max) + sum_exp_shifted(x, cols, new_max);
@@ -373,13 +305,13 @@ void fold_tile_lse(const T* tile, int64_t rows, int64_t cols, T* row_max, T* row
   for (int64_t r = 0; r < rows; ++r) {
     const T* x = tile + r * cols;
     if (!col_max) {  // rows only: no column maxima to keep
-      tile_row_max[r] = cpu::row_max(x, cols);  // (the parameter row_max shadows the helper)
+      tile_row_max[r] = max_of_row(x, cols);
       shift = tile_row_max[r] > shift ? tile_row_max[r] : shift;
       continue;
     }
     int64_t c = 0;
     T m = neg_inf<T>();
-#ifdef __AVX2__
+#if SSLFAST_AVX2
     if constexpr (std::is_same_v<T, float>) {
       __m256 vm = _mm256_set1_ps(m);
       for (; c + 8 <= cols; c += 8) {
@@ -419,7 +351,7 @@ void fold_tile_lse(const T* tile, int64_t rows, int64_t cols, T* row_max, T* row
     }
     T s = 0;
     int64_t c = 0;
-#ifdef __AVX2__
+#if SSLFAST_AVX2
     if constexpr (std::is_same_v<T, float>) {
       const __m256 vs = _mm256_set1_ps(shift);
       __m256 acc = _mm256_setzero_ps();
@@ -448,4 +380,3 @@ void finish_lse(const T* run_max, const T* run_sum, int64_t n, T* lse) {
   for (int64_t i = 0; i < n; ++i) lse[i] = run_max[i] + std::log(run_sum[i]);
 }
 
-}  // namespace sslfast::cpu

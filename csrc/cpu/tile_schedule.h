@@ -12,7 +12,7 @@
 #include <utility>
 #include <vector>
 
-#include "tile_math.h"
+#include "blas.h"
 
 namespace sslfast::cpu {
 

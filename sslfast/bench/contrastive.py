@@ -1,6 +1,6 @@
 """Benchmark cases of the contrastive family: nt_xent, info_nce, clip_loss, siglip_loss.
 
-FLOP model (per DESIGN.md / the issue): one N x M x D score GEMM forward = 2*N*M*D;
+FLOP model: one N x M x D score GEMM forward = 2*N*M*D;
 forward+backward is reported against 6*N*M*D (forward + the two gradient GEMMs), and the JSON
 also carries ``tflops_recompute`` against 8*N*M*D (the fused kernels recompute the scores in
 backward). The headline case is nt_xent 2N = 8192, D = 128, forward+backward; it is in every

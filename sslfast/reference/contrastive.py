@@ -1,7 +1,7 @@
 """Eager-PyTorch contrastive losses: the executable spec every backend is tested against.
 
 These build the full N x M logits on purpose: they are the obvious formulas, used as the
-baseline in benchmarks and as ground truth (in float64) in tests. Semantics: DESIGN.md.
+baseline in benchmarks and as ground truth (in float64) in tests (docs/ARCHITECTURE.md).
 """
 
 from __future__ import annotations
