@@ -107,6 +107,22 @@ const char* const kSchemas[] = {
     "Tensor sigma_next, Tensor? sigma_prev, str solver, str prediction_type, float guidance_scale, "
     "bool write_x0) -> (Tensor, Tensor)",
 
+    // ---------------------------------------------------------------- augment
+    // augment_images: per sample, the box (top, left, height, width; int64 [B, 4]) of the image
+    // resampled bilinearly (F.interpolate, align_corners=False) to size x size, mirrored where
+    // flips[b], plus noise_std * N(0, 1) (Philox, key as q_sample's). Gradient to images.
+    "augment_images(Tensor images, Tensor boxes, Tensor flips, float noise_std, int seed, Generator? generator, "
+    "int size) -> Tensor",
+    // drop_mask: x with entries dropped (zeroed, not rescaled) with probability p, the keep
+    // decision of entry i (column i with per_column) uniform(seed, i) >= p (kernels/random.h).
+    "drop_mask(Tensor x, float p, int seed, bool per_column) -> Tensor",
+    "augment_images_fwd(Tensor images, Tensor boxes, Tensor flips, float noise_std, int seed, Generator? generator, "
+    "int size) -> Tensor",
+    "augment_images_bwd(Tensor grad, Tensor boxes, Tensor flips, SymInt height, SymInt width) -> Tensor",
+    "drop_mask_fwd(Tensor x, float p, int seed, bool per_column) -> Tensor",
+    // ema_: targets = momentum * targets + (1 - momentum) * sources, every pair in one call.
+    "ema_(Tensor(a!)[] targets, Tensor[] sources, float momentum) -> ()",
+
     // ---------------------------------------------------------------- GNN
     // The graph arrives as tensors (sslfast/graph.py): destination-sorted CSR rowptr / col, its
     // transpose colptr / row with csc_perm (CSR position of each CSC entry), hub lists of both.
@@ -117,8 +133,12 @@ const char* const kSchemas[] = {
     // sddmm's output is in the input edge order: perm / inv_perm map CSR positions to it and back.
     "sddmm(Tensor rowptr, Tensor col, Tensor colptr, Tensor row, Tensor csc_perm, Tensor hub_rows, "
     "Tensor hub_cols, Tensor perm, Tensor inv_perm, Tensor a, Tensor b) -> Tensor",
+    // gat_aggregate's attention dropout: the probability of edge (CSR position e) at head h is kept
+    // (scaled by 1 / (1 - dropout)) when uniform(seed, e * heads + h) >= dropout (kernels/random.h),
+    // regenerated in the backward, never stored.
     "gat_aggregate(Tensor rowptr, Tensor col, Tensor colptr, Tensor row, Tensor csc_perm, Tensor hub_rows, "
-    "Tensor hub_cols, Tensor x, Tensor alpha_src, Tensor alpha_dst, float negative_slope) -> Tensor",
+    "Tensor hub_cols, Tensor x, Tensor alpha_src, Tensor alpha_dst, float negative_slope, float dropout, int seed) "
+    "-> Tensor",
     "csr_by_key(Tensor keys, int num_nodes, Tensor? values=None, bool inverse=False) "
     "-> (Tensor, Tensor, Tensor, Tensor)",
     "spmm_fwd(Tensor rowptr, Tensor col, Tensor colptr, Tensor row, Tensor csc_perm, Tensor hub_rows, "
@@ -135,10 +155,11 @@ const char* const kSchemas[] = {
     "sddmm_bwd(Tensor grad_out, Tensor rowptr, Tensor col, Tensor colptr, Tensor row, Tensor csc_perm, "
     "Tensor hub_rows, Tensor hub_cols, Tensor a, Tensor b) -> (Tensor, Tensor)",
     "gat_aggregate_fwd(Tensor rowptr, Tensor col, Tensor colptr, Tensor row, Tensor csc_perm, Tensor hub_rows, "
-    "Tensor hub_cols, Tensor x, Tensor alpha_src, Tensor alpha_dst, float negative_slope) -> (Tensor, Tensor)",
+    "Tensor hub_cols, Tensor x, Tensor alpha_src, Tensor alpha_dst, float negative_slope, float dropout, int seed) "
+    "-> (Tensor, Tensor)",
     "gat_aggregate_bwd(Tensor grad_out, Tensor rowptr, Tensor col, Tensor colptr, Tensor row, Tensor csc_perm, "
     "Tensor hub_rows, Tensor hub_cols, Tensor x, Tensor alpha_src, Tensor alpha_dst, Tensor out, Tensor lse, "
-    "float negative_slope) -> (Tensor, Tensor, Tensor)",
+    "float negative_slope, float dropout, int seed) -> (Tensor, Tensor, Tensor)",
 };
 
 // The public ops whose autograd is C++ (csrc/autograd/<family>.cpp). Every other op is not
@@ -147,7 +168,7 @@ const char* const kSchemas[] = {
 const char* const kDifferentiable[] = {
     "nt_xent",   "info_nce",       "clip_loss",         "siglip_loss", "supcon",        "random_masking",
     "unshuffle", "masked_patch_loss", "q_sample",       "diffusion_loss", "spmm",        "gcn_aggregate",
-    "sddmm",     "gat_aggregate",
+    "sddmm",     "gat_aggregate", "augment_images", "drop_mask",
 };
 
 std::string op_name(const char* schema) {

@@ -13,6 +13,8 @@
 // deterministic, no atomics. Half types accumulate in float32.
 #include "spmm.h"
 
+#include "random.h"
+
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -312,9 +314,22 @@ __device__ __forceinline__ double log_acc(double v) { return log(v); }
 
 // One warp per target row; per head, lanes over 32-feature chunks; every lane computes the same
 // edge score, so the online-softmax state is warp-uniform.
+// Attention dropout: the weight of edge e (CSR position) at head h is scaled by 1 / (1 - p) when
+// kept, 0 when dropped; uniform(seed, e * heads + h) >= p keeps it (kernels/random.h), the same
+// decision as the CPU kernels', regenerated in the backward.
+struct GatDropout {
+  float p;
+  uint64_t seed;
+  __device__ __forceinline__ float scale(int64_t e, int64_t heads, int64_t h) const {
+    if (p <= 0.0f) return 1.0f;
+    return sslfast::hash_keep(seed, uint64_t(e * heads + h), p) ? 1.0f / (1.0f - p) : 0.0f;
+  }
+};
+
 template <typename T>
 __global__ void __launch_bounds__(kThreads) gat_forward_kernel(const int64_t* ptr, const int64_t* idx, const T* x,
-                                                               const T* a_src, const T* a_dst, double slope_f, T* out,
+                                                               const T* a_src, const T* a_dst, double slope_f,
+                                                               GatDropout dropout, T* out,
                                                                typename AccOf<T>::type* lse, int64_t n, int64_t heads, int64_t features) {
   using A = typename AccOf<T>::type;
   const int64_t i = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / kWarp;
@@ -340,8 +355,8 @@ __global__ void __launch_bounds__(kThreads) gat_forward_kernel(const int64_t* pt
           any = true;
         }
         const A p = exp_acc(e - run_max);
-        run_sum += p;
-        if (f < features) acc += p * to_acc(x[j * width + h * features + f]);
+        run_sum += p;  // the softmax's normalizer: every edge, dropped or not
+        if (f < features) acc += p * A(dropout.scale(k, heads, h)) * to_acc(x[j * width + h * features + f]);
       }
       if (f < features) out[i * width + h * features + f] = from_acc<T>(run_sum > A(0) ? acc / run_sum : A(0));
       if (f0 == 0 && lane == 0) lse[i * heads + h] = run_sum > A(0) ? run_max + log_acc(run_sum) : A(0);
@@ -349,25 +364,29 @@ __global__ void __launch_bounds__(kThreads) gat_forward_kernel(const int64_t* pt
   }
 }
 
-// Edge (j -> i), head h: p = exp(leaky(raw) - lse_i) and the warp-reduced dp = <grad_i, x_j>.
+// Edge (j -> i) at CSR position e, head h: p = exp(leaky(raw) - lse_i), its dropout scale k and
+// the warp-reduced dp = <grad_i, x_j> k.
 template <typename T>
 struct GatEdge {
   using A = typename AccOf<T>::type;
   const T *grad, *x, *a_src, *a_dst;
   const A *lse, *delta;
   A slope;
+  GatDropout dropout;
   int64_t heads, features;
 
-  // (p, ds) for the edge; all lanes of the warp must call it together.
-  __device__ __forceinline__ void terms(int64_t i, int64_t j, int64_t h, int lane, A& p, A& ds) const {
+  // (p k, ds) for the edge; all lanes of the warp must call it together.
+  __device__ __forceinline__ void terms(int64_t i, int64_t j, int64_t e, int64_t h, int lane, A& pk, A& ds) const {
     const int64_t width = heads * features;
     const A raw = to_acc(a_src[j * heads + h]) + to_acc(a_dst[i * heads + h]);
-    p = exp_acc(leaky(raw, slope) - lse[i * heads + h]);
+    const A p = exp_acc(leaky(raw, slope) - lse[i * heads + h]);
+    const A k = A(dropout.scale(e, heads, h));
     A dp = A(0);
     for (int64_t f = lane; f < features; f += kWarp)
       dp += to_acc(grad[i * width + h * features + f]) * to_acc(x[j * width + h * features + f]);
     dp = warp_sum(dp);
-    ds = p * (dp - delta[i * heads + h]) * (raw > A(0) ? A(1) : slope);
+    pk = p * k;
+    ds = p * (dp * k - delta[i * heads + h]) * (raw > A(0) ? A(1) : slope);
   }
 };
 
@@ -398,8 +417,8 @@ __global__ void __launch_bounds__(kThreads) gat_grad_dst_kernel(const int64_t* p
     for (int64_t k = ptr[i]; k < ptr[i + 1]; ++k) {
       const int64_t j = idx[k];
       if (j < 0 || j >= n) continue;  // warp-uniform
-      A p, ds;
-      e.terms(i, j, h, lane, p, ds);
+      A pk, ds;
+      e.terms(i, j, k, h, lane, pk, ds);
       acc += ds;
     }
     if (lane == 0) grad_dst[i * e.heads + h] = from_acc<T>(acc);
@@ -408,7 +427,8 @@ __global__ void __launch_bounds__(kThreads) gat_grad_dst_kernel(const int64_t* p
 
 template <typename T>
 __global__ void __launch_bounds__(kThreads) gat_grad_src_kernel(const int64_t* colptr, const int64_t* row,
-                                                                GatEdge<T> e, T* grad_x, T* grad_src, int64_t n) {
+                                                                const int64_t* edge_of, GatEdge<T> e, T* grad_x,
+                                                                T* grad_src, int64_t n) {
   using A = typename AccOf<T>::type;
   const int64_t j = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / kWarp;
   const int lane = threadIdx.x % kWarp;
@@ -421,10 +441,10 @@ __global__ void __launch_bounds__(kThreads) gat_grad_src_kernel(const int64_t* c
       for (int64_t q = colptr[j]; q < colptr[j + 1]; ++q) {
         const int64_t i = row[q];
         if (i < 0 || i >= n) continue;  // warp-uniform
-        A p, ds;
-        e.terms(i, j, h, lane, p, ds);
+        A pk, ds;
+        e.terms(i, j, edge_of[q], h, lane, pk, ds);
         acc_s += ds;
-        if (f < e.features) acc_x += p * to_acc(e.grad[i * width + h * e.features + f]);
+        if (f < e.features) acc_x += pk * to_acc(e.grad[i * width + h * e.features + f]);
       }
       if (f < e.features) grad_x[j * width + h * e.features + f] = from_acc<T>(acc_x);
       if (f0 == 0 && lane == 0) grad_src[j * e.heads + h] = from_acc<T>(acc_s);
@@ -532,24 +552,26 @@ cudaError_t launch_weight_grad(DType dtype, const int64_t* ptr, const int64_t* i
 }
 
 cudaError_t launch_gat_forward(DType dtype, const int64_t* ptr, const int64_t* idx, const void* x,
-                               const void* alpha_src, const void* alpha_dst, double negative_slope, void* out,
-                               void* lse, int64_t n, int64_t heads, int64_t features, cudaStream_t stream) {
+                               const void* alpha_src, const void* alpha_dst, double negative_slope, double dropout,
+                               uint64_t seed, void* out, void* lse, int64_t n, int64_t heads, int64_t features,
+                               cudaStream_t stream) {
   if (n == 0 || heads == 0) return cudaSuccess;
   return dispatch(dtype, [&](auto tag) {
     using T = decltype(tag);
     gat_forward_kernel<T><<<dim3(unsigned(warp_blocks(n))), kThreads, 0, stream>>>(
         ptr, idx, static_cast<const T*>(x), static_cast<const T*>(alpha_src), static_cast<const T*>(alpha_dst),
-        negative_slope, static_cast<T*>(out), static_cast<typename AccOf<T>::type*>(lse), n, heads,
-        features);
+        negative_slope, GatDropout{float(dropout), seed}, static_cast<T*>(out),
+        static_cast<typename AccOf<T>::type*>(lse), n, heads, features);
     return cudaGetLastError();
   });
 }
 
 cudaError_t launch_gat_backward(DType dtype, const int64_t* ptr, const int64_t* idx, const int64_t* colptr,
-                                const int64_t* row, const void* grad, const void* x, const void* alpha_src,
-                                const void* alpha_dst, const void* out, const void* lse, double negative_slope,
-                                void* delta, void* grad_x, void* grad_alpha_src, void* grad_alpha_dst, int64_t n,
-                                int64_t heads, int64_t features, cudaStream_t stream) {
+                                const int64_t* row, const int64_t* edge_of, const void* grad, const void* x,
+                                const void* alpha_src, const void* alpha_dst, const void* out, const void* lse,
+                                double negative_slope, double dropout, uint64_t seed, void* delta, void* grad_x,
+                                void* grad_alpha_src, void* grad_alpha_dst, int64_t n, int64_t heads,
+                                int64_t features, cudaStream_t stream) {
   if (n == 0 || heads == 0) return cudaSuccess;
   return dispatch(dtype, [&](auto tag) {
     using T = decltype(tag);
@@ -558,10 +580,11 @@ cudaError_t launch_gat_backward(DType dtype, const int64_t* ptr, const int64_t* 
     gat_delta_kernel<T><<<dim3(unsigned(warp_blocks(n * heads))), kThreads, 0, stream>>>(
         static_cast<const T*>(grad), static_cast<const T*>(out), d, n, heads, features);
     GatEdge<T> e{static_cast<const T*>(grad), static_cast<const T*>(x), static_cast<const T*>(alpha_src),
-                 static_cast<const T*>(alpha_dst), static_cast<const A*>(lse), d, A(negative_slope), heads, features};
+                 static_cast<const T*>(alpha_dst), static_cast<const A*>(lse), d, A(negative_slope),
+                 GatDropout{float(dropout), seed}, heads, features};
     const dim3 grid(unsigned(warp_blocks(n)));
     gat_grad_dst_kernel<T><<<grid, kThreads, 0, stream>>>(ptr, idx, e, static_cast<T*>(grad_alpha_dst), n);
-    gat_grad_src_kernel<T><<<grid, kThreads, 0, stream>>>(colptr, row, e, static_cast<T*>(grad_x),
+    gat_grad_src_kernel<T><<<grid, kThreads, 0, stream>>>(colptr, row, edge_of, e, static_cast<T*>(grad_x),
                                                           static_cast<T*>(grad_alpha_src), n);
     return cudaGetLastError();
   });

@@ -64,19 +64,23 @@ cudaError_t launch_weight_grad(DType dtype, const int64_t* ptr, const int64_t* i
 
 // Fused GAT aggregation, x [N, H, F] row-major, alpha_src / alpha_dst [N, H] in x's dtype,
 // lse [N, H] in the accumulation type (float32; float64 for float64): for target i and head h,
-// out[i, h] = sum_k softmax_k(leaky(alpha_src[j_k, h] + alpha_dst[i, h])) x[j_k, h] (online
-// softmax, one warp per row); lse[i, h] = the row's log-sum-exp (0 without in-edges).
+// out[i, h] = sum_k softmax_k(leaky(alpha_src[j_k, h] + alpha_dst[i, h])) d_kh x[j_k, h] (online
+// softmax, one warp per row), d_kh the attention dropout of edge k (1 / (1 - dropout) when
+// uniform(seed, k * heads + h) >= dropout, else 0; 1 without dropout: kernels/random.h);
+// lse[i, h] = the row's log-sum-exp (0 without in-edges).
 cudaError_t launch_gat_forward(DType dtype, const int64_t* ptr, const int64_t* idx, const void* x,
-                               const void* alpha_src, const void* alpha_dst, double negative_slope, void* out,
-                               void* lse, int64_t n, int64_t heads, int64_t features, cudaStream_t stream);
+                               const void* alpha_src, const void* alpha_dst, double negative_slope, double dropout,
+                               uint64_t seed, void* out, void* lse, int64_t n, int64_t heads, int64_t features,
+                               cudaStream_t stream);
 
 // Its backward, by recompute: delta (scratch, [N, H] in the accumulation type: float32, float64
-// for float64) = <grad_i, out_i>; a CSR pass writes grad_alpha_dst, a CSC pass (edge_of = CSC ->
-// CSR map, unused beyond bounds) writes grad_x and grad_alpha_src. No atomics.
+// for float64) = <grad_i, out_i>; a CSR pass writes grad_alpha_dst, a CSC pass (edge_of = the CSR
+// position of each CSC entry: the dropout's key) writes grad_x and grad_alpha_src. No atomics.
 cudaError_t launch_gat_backward(DType dtype, const int64_t* ptr, const int64_t* idx, const int64_t* colptr,
-                                const int64_t* row, const void* grad, const void* x, const void* alpha_src,
-                                const void* alpha_dst, const void* out, const void* lse, double negative_slope,
-                                void* delta, void* grad_x, void* grad_alpha_src, void* grad_alpha_dst, int64_t n,
-                                int64_t heads, int64_t features, cudaStream_t stream);
+                                const int64_t* row, const int64_t* edge_of, const void* grad, const void* x,
+                                const void* alpha_src, const void* alpha_dst, const void* out, const void* lse,
+                                double negative_slope, double dropout, uint64_t seed, void* delta, void* grad_x,
+                                void* grad_alpha_src, void* grad_alpha_dst, int64_t n, int64_t heads,
+                                int64_t features, cudaStream_t stream);
 
 }  // namespace sslfast::cuda

@@ -26,8 +26,9 @@ _dispatch.refresh()  # the table now sees the Triton kernels
 from .functional import (bert_mask_tokens, block_mask, edge_softmax, inner_product_edge_loss,  # noqa: E402
                          negative_sampling, node_mask, simmim_mask, span_mask, tube_mask)
 from .graph import Graph  # noqa: E402
-from .ops import (clip_loss, gat_aggregate, gcn_aggregate, info_nce, masked_patch_loss, nt_xent,  # noqa: E402
-                  random_masking, sddmm, siglip_loss, spmm, supcon, unshuffle)
+from .ops import (augment_images, clip_loss, drop_mask, ema_, gat_aggregate, gcn_aggregate,  # noqa: E402
+                  info_nce, masked_patch_loss, nt_xent, random_masking, sddmm, siglip_loss, spmm, supcon,
+                  unshuffle)
 
 from . import diffusion, functional, graph, nn, reference  # noqa: E402
 
@@ -40,5 +41,6 @@ __all__ = [
     "bert_mask_tokens", "node_mask",
     "Graph", "graph", "spmm", "gcn_aggregate", "sddmm", "edge_softmax", "gat_aggregate",
     "inner_product_edge_loss", "negative_sampling",
+    "augment_images", "drop_mask", "ema_",
     "diffusion", "functional", "nn", "reference", "triton",
 ]

@@ -48,9 +48,10 @@ class Op(NamedTuple):
 
 
 # Why these choices: on CPU the C++ kernels beat eager and torch.compile for every op (the full
-# CPU runs in benchmarks/results/). On CUDA the contrastive, masking and diffusion families have
-# Triton kernels only; the GNN family has CUDA C++ kernels only (warp-per-row CSR, degree-aware),
-# which beat cuSPARSE on random graphs (benchmarks/NOTES.md, H100 2026-11-23).
+# CPU runs in benchmarks/results/). On CUDA the contrastive, masking, diffusion and augmentation
+# ops have Triton kernels only (ema_ there is torch's multi-tensor apply); the GNN family has CUDA
+# C++ kernels only (warp-per-row CSR, degree-aware), which beat cuSPARSE on random graphs
+# (benchmarks/NOTES.md, H100 2026-11-23).
 _CPP_CPU_TRITON_CUDA = {"cpu": "native", "cuda": "triton"}
 _CPP_EVERYWHERE = {"cpu": "native", "cuda": "native"}
 
@@ -71,6 +72,9 @@ OP_TABLE = {
     "gcn_aggregate": Op("gcn_aggregate_fwd", _CPP_EVERYWHERE),
     "sddmm": Op("sddmm_fwd", _CPP_EVERYWHERE),
     "gat_aggregate": Op("gat_aggregate_fwd", _CPP_EVERYWHERE),
+    "augment_images": Op("augment_images_fwd", _CPP_CPU_TRITON_CUDA),
+    "drop_mask": Op("drop_mask_fwd", _CPP_CPU_TRITON_CUDA),
+    "ema_": Op("ema_", _CPP_CPU_TRITON_CUDA),
 }
 
 _NAMESPACES = {"native": "sslfast", "triton": "sslfast_triton"}

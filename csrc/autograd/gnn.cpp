@@ -129,29 +129,35 @@ Tensor sddmm_inference(CT rowptr, CT col, CT colptr, CT row, CT csc_perm, CT hub
 
 // ---------------------------------------------------------------- gat_aggregate
 
-using GatFwd = std::tuple<Tensor, Tensor>(CT, CT, CT, CT, CT, CT, CT, CT, CT, CT, double);
-using GatBwd = std::tuple<Tensor, Tensor, Tensor>(CT, CT, CT, CT, CT, CT, CT, CT, CT, CT, CT, CT, CT, double);
+using GatFwd = std::tuple<Tensor, Tensor>(CT, CT, CT, CT, CT, CT, CT, CT, CT, CT, double, double, int64_t);
+using GatBwd = std::tuple<Tensor, Tensor, Tensor>(CT, CT, CT, CT, CT, CT, CT, CT, CT, CT, CT, CT, CT, double, double,
+                                                  int64_t);
 
 struct Gat : torch::autograd::Function<Gat> {
   static Tensor forward(AutogradContext* ctx, CT rowptr, CT col, CT colptr, CT row, CT csc_perm, CT hub_rows,
-                        CT hub_cols, CT x, CT alpha_src, CT alpha_dst, double negative_slope) {
+                        CT hub_cols, CT x, CT alpha_src, CT alpha_dst, double negative_slope, double dropout,
+                        int64_t seed) {
     static const auto fwd = kernel<B, GatFwd>("gat_aggregate_fwd");
     auto [out, lse] = fwd.call(rowptr, col, colptr, row, csc_perm, hub_rows, hub_cols, x, alpha_src, alpha_dst,
-                               negative_slope);
+                               negative_slope, dropout, seed);
     ctx->set_materialize_grads(false);
     ctx->save_for_backward(
         {rowptr, col, colptr, row, csc_perm, hub_rows, hub_cols, x, alpha_src, alpha_dst, out, lse});
     ctx->saved_data["slope"] = negative_slope;
+    ctx->saved_data["dropout"] = dropout;
+    ctx->saved_data["seed"] = seed;
     return out;
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     static const auto bwd = kernel<B, GatBwd>("gat_aggregate_bwd");
-    variable_list out(11);
+    variable_list out(13);
     if (!grads[0].defined()) return out;
     const variable_list s = ctx->get_saved_variables();
-    auto [grad_x, grad_src, grad_dst] = bwd.call(grads[0], s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7], s[8],
-                                                 s[9], s[10], s[11], ctx->saved_data["slope"].toDouble());
+    auto [grad_x, grad_src, grad_dst] =
+        bwd.call(grads[0], s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7], s[8], s[9], s[10], s[11],
+                 ctx->saved_data["slope"].toDouble(), ctx->saved_data["dropout"].toDouble(),
+                 ctx->saved_data["seed"].toInt());
     out[7] = grad_x;
     out[8] = grad_src;
     out[9] = grad_dst;
@@ -160,16 +166,16 @@ struct Gat : torch::autograd::Function<Gat> {
 };
 
 Tensor gat_aggregate(CT rowptr, CT col, CT colptr, CT row, CT csc_perm, CT hub_rows, CT hub_cols, CT x,
-                     CT alpha_src, CT alpha_dst, double negative_slope) {
-  return Gat::apply(rowptr, col, colptr, row, csc_perm, hub_rows, hub_cols, x, alpha_src, alpha_dst,
-                    negative_slope);
+                     CT alpha_src, CT alpha_dst, double negative_slope, double dropout, int64_t seed) {
+  return Gat::apply(rowptr, col, colptr, row, csc_perm, hub_rows, hub_cols, x, alpha_src, alpha_dst, negative_slope,
+                    dropout, seed);
 }
 
 Tensor gat_aggregate_inference(CT rowptr, CT col, CT colptr, CT row, CT csc_perm, CT hub_rows, CT hub_cols, CT x,
-                               CT alpha_src, CT alpha_dst, double negative_slope) {
+                               CT alpha_src, CT alpha_dst, double negative_slope, double dropout, int64_t seed) {
   static const auto fwd = kernel<B, GatFwd>("gat_aggregate_fwd");
   return std::get<0>(fwd.call(rowptr, col, colptr, row, csc_perm, hub_rows, hub_cols, x, alpha_src, alpha_dst,
-                              negative_slope));
+                              negative_slope, dropout, seed));
 }
 
 }  // namespace

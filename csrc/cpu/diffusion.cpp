@@ -26,6 +26,7 @@
 #include "alloc.h"
 #include "blas.h"
 #include "isa.h"
+#include "philox.h"
 
 #define SSLFAST_IMPL "diffusion_impl.h"
 #include "isa_instantiate.h"

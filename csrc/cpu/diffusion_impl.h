@@ -7,44 +7,7 @@ namespace {
 constexpr int64_t kChunk = 16384;     // elements per parallel task (and per loss partial sum)
 constexpr int64_t kGroupChunk = 2048; // Philox blocks per noise task (4 normals each)
 
-// ---------------------------------------------------------------- Philox4x32-10 + Box-Muller
-
-struct Normal4 {
-  float v[4];
-};
-
-inline uint32_t mulhi32(uint32_t a, uint32_t b) { return uint32_t((uint64_t(a) * uint64_t(b)) >> 32); }
-
-inline Normal4 philox_normal4(uint64_t seed, uint64_t group) {
-  uint32_t c0 = uint32_t(group), c1 = uint32_t(group >> 32), c2 = 0, c3 = 0;
-  uint32_t k0 = uint32_t(seed), k1 = uint32_t(seed >> 32);
-  for (int round = 0; round < 10; ++round) {
-    const uint32_t a0 = c0, a2 = c2;
-    c0 = mulhi32(0xCD9E8D57u, a2) ^ c1 ^ k0;
-    c2 = mulhi32(0xD2511F53u, a0) ^ c3 ^ k1;
-    c1 = 0xCD9E8D57u * a2;
-    c3 = 0xD2511F53u * a0;
-    k0 += 0x9E3779B9u;
-    k1 += 0xBB67AE85u;
-  }
-  // Triton's uint_to_uniform_float: the int32 view folded to [0, 2^31), times 2^-31.
-  auto uniform = [](uint32_t x) {
-    int32_t s = int32_t(x);
-    s = s < 0 ? -s - 1 : s;
-    return float(s) * 4.6566127342e-10f;
-  };
-  Normal4 out;
-  const uint32_t c[4] = {c0, c1, c2, c3};
-  for (int p = 0; p < 2; ++p) {
-    const float u1 = std::max(1.0e-7f, uniform(c[2 * p]));
-    const float u2 = uniform(c[2 * p + 1]);
-    const float r = std::sqrt(-2.0f * std::log(u1));
-    const float theta = 6.283185307179586f * u2;
-    out.v[2 * p] = r * std::cos(theta);
-    out.v[2 * p + 1] = r * std::sin(theta);
-  }
-  return out;
-}
+// ---------------------------------------------------------------- Philox4x32-10 on 8 lanes
 
 #if SSLFAST_AVX2
 // (hi, lo) 32-bit halves of the 64-bit products a * x on 8 lanes.
@@ -235,14 +198,6 @@ std::vector<T> gather_rows(const at::Tensor& table, const at::Tensor& t, int64_t
   return out;
 }
 
-// The Philox key of in-kernel noise: `seed` when >= 0, else drawn from `generator` (or the default
-// CPU generator) as torch.randint(0, 2**62, (), generator=generator) draws it.
-int64_t noise_key(int64_t seed, const std::optional<at::Generator>& generator) {
-  if (seed >= 0) return seed;
-  auto* gen = at::get_generator_or_default<at::CPUGeneratorImpl>(generator, at::detail::getDefaultCPUGenerator());
-  std::lock_guard<std::mutex> lock(gen->mutex_);
-  return int64_t(gen->random64() % (uint64_t(1) << 62));
-}
 
 // ---------------------------------------------------------------- q_sample
 

@@ -22,6 +22,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "../../kernels/random.h"
 #include "../checks.h"
 #include "alloc.h"
 #include "blas.h"

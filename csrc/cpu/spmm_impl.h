@@ -827,16 +827,34 @@ inline T* gat_scratch(int64_t size) {
 // Edges per scratch chunk: the buffer holds kGatChunk x heads probabilities, whatever the degree.
 constexpr int64_t kGatChunk = 256;
 
+// Attention dropout (PyG GATConv's dropout on the attention coefficients): the probability of
+// the edge at CSR position e and head h is kept, scaled by 1 / (1 - p), when
+// uniform(seed, e * heads + h) >= p (kernels/random.h); regenerated in the backward, never stored.
+struct AttentionDropout {
+  float p = 0.0f;
+  uint64_t seed = 0;
+  bool active() const { return p > 0.0f; }
+  // scale[h] for heads h0 .. h0 + nh of edge e: 1 / (1 - p) when kept, 0 when dropped.
+  template <typename T>
+  void scales(int64_t e, int64_t heads, int64_t h0, int64_t nh, T* scale) const {
+    const T kept = T(1) / (T(1) - T(p));
+    for (int64_t h = 0; h < nh; ++h)
+      scale[h] = hash_keep(seed, uint64_t(e * heads + h0 + h), p) ? kept : T(0);
+  }
+};
+
 template <typename T>
 void gat_forward(const int64_t* ptr, const int64_t* idx, const T* x, const T* a_src, const T* a_dst, T slope,
-                 int64_t n, int64_t heads, int64_t features, const at::Tensor& hubs, T* out, T* lse) {
+                 const AttentionDropout& dropout, int64_t n, int64_t heads, int64_t features, const at::Tensor& hubs,
+                 T* out, T* lse) {
   const int64_t width = heads * features;
   for_rows(ptr, n, heads, hubs, [&](int64_t i, int64_t h0, int64_t h1) {
     const int64_t nh = h1 - h0, begin = ptr[i], deg = ptr[i + 1] - begin;
-    T* scratch = gat_scratch<T>(2 * nh + exp_capacity(kGatChunk * nh));
+    T* scratch = gat_scratch<T>(3 * nh + exp_capacity(kGatChunk * nh));
     T* __restrict row_max = scratch;
     T* __restrict row_sum = scratch + nh;
-    T* __restrict prob = scratch + 2 * nh;  // [chunk, nh]
+    T* __restrict keep = scratch + 2 * nh;  // this edge's dropout scales
+    T* __restrict prob = scratch + 3 * nh;  // [chunk, nh]
     const int64_t* __restrict nbr = idx + begin;
     const T* __restrict src = a_src + h0;  // src[j * heads + h]
     const T* __restrict dst = a_dst + i * heads + h0;
@@ -863,10 +881,12 @@ void gat_forward(const int64_t* ptr, const int64_t* idx, const T* x, const T* a_
         const int64_t j = nbr[c0 + k];
         if (j < 0 || j >= n) continue;
         const T* __restrict xj = x + j * width + h0 * features;
+        if (dropout.active()) dropout.scales(begin + c0 + k, heads, h0, nh, keep);
         for (int64_t h = 0; h < nh; ++h) {
           const T p = prob[k * nh + h];
-          row_sum[h] += p;
-          for (int64_t f = 0; f < features; ++f) o[h * features + f] += p * xj[h * features + f];
+          row_sum[h] += p;  // the softmax's normalizer: every edge, dropped or not
+          const T w = dropout.active() ? p * keep[h] : p;
+          for (int64_t f = 0; f < features; ++f) o[h * features + f] += w * xj[h * features + f];
         }
       }
     }
@@ -884,7 +904,9 @@ std::tuple<at::Tensor, at::Tensor> gat_aggregate_fwd(const at::Tensor& rowptr, c
                                                      const at::Tensor& csc_perm, const at::Tensor& hub_rows,
                                                      const at::Tensor& hub_cols, const at::Tensor& x_,
                                                      const at::Tensor& alpha_src_, const at::Tensor& alpha_dst_,
-                                                     double negative_slope) {
+                                                     double negative_slope, double dropout, int64_t seed) {
+  TORCH_CHECK_VALUE(dropout >= 0 && dropout < 1, "dropout must be in [0, 1), got ", dropout);
+  const AttentionDropout drop{float(dropout), uint64_t(seed)};
   const at::Tensor x = x_.contiguous();
   const at::Tensor alpha_src = alpha_src_.to(x.scalar_type()).contiguous();
   const at::Tensor alpha_dst = alpha_dst_.to(x.scalar_type()).contiguous();
@@ -905,20 +927,23 @@ std::tuple<at::Tensor, at::Tensor> gat_aggregate_fwd(const at::Tensor& rowptr, c
   at::Tensor lse = at::empty({n, heads}, x.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gat_aggregate_fwd", [&] {
     gat_forward<scalar_t>(rowptr.data_ptr<int64_t>(), col.data_ptr<int64_t>(), x.data_ptr<scalar_t>(),
-                          alpha_src.data_ptr<scalar_t>(), alpha_dst.data_ptr<scalar_t>(), scalar_t(negative_slope), n,
-                          heads, features, hub_rows, out.data_ptr<scalar_t>(), lse.data_ptr<scalar_t>());
+                          alpha_src.data_ptr<scalar_t>(), alpha_dst.data_ptr<scalar_t>(), scalar_t(negative_slope), drop,
+                          n, heads, features, hub_rows, out.data_ptr<scalar_t>(), lse.data_ptr<scalar_t>());
   });
   return {out, lse};
 }
 
-// With p = exp(e - lse_i), dp = <g_i, x_j>, delta_i = <g_i, out_i>: de = p (dp - delta_i) and
-// ds = de * leaky'(raw). grad_alpha_dst[i] sums ds over in-edges (CSR pass); grad_x[j] sums
-// p g_i and grad_alpha_src[j] sums ds over out-edges (CSC pass, recomputing p and dp).
+// With p = exp(e - lse_i), dp = <g_i, x_j> k_ij (k the edge's dropout scale, 1 without dropout),
+// delta_i = <g_i, out_i>: de = p (dp - delta_i) and ds = de * leaky'(raw). grad_alpha_dst[i] sums
+// ds over in-edges (CSR pass); grad_x[j] sums p k g_i and grad_alpha_src[j] sums ds over
+// out-edges (CSC pass, recomputing p, k and dp; csc_perm gives an entry's CSR position, k's key).
 std::tuple<at::Tensor, at::Tensor, at::Tensor> gat_aggregate_bwd(
     const at::Tensor& grad_out, const at::Tensor& rowptr, const at::Tensor& col, const at::Tensor& colptr,
     const at::Tensor& row, const at::Tensor& csc_perm, const at::Tensor& hub_rows, const at::Tensor& hub_cols,
     const at::Tensor& x_, const at::Tensor& alpha_src_, const at::Tensor& alpha_dst_, const at::Tensor& out,
-    const at::Tensor& lse, double negative_slope) {
+    const at::Tensor& lse, double negative_slope, double dropout, int64_t seed) {
+  TORCH_CHECK_VALUE(dropout >= 0 && dropout < 1, "dropout must be in [0, 1), got ", dropout);
+  const AttentionDropout drop{float(dropout), uint64_t(seed)};
   const int64_t n = rowptr.numel() - 1;
   const at::Tensor x = x_.contiguous();
   const at::Tensor alpha_src = alpha_src_.to(x.scalar_type()).contiguous();
@@ -968,10 +993,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gat_aggregate_bwd(
     for_rows(ptr, n, heads, hub_rows, [&](int64_t i, int64_t h0, int64_t h1) {
       const int64_t nh = h1 - h0, begin = ptr[i], deg = ptr[i + 1] - begin;
       head_dots(pg + i * width + h0 * features, po + i * width + h0 * features, nh, features, pd + i * heads + h0);
-      T* scratch = gat_scratch<T>(2 * nh + exp_capacity(kGatChunk * nh));
+      T* scratch = gat_scratch<T>(3 * nh + exp_capacity(kGatChunk * nh));
       T* __restrict acc = scratch;
       T* __restrict dp = scratch + nh;
-      T* __restrict prob = scratch + 2 * nh;
+      T* __restrict keep = scratch + 2 * nh;
+      T* __restrict prob = scratch + 3 * nh;
       zero_fill(acc, nh);
       for (int64_t c0 = 0; c0 < deg; c0 += kGatChunk) {
         const int64_t count = std::min(kGatChunk, deg - c0);
@@ -980,6 +1006,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gat_aggregate_bwd(
           const int64_t j = idx[begin + c0 + q];
           if (j < 0 || j >= n) continue;
           head_dots(pg + i * width + h0 * features, px + j * width + h0 * features, nh, features, dp);
+          if (drop.active()) {
+            drop.scales(begin + c0 + q, heads, h0, nh, keep);
+            for (int64_t h = 0; h < nh; ++h) dp[h] *= keep[h];
+          }
           add_edge_ds(i, j, h0, nh, prob + q * nh, dp, acc);
         }
       }
@@ -987,12 +1017,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gat_aggregate_bwd(
     });
     const int64_t* cptr = colptr.data_ptr<int64_t>();
     const int64_t* ridx = row.data_ptr<int64_t>();
+    const int64_t* csr_of = csc_perm.data_ptr<int64_t>();
     for_rows(cptr, n, heads, hub_cols, [&](int64_t j, int64_t h0, int64_t h1) {
       const int64_t nh = h1 - h0, begin = cptr[j], deg = cptr[j + 1] - begin;
-      T* scratch = gat_scratch<T>(2 * nh + exp_capacity(kGatChunk * nh));
+      T* scratch = gat_scratch<T>(3 * nh + exp_capacity(kGatChunk * nh));
       T* __restrict acc = scratch;
       T* __restrict dp = scratch + nh;
-      T* __restrict prob = scratch + 2 * nh;
+      T* __restrict keep = scratch + 2 * nh;
+      T* __restrict prob = scratch + 3 * nh;
       T* __restrict gxj = gx + j * width + h0 * features;  // [nh, features]
       zero_fill(acc, nh);
       zero_fill(gxj, nh * features);
@@ -1004,9 +1036,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gat_aggregate_bwd(
           if (i < 0 || i >= n) continue;
           const T* __restrict gi = pg + i * width + h0 * features;
           head_dots(gi, px + j * width + h0 * features, nh, features, dp);
+          if (drop.active()) {
+            drop.scales(csr_of[begin + c0 + q], heads, h0, nh, keep);
+            for (int64_t h = 0; h < nh; ++h) dp[h] *= keep[h];
+          }
           add_edge_ds(i, j, h0, nh, prob + q * nh, dp, acc);
           for (int64_t h = 0; h < nh; ++h) {
-            const T p = prob[q * nh + h];
+            const T p = drop.active() ? prob[q * nh + h] * keep[h] : prob[q * nh + h];
             for (int64_t f = 0; f < features; ++f) gxj[h * features + f] += p * gi[h * features + f];
           }
         }

@@ -240,7 +240,8 @@ std::tuple<at::Tensor, at::Tensor> gat_aggregate_fwd(const at::Tensor& rowptr, c
                                                      const at::Tensor& csc_perm, const at::Tensor& hub_rows,
                                                      const at::Tensor& hub_cols, const at::Tensor& x,
                                                      const at::Tensor& alpha_src, const at::Tensor& alpha_dst,
-                                                     double negative_slope) {
+                                                     double negative_slope, double dropout, int64_t seed) {
+  TORCH_CHECK_VALUE(dropout >= 0 && dropout < 1, "dropout must be in [0, 1), got ", dropout);
   check_gat(x, alpha_src, alpha_dst);
   check_graph(rowptr, col, hub_rows, x, "rowptr/col");
   const c10::cuda::CUDAGuard guard(x.device());
@@ -248,8 +249,9 @@ std::tuple<at::Tensor, at::Tensor> gat_aggregate_fwd(const at::Tensor& rowptr, c
   at::Tensor lse = at::empty({x.size(0), x.size(1)}, x.options().dtype(acc_type(x)));
   check_launch(sslfast::cuda::launch_gat_forward(dtype_of(x), rowptr.data_ptr<int64_t>(), col.data_ptr<int64_t>(),
                                                  x.data_ptr(), alpha_src.data_ptr(), alpha_dst.data_ptr(),
-                                                 negative_slope, out.data_ptr(), lse.data_ptr(), x.size(0),
-                                                 x.size(1), x.size(2), at::cuda::getCurrentCUDAStream()));
+                                                 negative_slope, dropout, uint64_t(seed), out.data_ptr(),
+                                                 lse.data_ptr(), x.size(0), x.size(1), x.size(2),
+                                                 at::cuda::getCurrentCUDAStream()));
   return {out, lse};
 }
 
@@ -257,8 +259,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gat_aggregate_bwd(
     const at::Tensor& grad_out, const at::Tensor& rowptr, const at::Tensor& col, const at::Tensor& colptr,
     const at::Tensor& row, const at::Tensor& csc_perm, const at::Tensor& hub_rows, const at::Tensor& hub_cols,
     const at::Tensor& x, const at::Tensor& alpha_src, const at::Tensor& alpha_dst, const at::Tensor& out,
-    const at::Tensor& lse, double negative_slope) {
+    const at::Tensor& lse, double negative_slope, double dropout, int64_t seed) {
+  TORCH_CHECK_VALUE(dropout >= 0 && dropout < 1, "dropout must be in [0, 1), got ", dropout);
   check_gat(x, alpha_src, alpha_dst);
+  check_cuda_long(csc_perm, x, "csc_perm");
   check_graph(rowptr, col, hub_rows, x, "rowptr/col");
   check_graph(colptr, row, hub_cols, x, "colptr/row");
   const at::Tensor grad = grad_out.contiguous();
@@ -274,9 +278,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gat_aggregate_bwd(
   at::Tensor delta = at::empty(alpha_src.sizes(), x.options().dtype(acc_type(x)));
   check_launch(sslfast::cuda::launch_gat_backward(
       dtype_of(x), rowptr.data_ptr<int64_t>(), col.data_ptr<int64_t>(), colptr.data_ptr<int64_t>(),
-      row.data_ptr<int64_t>(), grad.data_ptr(), x.data_ptr(), alpha_src.data_ptr(), alpha_dst.data_ptr(),
-      out.data_ptr(), lse.data_ptr(), negative_slope, delta.data_ptr(), grad_x.data_ptr(), grad_src.data_ptr(),
-      grad_dst.data_ptr(), x.size(0), x.size(1), x.size(2), at::cuda::getCurrentCUDAStream()));
+      row.data_ptr<int64_t>(), csc_perm.data_ptr<int64_t>(), grad.data_ptr(), x.data_ptr(), alpha_src.data_ptr(),
+      alpha_dst.data_ptr(), out.data_ptr(), lse.data_ptr(), negative_slope, dropout, uint64_t(seed),
+      delta.data_ptr(), grad_x.data_ptr(), grad_src.data_ptr(), grad_dst.data_ptr(), x.size(0), x.size(1),
+      x.size(2), at::cuda::getCurrentCUDAStream()));
   return {grad_x, grad_src, grad_dst};
 }
 

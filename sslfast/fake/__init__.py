@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import torch
 
-from . import contrastive, diffusion, gnn, masking
+from . import augment, contrastive, diffusion, gnn, masking
 
-FAMILIES = (contrastive, masking, diffusion, gnn)
+FAMILIES = (contrastive, masking, diffusion, gnn, augment)
 
 
 def register(namespace: str) -> None:

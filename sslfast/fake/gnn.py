@@ -33,7 +33,7 @@ def fakes(widen: bool) -> dict:
         "spmm": lambda rowptr, col, colptr, row, csc_perm, hr, hc, weight, x, reduce: empty(x),
         "gcn_aggregate": lambda rowptr, col, colptr, row, hr, hc, dinv, x, loops: empty(x),
         "sddmm": lambda rowptr, col, colptr, row, csc_perm, hr, hc, perm, inv_perm, a, b: a.new_empty(col.shape),
-        "gat_aggregate": lambda rowptr, col, colptr, row, csc_perm, hr, hc, x, a_src, a_dst, slope: empty(x),
+        "gat_aggregate": lambda rowptr, col, colptr, row, csc_perm, hr, hc, x, a_src, a_dst, slope, p, seed: empty(x),
         "csr_by_key": csr_by_key,
         "spmm_fwd": spmm_fwd,
         "spmm_bwd": spmm_bwd,
@@ -42,8 +42,8 @@ def fakes(widen: bool) -> dict:
         "sddmm_fwd": lambda rowptr, col, colptr, row, csc_perm, hr, hc, a, b: a.new_empty(col.shape),
         "sddmm_bwd": lambda g, rowptr, col, colptr, row, csc_perm, hr, hc, a, b: (
             empty(a), empty(b)),
-        "gat_aggregate_fwd": lambda rowptr, col, colptr, row, csc_perm, hr, hc, x, a_src, a_dst, slope: (
+        "gat_aggregate_fwd": lambda rowptr, col, colptr, row, csc_perm, hr, hc, x, a_src, a_dst, slope, p, seed: (
             empty(x), a_src.new_empty(a_src.shape, dtype=acc_dtype(x))),
-        "gat_aggregate_bwd": lambda g, rowptr, col, colptr, row, csc_perm, hr, hc, x, a_src, a_dst, out, lse, slope: (
-            empty(x), empty(a_src), empty(a_dst)),
+        "gat_aggregate_bwd": lambda g, rowptr, col, colptr, row, csc_perm, hr, hc, x, a_src, a_dst, out, lse, slope,
+        p, seed: (empty(x), empty(a_src), empty(a_dst)),
     }

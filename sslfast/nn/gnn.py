@@ -118,16 +118,16 @@ class GINConv(_GraphCache):
 
 
 class GATConv(_GraphCache):
-    """PyG ``GATConv`` (dropout 0): x' = lin(x) as [N, H, C]; alpha_src / alpha_dst = <x', att>;
-    softmax over each target's in-edges (self loops replaced by one per node, as PyG's default)
-    of leaky_relu(alpha_src[j] + alpha_dst[i]); heads concatenated (or averaged) + bias.
-    Uses the fused ``gat_aggregate``."""
+    """PyG ``GATConv``: x' = lin(x) as [N, H, C]; alpha_src / alpha_dst = <x', att>; softmax over
+    each target's in-edges (self loops replaced by one per node, as PyG's default) of
+    leaky_relu(alpha_src[j] + alpha_dst[i]), attention dropout ``dropout`` in training mode; heads
+    concatenated (or averaged) + bias. Uses the fused ``gat_aggregate`` (the dropout mask is never
+    stored: a fresh seed per call, regenerated in the backward)."""
 
     def __init__(self, in_channels, out_channels, heads=1, concat=True, negative_slope=0.2, dropout=0.0,
                  add_self_loops=True, bias=True):
         super().__init__()
-        if dropout:
-            raise ValueError(f"dropout must be 0 (attention dropout is not fused yet), got {dropout}")
+        self.dropout = check.fraction("dropout", dropout)
         self.in_channels = check.integer("in_channels", in_channels, 1)
         self.heads, self.out_channels, self.concat = check.integer("heads", heads, 1), out_channels, concat
         check.integer("out_channels", out_channels, 1)
@@ -157,6 +157,7 @@ class GATConv(_GraphCache):
         h = self.lin(x).view(-1, self.heads, self.out_channels)
         alpha_src = (h * self.att_src).sum(-1)
         alpha_dst = (h * self.att_dst).sum(-1)
-        out = gat_aggregate(graph, h, alpha_src, alpha_dst, self.negative_slope)
+        out = gat_aggregate(graph, h, alpha_src, alpha_dst, self.negative_slope,
+                            dropout=self.dropout if self.training else 0.0)
         out = out.reshape(-1, self.heads * self.out_channels) if self.concat else out.mean(dim=1)
         return out if self.bias is None else out + self.bias

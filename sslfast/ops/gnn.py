@@ -143,12 +143,17 @@ def sddmm(graph, a, b):
     return _same_dtype(out, a)
 
 
-def gat_aggregate(graph, h, alpha_src, alpha_dst, negative_slope=0.2):
-    """Fused GAT aggregation (PyG ``GATConv`` propagate without dropout): for h [N, H, F],
-    out[i, k] = sum over in-edges j -> i of softmax_i(leaky_relu(alpha_src[j, k] + alpha_dst[i, k],
-    negative_slope)) * h[j, k]. h is read once per edge (CUDA: an online softmax; CPU: the row's
-    scores and their maximum first); extra memory O(N * H); backward recomputes the edge
-    probabilities. Rows without in-edges are 0 (add self loops to the graph for PyG's default)."""
+def gat_aggregate(graph, h, alpha_src, alpha_dst, negative_slope=0.2, *, dropout=0.0, seed=None, generator=None):
+    """Fused GAT aggregation (PyG ``GATConv`` propagate): for h [N, H, F], out[i, k] = sum over
+    in-edges j -> i of softmax_i(leaky_relu(alpha_src[j, k] + alpha_dst[i, k], negative_slope))
+    * h[j, k]. h is read once per edge (CUDA: an online softmax; CPU: the row's scores and their
+    maximum first); extra memory O(N * H); backward recomputes the edge probabilities. Rows without
+    in-edges are 0 (add self loops to the graph for PyG's default).
+
+    ``dropout``: attention dropout, as PyG's ``F.dropout`` of the attention coefficients (kept ones
+    scaled by 1 / (1 - dropout)); the mask is a hash of (``seed``, edge, head), regenerated in the
+    backward, never stored (no E x H tensor). ``seed`` defaults to a draw from ``generator`` (a CPU
+    generator, or torch's default one: a host draw, no device sync)."""
     graph = as_graph(graph, num_nodes=h.shape[0] if isinstance(h, torch.Tensor) and h.dim() == 3 else None)
     check.tensor("h", h, ndim=3)
     if h.shape[0] != graph.num_nodes:
@@ -161,12 +166,30 @@ def gat_aggregate(graph, h, alpha_src, alpha_dst, negative_slope=0.2):
             raise ValueError(f"{name} must have shape [num_nodes, heads] = {tuple(h.shape[:2])}, "
                              f"got {tuple(alpha.shape)}")
     negative_slope = check.real("negative_slope", negative_slope)
+    dropout = check.fraction("dropout", dropout)
+    seed = _dropout_seed(dropout, seed, generator)
     ops = _dispatch.ops_for("gat_aggregate", h)
     if ops is None:
-        return reference.gat_aggregate(graph, h, alpha_src, alpha_dst, negative_slope)
+        return reference.gat_aggregate(graph, h, alpha_src, alpha_dst, negative_slope, dropout, seed)
     hin = _kernel_input(h)
     if hin is not h:  # half inputs on CPU: the alphas follow h to float32
         alpha_src, alpha_dst = alpha_src.to(hin.dtype), alpha_dst.to(hin.dtype)
     out = ops.gat_aggregate(graph.rowptr, graph.col, graph.colptr, graph.row, graph.csc_perm, graph.hub_rows,
-                            graph.hub_cols, hin, alpha_src.contiguous(), alpha_dst.contiguous(), negative_slope)
+                            graph.hub_cols, hin, alpha_src.contiguous(), alpha_dst.contiguous(), negative_slope,
+                            dropout, seed)
     return _same_dtype(out, h)
+
+
+def _dropout_seed(p, seed, generator):
+    """The dropout mask's key: ``seed``, or a host draw from a CPU generator (0 without dropout)."""
+    if seed is not None:
+        return check.integer("seed", seed, 0)
+    if p == 0:
+        return 0
+    if generator is not None:
+        if not isinstance(generator, torch.Generator):
+            raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+        if generator.device.type != "cpu":
+            raise ValueError(f"generator must be a CPU generator (the mask key is drawn on the host), "
+                             f"got one on {generator.device}")
+    return int(torch.randint(0, 2 ** 62, (), generator=generator))

@@ -91,9 +91,12 @@ def inner_product_edge_loss(z, pos_edge_index, neg_edge_index):
     return -F.logsigmoid(pos).mean() - F.logsigmoid(-neg).mean()
 
 
-def gat_aggregate(graph, h, alpha_src, alpha_dst, negative_slope=0.2):
+def gat_aggregate(graph, h, alpha_src, alpha_dst, negative_slope=0.2, dropout=0.0, seed=0):
     """PyG GATConv's propagate: e = leaky_relu(alpha_src[j] + alpha_dst[i]) per edge and head,
-    softmax over each target's in-edges, out[i] = sum_j a_ji h[j] (E x H x F messages)."""
+    softmax over each target's in-edges, out[i] = sum_j a_ji h[j] (E x H x F messages). With
+    ``dropout``, attention dropout on a (PyG: F.dropout(alpha)) with the kernels' mask: edge e (CSR
+    position) at head k kept, scaled by 1 / (1 - dropout), where uniform(seed, e * H + k) >= dropout
+    (sslfast/reference/random.py); a Graph gives the CSR order, an edge_index is taken as CSR order."""
     import torch.nn.functional as F
     from ..graph import Graph
 
@@ -106,6 +109,12 @@ def gat_aggregate(graph, h, alpha_src, alpha_dst, negative_slope=0.2):
     p = torch.exp(e - row_max[dst])
     denom = torch.zeros(n, heads, dtype=e.dtype, device=e.device).index_add_(0, dst, p)
     attention = p / denom[dst]
+    if dropout > 0:
+        from .random import keep_mask
+
+        p32 = float(torch.tensor(dropout, dtype=torch.float32))  # the kernels compare in float32
+        keep = keep_mask(seed, attention.numel(), p32, device=attention.device).reshape(attention.shape)
+        attention = attention * keep.to(attention.dtype) * (1.0 / (1.0 - p32))
     return torch.zeros_like(h).index_add_(0, dst, attention.unsqueeze(-1) * h[src])
 
 

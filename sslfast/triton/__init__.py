@@ -19,6 +19,6 @@ def register(impls: dict) -> None:
 
 AVAILABLE = False
 if _TRITON_IMPORTABLE and _native.AVAILABLE:  # the schemas come from the C++ extension
-    from . import contrastive, diffusion, masking  # noqa: F401
+    from . import augment, contrastive, diffusion, masking  # noqa: F401
 
     AVAILABLE = True
