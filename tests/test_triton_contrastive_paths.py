@@ -157,3 +157,103 @@ def test_siglip_gradients_from_the_forward(dtype):
     expected = ops.siglip_loss_bwd(torch.tensor(1.0, dtype=dtype), image, text, scale, bias)
     for got, want in zip(grads, expected):
         assert torch.equal(got, want)
+
+
+# ------------------------------------------------------------------------------------- SupCon
+
+def supcon_labels(n, kind, seed):
+    """Labels of one test batch: several classes with a class of one member (an anchor without
+    positives), or every row in one class (pairwise: anchors without negatives)."""
+    if kind == "same":
+        return torch.full((n,), 7, dtype=torch.int64, device=DEVICE)
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.randint(0, 4, (n,), generator=g) * 1000 - 2000  # negative and large values too
+    labels[5] = 123456789  # the only member of its class
+    return labels.to(DEVICE)
+
+
+def supcon_case(pairwise, labels, temperature=0.2, normalize=True):
+    return (lambda f: sslfast.supcon(f, labels, temperature, normalize=normalize, pairwise=pairwise),
+            lambda f: reference.supcon(f, labels, temperature, normalize=normalize, pairwise=pairwise))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize("pairwise", [False, True])
+def test_supcon_paths(monkeypatch, dtype, fused, pairwise):
+    """Both backward paths: fused (one launch, W = G + G^T) and G + matmul in row chunks (forced
+    at D = 40, ~16-row chunks). Several classes with a singleton, then one class for all rows."""
+    from sslfast.triton import contrastive as tk
+    if not fused:
+        monkeypatch.setattr(tk, "_FUSED_MAX_D", 0)
+        monkeypatch.setattr(tk, "_G_CHUNK_BYTES", 16 * 70 * (8 if dtype == torch.float64 else 4))
+    features = randn(70, 40 if not fused else 24, seed=80).to(dtype).requires_grad_()
+    for kind in ("classes", "same"):
+        fn, ref_fn = supcon_case(pairwise, supcon_labels(70, kind, 81))
+        assert_matches_reference(fn, ref_fn, [features], dtype)
+
+
+@pytest.mark.parametrize("pairwise", [False, True])
+def test_supcon_fallback_and_online_paths(pairwise):
+    """T = 0.2 with one row far from unit norm: the self-score shift cannot hold its block's rows
+    (the combine flags them, the fallback redoes them); T = 0.02: 2/T past the shift's range, the
+    per-row online forward. Every row's lse and the loss against the reference."""
+    labels = supcon_labels(70, "classes", 82)
+    features = F.normalize(randn(70, 12, seed=83), dim=1)
+    # s_ii = 36 / T: its row block's shift, far above that block's sums. In the last row block:
+    # the triangle's column parts of an earlier block would reach every row.
+    features[67] *= 6.0
+    for temperature, normalize in ((0.2, False), (0.02, True)):
+        z = F.normalize(features, dim=1) if normalize else features
+        loss, lse, stats = torch.ops.sslfast_triton.supcon_fwd(z, labels, temperature, pairwise)
+        logits = z @ z.T / temperature
+        masked = labels[:, None] == labels[None, :] if pairwise else torch.eye(70, dtype=torch.bool, device=DEVICE)
+        torch.testing.assert_close(lse, torch.logsumexp(logits.masked_fill(masked, float("-inf")), 1),
+                                   rtol=1e-12, atol=1e-12)
+        want = reference.supcon(z, labels, temperature, normalize=False, pairwise=pairwise)
+        # scores up to 180: summation order alone moves the loss by ~1e-12 relative
+        torch.testing.assert_close(loss, want, rtol=1e-10, atol=1e-12)
+    from sslfast.triton import contrastive as tk
+    classes, _ = tk._label_classes(labels, features)
+    aux = tuple(features.new_zeros((slots, 70)) for slots in tk._part_slots(features, 70))
+    row_part, col_part, _, row_frame, shifts = tk._shifted_forward(
+        tk._SUPCON, features, features, tk._device_scalar(5.0, features), None, 0, False, labels=classes,
+        negatives_only=pairwise, aux=aux)
+    _, flags = tk._combine(row_part, row_frame, col_part, shifts)
+    # the fallback did the work, and only there: the other blocks' shift (1/T) holds their rows
+    assert flags[64:].tolist() == [1] * 6 and flags[:64].sum() == 0
+
+
+def test_supcon_row_stats_match_the_cpp_kernels():
+    """The Triton ops' outputs are the C++ contract: (loss, lse, row_stats) and the gradient equal
+    sslfast::supcon_fwd / supcon_bwd (CPU) in float64, int32 labels included."""
+    if not sslfast._native.AVAILABLE:
+        pytest.skip("no C++ extension")
+    z = F.normalize(randn(45, 10, seed=84), dim=1)
+    g = torch.tensor(-0.7, dtype=torch.float64, device=DEVICE)
+    for labels in (supcon_labels(45, "classes", 85), supcon_labels(45, "classes", 85).int(),
+                   supcon_labels(45, "same", 0)):
+        for pairwise in (False, True):
+            got = torch.ops.sslfast_triton.supcon_fwd(z, labels, 0.3, pairwise)
+            want = torch.ops.sslfast.supcon_fwd(z.cpu(), labels.cpu(), 0.3, pairwise)
+            for a, b in zip(got, want):
+                torch.testing.assert_close(a.cpu(), b, rtol=1e-12, atol=1e-12)
+            dz = torch.ops.sslfast_triton.supcon_bwd(g, z, labels, *got[1:], 0.3, pairwise)
+            dz_cpp = torch.ops.sslfast.supcon_bwd(g.cpu(), z.cpu(), labels.cpu(), *want[1:], 0.3, pairwise)
+            torch.testing.assert_close(dz.cpu(), dz_cpp, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("pairwise", [False, True])
+def test_supcon_with_view_labels_is_nt_xent(pairwise):
+    """labels = cat(arange(N), arange(N)): each row's one positive is its other view, so both
+    SupCon forms are NT-Xent (loss and gradients, float64)."""
+    z1, z2 = randn(30, 16, seed=86).requires_grad_(), randn(30, 16, seed=87).requires_grad_()
+    labels = torch.cat([torch.arange(30), torch.arange(30)]).to(DEVICE)
+    with sslfast.use_backend("triton"):
+        got = sslfast.supcon(torch.cat([z1, z2]), labels, 0.3, pairwise=pairwise)
+        got_grads = torch.autograd.grad(got, [z1, z2])
+        want = sslfast.nt_xent(z1, z2, 0.3)
+        want_grads = torch.autograd.grad(want, [z1, z2])
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-13)
+    for a, b in zip(got_grads, want_grads):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-13)

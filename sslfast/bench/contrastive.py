@@ -1,4 +1,4 @@
-"""Benchmark cases of the contrastive family: nt_xent, info_nce, clip_loss, siglip_loss.
+"""Benchmark cases of the contrastive family: nt_xent, info_nce, clip_loss, siglip_loss, supcon.
 
 FLOP model: one N x M x D score GEMM forward = 2*N*M*D;
 forward+backward is reported against 6*N*M*D (forward + the two gradient GEMMs), and the JSON
@@ -135,6 +135,24 @@ def siglip_case(n: int, d: int) -> Case:
                 model_note=MODEL_NOTE)
 
 
+def supcon_case(n: int, d: int, *, classes: int = 100, pairwise: bool = False, temperature=0.1) -> Case:
+    """SupCon over N rows (views already stacked) with labels drawn uniformly from ``classes``
+    classes (fixed seed): Khosla's form, or pytorch-metric-learning's pairwise one."""
+
+    def make_inputs(device, dtype, requires_grad):
+        features = _leaf(_randn(n, d, device, dtype, SEED + 40), requires_grad)
+        labels = torch.randint(0, classes, (n,), generator=torch.Generator().manual_seed(SEED + 41)).to(device)
+        return Inputs((features, labels), {"temperature": temperature, "pairwise": pairwise},
+                      [features] if requires_grad else [])
+
+    flops, extra = _models(n, n, d)
+    op = "supcon_pairwise" if pairwise else "supcon"
+    return Case(FAMILY, "supcon", f"N={n} D={d} C={classes}" + (" pairwise" if pairwise else ""),
+                {"N": n, "D": d, "classes": classes, "pairwise": pairwise, **_model(op, n, d)}, make_inputs,
+                sslfast.supcon, reference.supcon, flops=flops, extra_flops=extra,
+                backend=backend_of("supcon"), cost=n * n * d, model_note=MODEL_NOTE)
+
+
 HEADLINE = dict(two_n=8192, d=128)
 
 
@@ -154,10 +172,10 @@ def cases(ctx: Context) -> list:
                 info_nce_case(256, 128, queue=16384), info_nce_case(256, 128, queue=65536),
                 info_nce_case(4096, 128), info_nce_case(16384, 128),
                 clip_case(8192, 512), clip_case(32768, 512),
-                siglip_case(8192, 512), siglip_case(32768, 512)]
+                siglip_case(8192, 512), siglip_case(32768, 512), supcon_case(8192, 512)]
     if ctx.sizes == "quick":
         return [nt_xent_case(2048, 128), headline, info_nce_case(256, 128, queue=16384),
                 clip_case(2048, 512), siglip_case(2048, 512)]
     return [nt_xent_case(2048, 128), nt_xent_case(4096, 128), headline,
             info_nce_case(256, 128, queue=16384), info_nce_case(4096, 128),
-            clip_case(4096, 512), siglip_case(2048, 512)]
+            clip_case(4096, 512), siglip_case(2048, 512), supcon_case(2048, 128)]

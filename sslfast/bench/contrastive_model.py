@@ -53,14 +53,20 @@ def _gradient_launches(n, m, d, exps_per_score, sides, elt=2):
 def predict(op, n, d, queue=0):
     """Modelled (fwd_ms, fwd_bwd_ms) of one op in bf16 at the bench's size conventions:
     nt_xent n = 2N rows; clip / siglip N x N; info_nce N queries against a queue of K rows (MoCo,
-    no in-batch negatives, the fold on when a gradient is needed)."""
+    no in-batch negatives, the fold on when a gradient is needed); supcon (Khosla) and
+    supcon_pairwise N rows (labels cost O(N) bytes: not counted)."""
     elt = 2
-    if op == "nt_xent":  # upper triangle: half the tiles; one exp per score
+    if op in ("nt_xent", "supcon", "supcon_pairwise"):  # upper triangle: half the tiles; one exp per score
         half = n * n / 2
-        fwd = [kernel_ms(2 * half * d, elt * n * d + _shift_partials(n, n), half),
-               kernel_ms(0, _shift_partials(n, n) / 3, 0)]  # combine
-        # symmetric W: one fused side (2 exps per score: row and column lse)
-        bwd = _gradient_launches(n, n, d, 2, 1)
+        # Khosla's positive-score sums: a second set of parts, filled, written and summed.
+        parts = 2 if op == "supcon" else 1
+        fwd = [kernel_ms(2 * half * d, elt * n * d + parts * _shift_partials(n, n), half)]
+        fwd += [kernel_ms(0, _shift_partials(n, n) / 3, 0) for _ in range(parts)]  # combine (+ sums)
+        if op == "supcon_pairwise":  # positive pairs over full rows: exp + 2 reciprocals per score
+            fwd.append(kernel_ms(2 * n * n * d, elt * n * d, 3 * n * n))
+        # symmetric W: one fused side (2 exps per score: row and column lse; pairwise's positive
+        # weights add 2 reciprocals, computed for every score of the tile)
+        bwd = _gradient_launches(n, n, d, 4 if op == "supcon_pairwise" else 2, 1)
     elif op == "clip":
         fwd = [kernel_ms(2 * n * n * d, 2 * elt * n * d + _shift_partials(n, n), n * n),
                kernel_ms(0, _shift_partials(n, n) / 3, 0)]
@@ -93,7 +99,8 @@ MEASURED_2026_11_23 = {
 }
 
 BENCH_SHAPES = [(op, n, d, 0) for op in ("nt_xent", "clip", "siglip") for n in (8192, 32768) for d in (128, 512)] + [
-    ("info_nce_queue", 256, 128, 16384), ("info_nce_queue", 256, 128, 65536)]
+    ("info_nce_queue", 256, 128, 16384), ("info_nce_queue", 256, 128, 65536)] + [
+    (op, 8192, d, 0) for op in ("supcon", "supcon_pairwise") for d in (128, 512)]
 
 
 def table():

@@ -1,4 +1,4 @@
-"""Triton kernels of the contrastive losses (NT-Xent, InfoNCE, CLIP, SigLIP).
+"""Triton kernels of the contrastive losses (NT-Xent, InfoNCE, CLIP, SigLIP, SupCon).
 
 Registered as ``torch.ops.sslfast_triton.*`` with the schemas, fakes and autograd of
 ``csrc/schema.cpp``; the math is ``sslfast.reference.contrastive``.
@@ -23,11 +23,16 @@ Forward:
   * SigLIP's loss terms and gradient weights share one exponential per score. ``with_grads``
     returns the loss and every gradient from one op call (a loss pass, then the two fused
     gradient passes: the single-pass form spilled on sm_90).
+  * SupCon is NT-Xent's upper-triangle forward with labels compared in the tile (class ids, see
+    _label_classes): Khosla's denominator is NT-Xent's (every j != i), and the same pass sums each
+    row's positive scores into row and column parts; the pairwise (NTXentLoss) variant masks
+    same-label columns out of the denominator, then a second pass over full rows sums
+    softplus(lse_i - s_ip) and sigmoid(lse_i - s_ip) over the positives (it needs the final lse).
 Backward (and SigLIP's gradients):
   * D <= 256: a fused flash-style kernel per side. A program owns BLOCK_M rows, keeps an fp32
     [BLOCK_M, D] accumulator, and streams the other side's tiles, each loaded once for the score
     and for the gradient product. The other side's gradient is a second launch of the same
-    kernel with the operands swapped (NT-Xent needs none: its weights are symmetric).
+    kernel with the operands swapped (NT-Xent and SupCon need none: their weights are symmetric).
   * D > 256 (and fp64 on GPUs): the gradient weights G of a chunk of rows are written in the
     input dtype and cuBLAS does dA = G B and dB += G^T A; chunks keep G under 1 GiB.
 No atomics: per-program partials are reduced by torch in a fixed order, so runs are bitwise equal.
@@ -77,8 +82,12 @@ _TILES_PER_PROGRAM = 8
 # What a written but empty log2 partial sum holds (log2(0) = -inf marks unwritten slots).
 _WRITTEN_EMPTY = tl.constexpr(-1e30)
 
-# Mode numbers of the pair-forward kernel.
-_NT_XENT, _CLIP, _SIGLIP = 0, 1, 2
+# Mode numbers of the pair-forward kernel. _SUPCON: the triangle logsumexp pass (NT-Xent's, with
+# labels); _SUPCON_PAIRS: the pairwise variant's pass over positive pairs, after the lse.
+_NT_XENT, _CLIP, _SIGLIP, _SUPCON, _SUPCON_PAIRS = 0, 1, 2, 3, 4
+# Modes of the SupCon gradient weights (the SUPCON constexpr of _grad_weights): none, Khosla's
+# SupCon, pytorch-metric-learning's pairwise NTXentLoss with labels.
+_NO_LABELS, _KHOSLA, _PAIRWISE = 0, 1, 2
 
 # float64 has no tl.dot on NVIDIA GPUs (an assertion in semantic.dot, seen on an H100 with Triton
 # 3.6), so _dot multiplies fp64 tiles as a broadcast product-sum whose [BLOCK_M, BLOCK_K, BLOCK_N]
@@ -219,6 +228,23 @@ def _row_dots(a_ptr, a_rows, b_ptr, b_rows, row_ok, D,
 
 
 @triton.jit
+def _row_terms(lse_ptr, labels_ptr, coef_ptr, idx64, ok, USE_LSE: tl.constexpr, SUPCON: tl.constexpr,
+               BLOCK: tl.constexpr, ACC_DTYPE: tl.constexpr):
+    """(lse, class id, SupCon coefficient) of a block of rows or columns, for _grad_weights; what
+    a launch does not use stays a placeholder."""
+    if USE_LSE:
+        lse = tl.load(lse_ptr + idx64, mask=ok, other=0.0)
+    else:
+        lse = tl.zeros((BLOCK,), ACC_DTYPE)
+    labels = _load_labels(labels_ptr, idx64, ok, SUPCON != 0)
+    if SUPCON != 0:
+        coef = tl.load(coef_ptr + idx64, mask=ok, other=0.0)
+    else:
+        coef = lse
+    return lse, labels, coef
+
+
+@triton.jit
 def _load_scale_bias(scale_ptr, bias_ptr, HAS_BIAS: tl.constexpr, ACC_DTYPE: tl.constexpr):
     scale = tl.load(scale_ptr).to(ACC_DTYPE)
     if HAS_BIAS:
@@ -249,23 +275,64 @@ def _log1p_unit(e):
 
 
 @triton.jit
-def _pair_mask(rows, row_ok, cols, col_ok, partners, EXCLUDE_SELF: tl.constexpr,
-               EXCLUDE_PARTNER: tl.constexpr):
-    """Which (row, column) pairs a row's denominator holds: NT-Xent drops j = i, DCL also j = p(i).
-    A label-masked loss (SupCon) would add its label test here."""
+def _pair_mask(rows, row_ok, cols, col_ok, partners, row_labels, col_labels,
+               EXCLUDE_SELF: tl.constexpr, EXCLUDE_PARTNER: tl.constexpr,
+               EXCLUDE_SAME_LABEL: tl.constexpr):
+    """Which (row, column) pairs a row's denominator holds: NT-Xent drops j = i, DCL also j = p(i),
+    SupCon's pairwise variant every j with row i's label (its negatives only)."""
     keep = row_ok[:, None] & col_ok[None, :]
     if EXCLUDE_SELF:
         keep = keep & (cols[None, :] != rows[:, None])
     if EXCLUDE_PARTNER:
         keep = keep & (cols[None, :] != partners[:, None])
+    if EXCLUDE_SAME_LABEL:
+        keep = keep & (col_labels[None, :] != row_labels[:, None])
     return keep
 
 
 @triton.jit
+def _positive_pairs(rows, row_ok, cols, col_ok, row_labels, col_labels):
+    """SupCon's positives of each row: the other rows with its label."""
+    return (row_ok[:, None] & col_ok[None, :] & (cols[None, :] != rows[:, None])
+            & (col_labels[None, :] == row_labels[:, None]))
+
+
+@triton.jit
+def _load_labels(labels_ptr, idx64, ok, LABELS: tl.constexpr):
+    # Class ids (int32, _label_classes); without labels the index stands in (no test reads it).
+    if LABELS:
+        labels = tl.load(labels_ptr + idx64, mask=ok, other=-1)
+    else:
+        labels = idx64.to(tl.int32)
+    return labels
+
+
+@triton.jit
+def _softplus_sigmoid(x):
+    """(softplus(x), sigmoid(x)) from one exponential, e = exp(-|x|): softplus = max(x, 0) +
+    log1p(e), sigmoid = 1 / (1 + e) or e / (1 + e); neither overflows, and x = -inf (an anchor
+    without negatives) gives (0, 0)."""
+    e = tl.exp2(-tl.abs(x) * 1.4426950408889634)
+    inv = tl.fdiv(tl.full(e.shape, 1.0, e.dtype), 1.0 + e, ieee_rounding=False)
+    return tl.maximum(x, 0.0) + _log1p_unit(e), tl.where(x >= 0, inv, e * inv)
+
+
+@triton.jit
+def _pairwise_side(e, same, coef):
+    """One anchor's share of the pairwise SupCon W_ij (_grad_weights), e = exp(S_ij - lse_anchor):
+    coef e for other labels, -sigmoid(lse_anchor - S_ij) = -1 / (1 + e) for the same label. An
+    anchor without negatives has lse = -inf: e = inf, and 1 / (1 + e) = 0 is its sigmoid; the
+    other-label branch never sees such an e (its anchors have negatives)."""
+    sigmoid = tl.fdiv(tl.full(e.shape, 1.0, e.dtype), 1.0 + e, ieee_rounding=False)
+    return tl.where(same, -sigmoid, coef * e)
+
+
+@triton.jit
 def _grad_weights(dots, rows, row_ok, cols, col_ok, partners, scale, bias, row_lse, col_lse,
+                  row_labels, col_labels, row_coef, col_coef,
                   SIGLIP: tl.constexpr, USE_ROW_LSE: tl.constexpr, USE_COL_LSE: tl.constexpr,
                   PARTNER_COEF: tl.constexpr, EXCLUDE_SELF: tl.constexpr,
-                  EXCLUDE_PARTNER: tl.constexpr, WITH_LOSS: tl.constexpr):
+                  EXCLUDE_PARTNER: tl.constexpr, WITH_LOSS: tl.constexpr, SUPCON: tl.constexpr):
     """dLoss/dS on a tile (up to the launcher's coefficient) and, for SigLIP with WITH_LOSS, the
     tile's loss terms; zero outside the valid pairs. S = scale * dots + bias.
 
@@ -273,12 +340,37 @@ def _grad_weights(dots, rows, row_ok, cols, col_ok, partners, scale, bias, row_l
                         + exp(S_ij - lse_j) [USE_COL_LSE]) - PARTNER_COEF [j == p(i)]
         SigLIP:         -z_ij sigmoid(-z_ij S_ij),  loss -logsigmoid(z_ij S_ij) = max(-zS, 0)
                         + log1p(exp(-|S|)),  z = +1 on the diagonal (j == p(i)), -1 elsewhere
+        SupCon (W = G + G^T, j != i; e_i = exp(S_ij - lse_i), coef = the rows' row_coef):
+          Khosla:   [coef_i > 0] e_i + [coef_j > 0] e_j - [same label] (coef_i + coef_j),
+                    coef_i = 1 / P_i (0 without positives)
+          pairwise: coef_i e_i + coef_j e_j for other labels, coef_i = sum over i's positives of
+                    sigmoid(lse_i - S_ip); -(sigmoid(lse_i - S_ij) + sigmoid(lse_j - S_ij)) for
+                    the same label, sigmoid(lse_i - S) = 1 / (1 + e_i): the same exponential
 
     The SigLIP loss term and its gradient weight share one exponential.
     """
     valid = row_ok[:, None] & col_ok[None, :]
     loss = tl.zeros((1, 1), dots.dtype)
-    if SIGLIP:
+    if SUPCON != 0:
+        s = dots * scale
+        same = col_labels[None, :] == row_labels[:, None]
+        if SUPCON == 1:
+            e_row = tl.exp2((s - row_lse[:, None]) * 1.4426950408889634)
+            e_col = tl.exp2((s - col_lse[None, :]) * 1.4426950408889634)
+            # The indicator multiplies (not selects) so that a NaN score still reaches the output.
+            weight = (e_row * tl.where(row_coef > 0, 1.0, 0.0)[:, None]
+                      + e_col * tl.where(col_coef > 0, 1.0, 0.0)[None, :]
+                      - tl.where(same, row_coef[:, None] + col_coef[None, :], 0.0))
+        else:
+            # One side, then the other: one exponential tile live at a time (both at once
+            # spilled at D = 256 on sm_90; the Khosla form above does not need this and spilled
+            # when written this way).
+            weight = _pairwise_side(tl.exp2((s - row_lse[:, None]) * 1.4426950408889634), same,
+                                    row_coef[:, None])
+            weight += _pairwise_side(tl.exp2((s - col_lse[None, :]) * 1.4426950408889634), same,
+                                     col_coef[None, :])
+        weight = tl.where(valid & (cols[None, :] != rows[:, None]), weight, 0.0)
+    elif SIGLIP:
         s = dots * scale + bias
         diag = cols[None, :] == partners[:, None]
         signed = tl.where(diag, s, -s)
@@ -299,7 +391,8 @@ def _grad_weights(dots, rows, row_ok, cols, col_ok, partners, scale, bias, row_l
             weight += tl.exp2((s - row_lse[:, None]) * 1.4426950408889634)
         if USE_COL_LSE:
             weight += tl.exp2((s - col_lse[None, :]) * 1.4426950408889634)
-        keep = _pair_mask(rows, row_ok, cols, col_ok, partners, EXCLUDE_SELF, EXCLUDE_PARTNER)
+        keep = _pair_mask(rows, row_ok, cols, col_ok, partners, row_labels, col_labels,
+                          EXCLUDE_SELF, EXCLUDE_PARTNER, False)
         weight = tl.where(keep, weight, 0.0)
         if PARTNER_COEF != 0.0:
             weight -= tl.where(valid & (cols[None, :] == partners[:, None]), PARTNER_COEF, 0.0)
@@ -311,32 +404,40 @@ def _grad_weights(dots, rows, row_ok, cols, col_ok, partners, scale, bias, row_l
 # ---------------------------------------------------------------------------------------------
 
 
-@_autotune("fwd", ["MODE"])
+@_autotune("fwd", ["MODE", "NEGATIVES_ONLY"])
 @triton.jit
 def _pair_fwd_kernel(a_ptr, b_ptr, scale_ptr, bias_ptr, row_part_ptr, col_part_ptr, pos_ptr,
-                     row_frame_ptr, shift_ptr, n_rows, n_cols, partner_shift, D, tiles_per_program,
+                     row_frame_ptr, shift_ptr, labels_ptr, lse_ptr, aux_row_ptr, aux_col_ptr,
+                     n_rows, n_cols, partner_shift, D, tiles_per_program,
                      MODE: tl.constexpr, EXCLUDE_PARTNER: tl.constexpr, HAS_BIAS: tl.constexpr,
-                     D_PAD: tl.constexpr, D_CLASS: tl.constexpr,
+                     NEGATIVES_ONLY: tl.constexpr, D_PAD: tl.constexpr, D_CLASS: tl.constexpr,
                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                      RESIDENT: tl.constexpr, ACC_DTYPE: tl.constexpr,
                      DOT_PRECISION: tl.constexpr, UPCAST_BF16: tl.constexpr):
-    """Forward of NT-Xent, CLIP or SigLIP over S = scale * a b^T (+ bias). Program (m, s) owns
-    row block m and column tiles [first, first + tiles_per_program):
+    """Forward of NT-Xent, CLIP, SigLIP or SupCon over S = scale * a b^T (+ bias). Program (m, s)
+    owns row block m and column tiles [first, first + tiles_per_program):
 
         positive_i = S_{i, p(i)}  (NT-Xent: scale = 1/T, a = b = z, p(i) = (i + N) mod 2N;
-                                   CLIP, SigLIP: p(i) = i)
+                                   CLIP, SigLIP: p(i) = i; SupCon: p(i) = i, S_ii = |z_i|^2 / T,
+                                   the largest score of unit rows)
         c_m = max_{i in m} positive_i, the block's shift (every program of block m computes it)
-        NT-Xent (upper triangle, first = m + s t) and CLIP (first = s t):
-          e_ij = exp(S_ij - c_m) [j != i, and j != p(i) for DCL (NT-Xent)]
+        NT-Xent and SupCon (upper triangle, first = m + s t) and CLIP (first = s t):
+          e_ij = exp(S_ij - c_m) [j != i, and j != p(i) for DCL (NT-Xent), and labels differ
+                                  for SupCon's NEGATIVES_ONLY]
           row_part[s, i] = c_m + log sum_j e_ij    col_part[m, j] = c_m + log sum_i e_ij
           (in log2 units, at least _WRITTEN_EMPTY: an empty sum is told from an unwritten slot,
-          -inf; NT-Xent writes no column part for its diagonal tile)
+          -inf; the triangle writes no column part for its diagonal tile)
         row_frame[i] = c_m for i in m, shift[m] = c_m
+        SupCon without NEGATIVES_ONLY, the same pass, the same-label dots (self included):
+          aux_row[s, i] = sum_j a_i . b_j    aux_col[m, j] = sum_i a_i . b_j
+          (the launcher scales them and takes positive_i = S_ii off: the positives' score sum)
         SigLIP: row_part[s, i] = sum_j -logsigmoid(z_ij S_ij)
+        SupCon pairs (full rows, first = s t; lse = the negatives' logsumexp), over positives:
+          row_part[s, i] = sum_p softplus(lse_i - S_ip)    aux_row[s, i] = sum_p sigmoid(same)
 
     One exponential per score serves the row and the column sum. _combine_lse_kernel reduces the
     parts and flags the rows whose sums the shift could not hold; _row_lse_kernel redoes those.
-    Reference: sslfast.reference.contrastive.nt_xent / clip_loss / siglip_loss.
+    Reference: sslfast.reference.contrastive.nt_xent / clip_loss / siglip_loss / supcon.
     """
     pid_m = tl.program_id(0)
     pid_s = tl.program_id(1)
@@ -346,46 +447,76 @@ def _pair_fwd_kernel(a_ptr, b_ptr, scale_ptr, bias_ptr, row_part_ptr, col_part_p
     partners = (rows + partner_shift) % n_cols
     scale, bias = _load_scale_bias(scale_ptr, bias_ptr, HAS_BIAS, ACC_DTYPE)
     scale2 = scale * 1.4426950408889634
-    if MODE == 0:
+    triangle: tl.constexpr = (MODE == 0) | (MODE == 3)
+    log_sums: tl.constexpr = (MODE != 2) & (MODE != 4)  # the logsumexp modes
+    if triangle:
         first = pid_m + pid_s * tiles_per_program  # BLOCK_N == BLOCK_M: tile m is the diagonal
     else:
         first = pid_s * tiles_per_program
     last = tl.minimum(first + tiles_per_program, tl.cdiv(n_cols, BLOCK_N))
-    if MODE != 2:
+    row_labels = _load_labels(labels_ptr, rows64, row_ok, MODE >= 3)
+    if MODE == 4:
+        row_lse = tl.load(lse_ptr + rows64, mask=row_ok, other=0.0)
+    if log_sums:
         positive = _row_dots(a_ptr, rows64, b_ptr, partners.to(tl.int64), row_ok, D,
                              BLOCK_M, BLOCK_K, ACC_DTYPE) * scale + bias
         # bias2 - shift2 in one constant: each exponent is one FMA, and the shift is the largest
         # positive, so the score a row's sum depends on most sits near 2^0.
         shift2 = tl.max(tl.where(row_ok, positive * 1.4426950408889634, float("-inf")), axis=0)
         offset2 = bias * 1.4426950408889634 - shift2
+        if pid_s == 0:  # stored before the tiles: positive is not live across them
+            tl.store(pos_ptr + rows64, positive, mask=row_ok)
+            tl.store(row_frame_ptr + rows64, shift2 + rows * 0, mask=row_ok)
+            tl.store(shift_ptr + pid_m, shift2)
     a_rows = _resident_tile(a_ptr, rows64, row_ok, D, BLOCK_K, RESIDENT)
     row_acc = tl.zeros((BLOCK_M,), ACC_DTYPE)
+    aux_acc = tl.zeros((BLOCK_M,), ACC_DTYPE)
     col_part_row = col_part_ptr + pid_m.to(tl.int64) * n_cols
+    aux_col_row = aux_col_ptr + pid_m.to(tl.int64) * n_cols
     for tile in range(first, last):
         cols = tile * BLOCK_N + tl.arange(0, BLOCK_N)
         col_ok = cols < n_cols
         dots = _scores(a_rows, a_ptr, rows64, row_ok, b_ptr, cols.to(tl.int64), col_ok, D,
                        BLOCK_M, BLOCK_N, BLOCK_K, RESIDENT, ACC_DTYPE, DOT_PRECISION, UPCAST_BF16)
+        col_labels = _load_labels(labels_ptr, cols.to(tl.int64), col_ok, MODE >= 3)
         if MODE == 2:
             _, loss = _grad_weights(dots, rows, row_ok, cols, col_ok, partners, scale, bias,
-                                    row_acc, row_acc, True, False, False, 0.0, False, False, True)
+                                    row_acc, row_acc, row_labels, col_labels, row_acc, row_acc,
+                                    True, False, False, 0.0, False, False, True, 0)
             row_acc += tl.sum(loss, axis=1)
+        elif MODE == 4:
+            positives = _positive_pairs(rows, row_ok, cols, col_ok, row_labels, col_labels)
+            softplus, sigmoid = _softplus_sigmoid(row_lse[:, None] - dots * scale)
+            row_acc += tl.sum(tl.where(positives, softplus, 0.0), axis=1)
+            aux_acc += tl.sum(tl.where(positives, sigmoid, 0.0), axis=1)
         else:
-            keep = _pair_mask(rows, row_ok, cols, col_ok, partners, MODE == 0, EXCLUDE_PARTNER)
+            # The triangle's diagonal tile: its row sums already hold both directions.
+            col_store = col_ok & ((MODE == 1) | (tile != pid_m))
+            if (MODE == 3) & (not NEGATIVES_ONLY):
+                # Same-label dots, self included and unscaled (the launcher subtracts S_ii and
+                # scales) and no bounds test (rows and columns out of range load as 0): one
+                # compare per score, and these sums run before the exponentials so both tiles are
+                # never live together (the other order spilled on sm_90).
+                positive_dots = tl.where(col_labels[None, :] == row_labels[:, None], dots, 0.0)
+                tl.store(aux_col_row + cols, tl.sum(positive_dots, axis=0), mask=col_store)
+                aux_acc += tl.sum(positive_dots, axis=1)
+            keep = _pair_mask(rows, row_ok, cols, col_ok, partners, row_labels, col_labels,
+                              triangle, EXCLUDE_PARTNER, NEGATIVES_ONLY)
             e = tl.where(keep, tl.exp2(dots * scale2 + offset2), 0.0)
             row_acc += tl.sum(e, axis=1)
             tl.store(col_part_row + cols, tl.maximum(shift2 + tl.log2(tl.sum(e, axis=0)), _WRITTEN_EMPTY),
-                     mask=col_ok & ((MODE == 1) | (tile != pid_m)))
+                     mask=col_store)
+    row_slots = pid_s.to(tl.int64) * n_rows + rows64
     if MODE == 2:
-        tl.store(row_part_ptr + pid_s.to(tl.int64) * n_rows + rows64, row_acc, mask=row_ok)
+        tl.store(row_part_ptr + row_slots, row_acc, mask=row_ok)
+    elif MODE == 4:
+        tl.store(row_part_ptr + row_slots, row_acc, mask=row_ok)
+        tl.store(aux_row_ptr + row_slots, aux_acc, mask=row_ok)
     else:
-        tl.store(row_part_ptr + pid_s.to(tl.int64) * n_rows + rows64,
-                 tl.maximum(shift2 + tl.log2(row_acc), _WRITTEN_EMPTY),
+        tl.store(row_part_ptr + row_slots, tl.maximum(shift2 + tl.log2(row_acc), _WRITTEN_EMPTY),
                  mask=row_ok & ((rows * 0 + first) < last))  # (a vector: the interpreter)
-        if pid_s == 0:
-            tl.store(pos_ptr + rows64, positive, mask=row_ok)
-            tl.store(row_frame_ptr + rows64, shift2 + rows * 0, mask=row_ok)
-            tl.store(shift_ptr + pid_m, shift2)
+        if (MODE == 3) & (not NEGATIVES_ONLY):
+            tl.store(aux_row_ptr + row_slots, aux_acc, mask=row_ok)
 
 
 @triton.jit
@@ -436,11 +567,13 @@ def _online_logsumexp2(running_max, running_sum, x):
     return new_max, running_sum * alpha + tl.sum(p, axis=1), p, alpha
 
 
-@_autotune("fold", ["EXCLUDE_SELF", "EXCLUDE_PARTNER", "IN_BATCH", "HAS_QUEUE", "CHECK", "FOLD"])
+@_autotune("fold", ["EXCLUDE_SELF", "EXCLUDE_PARTNER", "IN_BATCH", "HAS_QUEUE", "CHECK", "FOLD", "LABELS",
+                    "EXCLUDE_SAME_LABEL"])
 @triton.jit
 def _row_lse_kernel(a_ptr, b_ptr, queue_ptr, scale_ptr, bias_ptr, lse_ptr, pos_ptr, flag_ptr,
-                    fold_ptr, n_rows, n_cols, n_queue, partner_shift, D,
+                    fold_ptr, labels_ptr, n_rows, n_cols, n_queue, partner_shift, D,
                     EXCLUDE_SELF: tl.constexpr, EXCLUDE_PARTNER: tl.constexpr,
+                    LABELS: tl.constexpr, EXCLUDE_SAME_LABEL: tl.constexpr,
                     IN_BATCH: tl.constexpr, HAS_QUEUE: tl.constexpr, SEED_POSITIVE: tl.constexpr,
                     STORE_POSITIVE: tl.constexpr, HAS_BIAS: tl.constexpr, CHECK: tl.constexpr,
                     FOLD: tl.constexpr, D_PAD: tl.constexpr, D_CLASS: tl.constexpr,
@@ -453,11 +586,13 @@ def _row_lse_kernel(a_ptr, b_ptr, queue_ptr, scale_ptr, bias_ptr, lse_ptr, pos_p
         lse_i = log( exp(positive_i) [SEED_POSITIVE] + sum_j exp(S_ij) [IN_BATCH, j kept by
                      _pair_mask] + sum_c exp(scale * a_i . queue_c) [HAS_QUEUE] )
         fold_i = sum_c P_ic queue_c,  P_ic = exp(S_ic - lse_i)         [FOLD: MoCo's dq share]
+        LABELS (SupCon; class ids in labels): _pair_mask's label test (EXCLUDE_SAME_LABEL), and
+        STORE_POSITIVE stores sum_p S_ip over the positives p (same label, p != i) instead
 
-    InfoNCE's forward; NT-Xent's forward when its fixed shift would underflow; and, with CHECK,
-    the guarded fallback of the fixed-shift forwards: only the rows flagged by
+    InfoNCE's forward; NT-Xent's and SupCon's forward when the fixed shift would underflow; and,
+    with CHECK, the guarded fallback of the fixed-shift forwards: only the rows flagged by
     _combine_lse_kernel are written, and a row block without one runs no tile at all.
-    Reference: sslfast.reference.contrastive.info_nce / nt_xent / clip_loss.
+    Reference: sslfast.reference.contrastive.info_nce / nt_xent / clip_loss / supcon.
     """
     pid = tl.program_id(0)
     rows = pid * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -476,7 +611,10 @@ def _row_lse_kernel(a_ptr, b_ptr, queue_ptr, scale_ptr, bias_ptr, lse_ptr, pos_p
         todo = row_ok
         col_end = n_cols
         queue_end = n_queue
-    if STORE_POSITIVE | SEED_POSITIVE:
+    row_labels = _load_labels(labels_ptr, rows64, row_ok, LABELS)
+    if LABELS:
+        positive_dots = tl.zeros((BLOCK_M,), ACC_DTYPE)
+    elif STORE_POSITIVE | SEED_POSITIVE:
         positive = _row_dots(a_ptr, rows64, b_ptr, partners.to(tl.int64), row_ok, D,
                              BLOCK_M, BLOCK_K, ACC_DTYPE) * scale + bias
     if SEED_POSITIVE:
@@ -492,9 +630,14 @@ def _row_lse_kernel(a_ptr, b_ptr, queue_ptr, scale_ptr, bias_ptr, lse_ptr, pos_p
             col_ok = cols < n_cols
             dots = _scores(a_rows, a_ptr, rows64, row_ok, b_ptr, cols.to(tl.int64), col_ok, D,
                            BLOCK_M, BLOCK_N, BLOCK_K, RESIDENT, ACC_DTYPE, DOT_PRECISION, UPCAST_BF16)
-            keep = _pair_mask(rows, row_ok, cols, col_ok, partners, EXCLUDE_SELF, EXCLUDE_PARTNER)
+            col_labels = _load_labels(labels_ptr, cols.to(tl.int64), col_ok, LABELS)
+            keep = _pair_mask(rows, row_ok, cols, col_ok, partners, row_labels, col_labels,
+                              EXCLUDE_SELF, EXCLUDE_PARTNER, EXCLUDE_SAME_LABEL)
             x = tl.where(keep, dots * scale2 + bias2, float("-inf"))
             row_max, row_sum, _, _ = _online_logsumexp2(row_max, row_sum, x)
+            if LABELS & STORE_POSITIVE:
+                positive_dots += tl.sum(tl.where(_positive_pairs(rows, row_ok, cols, col_ok, row_labels,
+                                                                 col_labels), dots, 0.0), axis=1)
     if HAS_QUEUE:
         folded = tl.zeros((BLOCK_M, BLOCK_K), ACC_DTYPE)
         for col_start in range(0, queue_end, BLOCK_N):
@@ -518,6 +661,8 @@ def _row_lse_kernel(a_ptr, b_ptr, queue_ptr, scale_ptr, bias_ptr, lse_ptr, pos_p
                      mask=row_ok[:, None] & (k_offs[None, :] < D))
     tl.store(lse_ptr + rows64, (row_max + tl.log2(row_sum)) * 0.6931471805599453, mask=todo)
     if STORE_POSITIVE:
+        if LABELS:
+            positive = positive_dots * scale
         tl.store(pos_ptr + rows64, positive, mask=row_ok)
 
 
@@ -526,13 +671,14 @@ def _row_lse_kernel(a_ptr, b_ptr, queue_ptr, scale_ptr, bias_ptr, lse_ptr, pos_p
 # ---------------------------------------------------------------------------------------------
 
 
-@_autotune("bwd", ["SIGLIP", "USE_ROW_LSE", "USE_COL_LSE", "IN_BATCH", "HAS_QUEUE", "SCALAR_GRADS"])
+@_autotune("bwd", ["SIGLIP", "USE_ROW_LSE", "USE_COL_LSE", "IN_BATCH", "HAS_QUEUE", "SCALAR_GRADS", "SUPCON"])
 @triton.jit
 def _pair_bwd_kernel(a_ptr, b_ptr, queue_ptr, scale_ptr, bias_ptr, coef_ptr, row_lse_ptr,
-                     col_lse_ptr, grad_ptr, part_ptr, n_rows, n_cols, n_queue, partner_shift, D,
+                     col_lse_ptr, grad_ptr, part_ptr, labels_ptr, row_coef_ptr,
+                     n_rows, n_cols, n_queue, partner_shift, D,
                      SIGLIP: tl.constexpr, USE_ROW_LSE: tl.constexpr, USE_COL_LSE: tl.constexpr,
                      PARTNER_COEF: tl.constexpr, EXCLUDE_SELF: tl.constexpr,
-                     EXCLUDE_PARTNER: tl.constexpr, IN_BATCH: tl.constexpr,
+                     EXCLUDE_PARTNER: tl.constexpr, SUPCON: tl.constexpr, IN_BATCH: tl.constexpr,
                      HAS_QUEUE: tl.constexpr, HAS_BIAS: tl.constexpr, SCALAR_GRADS: tl.constexpr,
                      D_PAD: tl.constexpr, D_CLASS: tl.constexpr,
                      BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
@@ -545,8 +691,9 @@ def _pair_bwd_kernel(a_ptr, b_ptr, queue_ptr, scale_ptr, bias_ptr, coef_ptr, row
         grad_a_i = coef[0] * (sum_j G_ij b_j + sum_c G_ic queue_c)
         part[m] = (sum_{i in m, j} G_ij a_i . b_j, sum G_ij) * coef[1]             [SCALAR_GRADS]
 
-    NT-Xent: G is symmetric, so this one launch is the whole gradient. CLIP / SigLIP / InfoNCE
-    keys: a second launch with a and b (and the lse roles) swapped gives the other side.
+    NT-Xent, SupCon: W = G + G^T (symmetric), so this one launch is the whole gradient. CLIP /
+    SigLIP / InfoNCE keys: a second launch with a and b (and the lse roles) swapped gives the
+    other side. SupCon reads the class ids and per-row coefficients (row_coef) as well.
     Reference: autograd of sslfast.reference.contrastive.
     """
     pid = tl.program_id(0)
@@ -556,10 +703,8 @@ def _pair_bwd_kernel(a_ptr, b_ptr, queue_ptr, scale_ptr, bias_ptr, coef_ptr, row
     partners = (rows + partner_shift) % n_cols
     k_offs = tl.arange(0, BLOCK_K)
     scale, bias = _load_scale_bias(scale_ptr, bias_ptr, HAS_BIAS, ACC_DTYPE)
-    if USE_ROW_LSE:
-        row_lse = tl.load(row_lse_ptr + rows64, mask=row_ok, other=0.0)
-    else:
-        row_lse = tl.zeros((BLOCK_M,), ACC_DTYPE)
+    row_lse, row_labels, row_coef = _row_terms(row_lse_ptr, labels_ptr, row_coef_ptr, rows64, row_ok,
+                                               USE_ROW_LSE, SUPCON, BLOCK_M, ACC_DTYPE)
     a_rows = _load_tile(a_ptr, rows64, row_ok, k_offs, D)
     acc = tl.zeros((BLOCK_M, BLOCK_K), ACC_DTYPE)
     scale_grad = tl.zeros((BLOCK_M,), ACC_DTYPE)
@@ -569,16 +714,15 @@ def _pair_bwd_kernel(a_ptr, b_ptr, queue_ptr, scale_ptr, bias_ptr, coef_ptr, row
             cols = col_start + tl.arange(0, BLOCK_N)
             col_ok = cols < n_cols
             cols64 = cols.to(tl.int64)
-            if USE_COL_LSE:
-                col_lse = tl.load(col_lse_ptr + cols64, mask=col_ok, other=0.0)
-            else:
-                col_lse = tl.zeros((BLOCK_N,), ACC_DTYPE)
+            col_lse, col_labels, col_coef = _row_terms(col_lse_ptr, labels_ptr, row_coef_ptr, cols64,
+                                                       col_ok, USE_COL_LSE, SUPCON, BLOCK_N, ACC_DTYPE)
             b = _load_tile(b_ptr, cols64, col_ok, k_offs, D)
             dots = _dot(a_rows, tl.trans(b), tl.zeros((BLOCK_M, BLOCK_N), ACC_DTYPE),
                         DOT_PRECISION, UPCAST_BF16)
             weight, _ = _grad_weights(dots, rows, row_ok, cols, col_ok, partners, scale, bias,
-                                      row_lse, col_lse, SIGLIP, USE_ROW_LSE, USE_COL_LSE,
-                                      PARTNER_COEF, EXCLUDE_SELF, EXCLUDE_PARTNER, False)
+                                      row_lse, col_lse, row_labels, col_labels, row_coef, col_coef,
+                                      SIGLIP, USE_ROW_LSE, USE_COL_LSE, PARTNER_COEF, EXCLUDE_SELF,
+                                      EXCLUDE_PARTNER, False, SUPCON)
             if SCALAR_GRADS:
                 scale_grad += tl.sum(weight * dots, axis=1)
                 bias_grad += tl.sum(weight, axis=1)
@@ -604,14 +748,14 @@ def _pair_bwd_kernel(a_ptr, b_ptr, queue_ptr, scale_ptr, bias_ptr, coef_ptr, row
         tl.store(part + 1, tl.sum(bias_grad, axis=0) * part_coef)
 
 
-@_autotune("grad_weight", ["SIGLIP", "USE_ROW_LSE", "USE_COL_LSE", "SCALAR_GRADS"])
+@_autotune("grad_weight", ["SIGLIP", "USE_ROW_LSE", "USE_COL_LSE", "SCALAR_GRADS", "SUPCON"])
 @triton.jit
 def _grad_weight_kernel(a_ptr, b_ptr, scale_ptr, bias_ptr, coef_ptr, row_lse_ptr, col_lse_ptr,
-                        g_ptr, part_ptr, row_start, row_end, n_cols, partner_shift, g_stride,
-                        g_col_offset, D,
+                        g_ptr, part_ptr, labels_ptr, row_coef_ptr, row_start, row_end, n_cols,
+                        partner_shift, g_stride, g_col_offset, D,
                         SIGLIP: tl.constexpr, USE_ROW_LSE: tl.constexpr, USE_COL_LSE: tl.constexpr,
                         PARTNER_COEF: tl.constexpr, EXCLUDE_SELF: tl.constexpr,
-                        EXCLUDE_PARTNER: tl.constexpr, HAS_BIAS: tl.constexpr,
+                        EXCLUDE_PARTNER: tl.constexpr, SUPCON: tl.constexpr, HAS_BIAS: tl.constexpr,
                         SCALAR_GRADS: tl.constexpr, D_PAD: tl.constexpr, D_CLASS: tl.constexpr,
                         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                         ACC_DTYPE: tl.constexpr, DOT_PRECISION: tl.constexpr,
@@ -635,19 +779,16 @@ def _grad_weight_kernel(a_ptr, b_ptr, scale_ptr, bias_ptr, coef_ptr, row_lse_ptr
     cols64 = cols.to(tl.int64)
     partners = (rows + partner_shift) % n_cols
     scale, bias = _load_scale_bias(scale_ptr, bias_ptr, HAS_BIAS, ACC_DTYPE)
-    if USE_ROW_LSE:
-        row_lse = tl.load(row_lse_ptr + rows64, mask=row_ok, other=0.0)
-    else:
-        row_lse = tl.zeros((BLOCK_M,), ACC_DTYPE)
-    if USE_COL_LSE:
-        col_lse = tl.load(col_lse_ptr + cols64, mask=col_ok, other=0.0)
-    else:
-        col_lse = tl.zeros((BLOCK_N,), ACC_DTYPE)
+    row_lse, row_labels, row_coef = _row_terms(row_lse_ptr, labels_ptr, row_coef_ptr, rows64, row_ok,
+                                               USE_ROW_LSE, SUPCON, BLOCK_M, ACC_DTYPE)
+    col_lse, col_labels, col_coef = _row_terms(col_lse_ptr, labels_ptr, row_coef_ptr, cols64, col_ok,
+                                               USE_COL_LSE, SUPCON, BLOCK_N, ACC_DTYPE)
     dots = _scores(tl.zeros((1, BLOCK_K), tl.float32), a_ptr, rows64, row_ok, b_ptr, cols64, col_ok,
                    D, BLOCK_M, BLOCK_N, BLOCK_K, False, ACC_DTYPE, DOT_PRECISION, UPCAST_BF16)
     weight, _ = _grad_weights(dots, rows, row_ok, cols, col_ok, partners, scale, bias, row_lse,
-                              col_lse, SIGLIP, USE_ROW_LSE, USE_COL_LSE, PARTNER_COEF,
-                              EXCLUDE_SELF, EXCLUDE_PARTNER, False)
+                              col_lse, row_labels, col_labels, row_coef, col_coef, SIGLIP,
+                              USE_ROW_LSE, USE_COL_LSE, PARTNER_COEF, EXCLUDE_SELF, EXCLUDE_PARTNER,
+                              False, SUPCON)
     grad_coef = tl.load(coef_ptr).to(ACC_DTYPE)
     local = (rows64 - row_start)[:, None] * g_stride + g_col_offset + cols64[None, :]
     tl.store(g_ptr + local, (weight * grad_coef).to(g_ptr.dtype.element_ty),
@@ -728,30 +869,42 @@ def _row_grid(n_rows):
     return lambda meta: (triton.cdiv(n_rows, meta["BLOCK_M"]),)
 
 
-def _shifted_forward(mode, a, b, scale, bias, partner_shift, exclude_partner):
+def _part_slots(a, m):
+    """(splits, row blocks) of _pair_fwd_kernel's parts for a [n, D] against m columns."""
+    block = _min_block("fwd", _options(a, "fwd"), "BLOCK_M")  # square tiles: BLOCK_N == BLOCK_M
+    return triton.cdiv(triton.cdiv(m, block), _TILES_PER_PROGRAM), triton.cdiv(a.shape[0], block)
+
+
+def _shifted_forward(mode, a, b, scale, bias, partner_shift, exclude_partner, *, labels=None,
+                     negatives_only=False, lse=None, aux=None):
     """_pair_fwd_kernel over a [n, D] x b [m, D]: (row parts [splits, n], column parts
     [row blocks, m], positive logits [n], block shifts [row blocks]). Parts that no program
     writes (the triangle's lower half, programs that a larger config does not launch) stay -inf
-    (0 for SigLIP's plain loss sums); block shifts stay -inf likewise."""
+    (0 for SigLIP's and SupCon pairs' plain sums); block shifts stay -inf likewise. SupCon modes:
+    ``labels`` (class ids), ``lse`` (the pairs pass) and ``aux`` = (row, column) buffers of the
+    extra sums, zeros shaped like the parts (_part_slots)."""
     n, d = a.shape
     m = b.shape[0]
     acc = _acc_dtype(a)
     options = _options(a, "fwd")
-    block = _min_block("fwd", options, "BLOCK_M")  # square tiles: BLOCK_N == BLOCK_M
-    splits = triton.cdiv(triton.cdiv(m, block), _TILES_PER_PROGRAM)
-    row_blocks = triton.cdiv(n, block)
-    empty = 0.0 if mode == _SIGLIP else float("-inf")
+    splits, row_blocks = _part_slots(a, m)
+    plain = mode in (_SIGLIP, _SUPCON_PAIRS)  # sums, not log2-domain parts; no column parts
+    empty = 0.0 if plain else float("-inf")
     row_part = a.new_full((splits, n), empty, dtype=acc)
-    col_part = a.new_full((row_blocks if mode != _SIGLIP else 1, m), empty, dtype=acc)
+    col_part = a.new_full((row_blocks if not plain else 1, m), empty, dtype=acc)
     shifts = a.new_full((row_blocks,), float("-inf"), dtype=acc)
     positive = a.new_empty((n,), dtype=acc)
     row_frame = a.new_empty((n,), dtype=acc)
     has_bias = bias is not None
+    aux_row, aux_col = aux if aux is not None else (row_part, col_part)
     grid = lambda meta: (triton.cdiv(n, meta["BLOCK_M"]),
                          triton.cdiv(triton.cdiv(m, meta["BLOCK_N"]), _TILES_PER_PROGRAM))
     _pair_fwd_kernel[grid](a, b, scale, bias if has_bias else scale, row_part, col_part, positive,
-                           row_frame, shifts, n, m, partner_shift, d, _TILES_PER_PROGRAM, MODE=mode,
-                           EXCLUDE_PARTNER=bool(exclude_partner), HAS_BIAS=has_bias, **options)
+                           row_frame, shifts, labels if labels is not None else row_part,
+                           lse if lse is not None else row_part, aux_row, aux_col,
+                           n, m, partner_shift, d, _TILES_PER_PROGRAM, MODE=mode,
+                           EXCLUDE_PARTNER=bool(exclude_partner), HAS_BIAS=has_bias,
+                           NEGATIVES_ONLY=bool(negatives_only), **options)
     return row_part, col_part, positive, row_frame, shifts
 
 
@@ -773,44 +926,51 @@ def _combine(row_part, row_frame, col_part, shifts):
     return lse, flags
 
 
-def _fallback_rows(a, b, scale, bias, lse, flags, partner_shift, exclude_self, exclude_partner):
+def _fallback_rows(a, b, scale, bias, lse, flags, partner_shift, exclude_self, exclude_partner, *,
+                   labels=None, exclude_same_label=False):
     """Recompute, with per-row maxima, the rows that _combine flagged (no host sync: a row block
     without a flagged row runs no tile)."""
     n, d = a.shape
     has_bias = bias is not None
     _row_lse_kernel[_row_grid(n)](
         a, b, b, scale, bias if has_bias else scale, lse, lse, flags, lse,
-        n, b.shape[0], 0, partner_shift, d, EXCLUDE_SELF=exclude_self,
-        EXCLUDE_PARTNER=exclude_partner, IN_BATCH=True, HAS_QUEUE=False, SEED_POSITIVE=False,
-        STORE_POSITIVE=False, HAS_BIAS=has_bias, CHECK=True, FOLD=False, **_options(a, "fwd"))
+        labels if labels is not None else lse, n, b.shape[0], 0, partner_shift, d,
+        EXCLUDE_SELF=exclude_self, EXCLUDE_PARTNER=exclude_partner, LABELS=labels is not None,
+        EXCLUDE_SAME_LABEL=bool(exclude_same_label), IN_BATCH=True, HAS_QUEUE=False,
+        SEED_POSITIVE=False, STORE_POSITIVE=False, HAS_BIAS=has_bias, CHECK=True, FOLD=False,
+        **_options(a, "fwd"))
 
 
 def _weight_flags(**overrides):
     flags = dict(SIGLIP=False, USE_ROW_LSE=True, USE_COL_LSE=False, PARTNER_COEF=0.0,
-                 EXCLUDE_SELF=False, EXCLUDE_PARTNER=False)
+                 EXCLUDE_SELF=False, EXCLUDE_PARTNER=False, SUPCON=_NO_LABELS)
     flags.update(overrides)
     return flags
 
 
 def _fused_side(a, b, scale, bias, coefs, row_lse, col_lse, grad, partner_shift, flags, *,
-                queue=None, in_batch=True, scalar_grads=False):
-    """_pair_bwd_kernel for the rows of a; returns the [row blocks, 2] partials."""
+                queue=None, in_batch=True, scalar_grads=False, labels=None, row_coef=None):
+    """_pair_bwd_kernel for the rows of a; returns the [row blocks, 2] partials. SupCon flags
+    read ``labels`` (class ids) and ``row_coef``."""
     n, d = a.shape
     options = _options(a, "bwd")
     part = a.new_zeros((triton.cdiv(n, _min_block("bwd", options, "BLOCK_M")), 2), dtype=_acc_dtype(a))
     has_bias = bias is not None
     _pair_bwd_kernel[_row_grid(n)](
         a, b, queue if queue is not None else b, scale, bias if has_bias else scale, coefs,
-        row_lse, col_lse, grad, part, n, b.shape[0], 0 if queue is None else queue.shape[0],
+        row_lse, col_lse, grad, part, labels if labels is not None else row_lse,
+        row_coef if row_coef is not None else row_lse, n, b.shape[0], 0 if queue is None else queue.shape[0],
         partner_shift, d, IN_BATCH=in_batch, HAS_QUEUE=queue is not None, HAS_BIAS=has_bias,
         SCALAR_GRADS=scalar_grads, **flags, **options)
     return part
 
 
-def _grad_weight_chunks(a, sources, scale, bias, coefs, row_lse, partner_shift, *, scalar_grads=False):
+def _grad_weight_chunks(a, sources, scale, bias, coefs, row_lse, partner_shift, *, scalar_grads=False,
+                        labels=None, row_coef=None):
     """The G path: for chunks of a's rows, the gradient weights against each (b, col_lse, flags)
     of ``sources``, side by side in one [chunk, sum of widths] tensor of a's dtype. Yields
-    (start, end, [G per source], partial sums [2]). A chunk holds at most _G_CHUNK_BYTES."""
+    (start, end, [G per source], partial sums [2]). A chunk holds at most _G_CHUNK_BYTES.
+    SupCon flags read ``labels`` (class ids) and ``row_coef``."""
     n, d = a.shape
     widths = [b.shape[0] for b, _, _ in sources]
     total = sum(widths)
@@ -831,7 +991,9 @@ def _grad_weight_chunks(a, sources, scale, bias, coefs, row_lse, partner_shift, 
                                                                 triton.cdiv(width, meta["BLOCK_N"]))
             _grad_weight_kernel[grid](
                 a, b, scale, bias if has_bias else scale, coefs, row_lse,
-                col_lse if col_lse is not None else row_lse, g, part, start, end, width,
+                col_lse if col_lse is not None else row_lse, g, part,
+                labels if labels is not None else row_lse, row_coef if row_coef is not None else row_lse,
+                start, end, width,
                 partner_shift, total, offset, d, HAS_BIAS=has_bias, SCALAR_GRADS=scalar_grads,
                 **flags, **options)
             parts.append(part.sum(dim=0))
@@ -866,8 +1028,9 @@ def nt_xent_fwd(z, temperature, exclude_positive):
         lse = z.new_empty((n,), dtype=acc)
         positive = z.new_empty((n,), dtype=acc)
         _row_lse_kernel[_row_grid(n)](
-            z, z, z, inv_t, inv_t, lse, positive, lse, lse, n, n, 0, n // 2, d,
-            EXCLUDE_SELF=True, EXCLUDE_PARTNER=exclude_positive, IN_BATCH=True, HAS_QUEUE=False,
+            z, z, z, inv_t, inv_t, lse, positive, lse, lse, lse, n, n, 0, n // 2, d,
+            EXCLUDE_SELF=True, EXCLUDE_PARTNER=exclude_positive, LABELS=False,
+            EXCLUDE_SAME_LABEL=False, IN_BATCH=True, HAS_QUEUE=False,
             SEED_POSITIVE=False, STORE_POSITIVE=True, HAS_BIAS=False, CHECK=False, FOLD=False,
             **_options(z, "fwd"))
     return (lse - positive).mean(), lse
@@ -908,8 +1071,9 @@ def info_nce_fwd(query, key, queue, temperature, in_batch_negatives, fold_queue_
     has_queue = queue is not None
     _row_lse_kernel[_row_grid(n)](
         query, key, queue if has_queue else key, inv_t, inv_t, lse, positive, lse,
-        folded if fold_here else lse, n, n, queue.shape[0] if has_queue else 0, 0, d,
-        EXCLUDE_SELF=False, EXCLUDE_PARTNER=False, IN_BATCH=in_batch, HAS_QUEUE=has_queue,
+        folded if fold_here else lse, lse, n, n, queue.shape[0] if has_queue else 0, 0, d,
+        EXCLUDE_SELF=False, EXCLUDE_PARTNER=False, LABELS=False, EXCLUDE_SAME_LABEL=False,
+        IN_BATCH=in_batch, HAS_QUEUE=has_queue,
         SEED_POSITIVE=not in_batch, STORE_POSITIVE=True, HAS_BIAS=False, CHECK=False,
         FOLD=fold_here, **_options(query, "fold" if fold_here else "fwd"))
     if fold_queue_grad and not fold_here:
@@ -1040,6 +1204,108 @@ def siglip_loss_bwd(grad_loss, image, text, logit_scale, logit_bias):
                        siglip=True)
 
 
+def _label_classes(labels, z):
+    """(class ids [N] int32, positives per row P_i [N] in the accumulation dtype). A row's class id
+    is the first position of its label in sorted order: equal ids exactly when labels are equal,
+    and int32 whatever the label values (the kernels compare 4-byte ids). P_i = the rows with the
+    label, less one. A sort and two binary searches: O(N log N), no N x N mask, no host sync."""
+    n = z.shape[0]
+    if labels.dim() != 1 or labels.shape[0] != n:
+        raise RuntimeError(f"labels must have shape ({n}), got {list(labels.shape)}")
+    if labels.dtype not in (torch.int64, torch.int32):
+        raise RuntimeError(f"labels must be int64 or int32, got {labels.dtype}")
+    if labels.device != z.device:
+        raise RuntimeError(f"labels are on {labels.device} but z is on {z.device}")
+    labels = labels.contiguous()
+    ordered = torch.sort(labels).values
+    first = torch.searchsorted(ordered, labels)
+    end = torch.searchsorted(ordered, labels, right=True)
+    return first.to(torch.int32), (end - first - 1).to(_acc_dtype(z))
+
+
+def supcon_fwd(z, labels, temperature, pairwise):
+    """SupCon's (loss, lse [N], row_stats [2, N]); the C++ contract (csrc/cpu/contrastive.cpp):
+    lse over every j != i (Khosla) or over the other labels only (pairwise, -inf without any);
+    row_stats[0] = P_i, row_stats[1] = (pairwise) sum over i's positives of sigmoid(lse_i - s_ip).
+    """
+    if not temperature > 0:
+        raise RuntimeError(f"temperature must be > 0, got {temperature}")
+    z = z.contiguous()
+    n, d = z.shape
+    acc = _acc_dtype(z)
+    pairwise = bool(pairwise)
+    classes, positives = _label_classes(labels, z)
+    inv_t = _device_scalar(1.0 / temperature, z)
+    splits, row_blocks = _part_slots(z, n)
+    # Khosla's positive sums take a second row / column part pair.
+    partial_bytes = (splits + row_blocks) * n * 4 * (1 if pairwise else 2)
+    if 2 * _LOG2E / temperature <= _SHIFT_MAX_SPREAD_LOG2 and partial_bytes <= _SHIFT_PARTIAL_BYTES:
+        # The self score |z_i|^2 / T is the shift (partner = self): the largest score of unit rows,
+        # so no exponential overflows; what the shift cannot hold (rows far from unit norm, an
+        # anchor without negatives) the combine flags and the fallback redoes.
+        aux = (z.new_zeros((splits, n), dtype=acc), z.new_zeros((row_blocks, n), dtype=acc))
+        row_part, col_part, self_score, row_frame, shifts = _shifted_forward(
+            _SUPCON, z, z, inv_t, None, 0, False, labels=classes, negatives_only=pairwise, aux=aux)
+        lse, flags = _combine(row_part, row_frame, col_part, shifts)
+        # Khosla's denominator is NT-Xent's (every j != i): its fallback reads no labels.
+        _fallback_rows(z, z, inv_t, None, lse, flags, 0, True, False,
+                       labels=classes if pairwise else None, exclude_same_label=pairwise)
+        # The kernel's same-label dot sums are unscaled and hold each row's own score.
+        positive_sum = (aux[0].sum(dim=0) + aux[1].sum(dim=0)) * inv_t - self_score
+    else:
+        lse = z.new_empty((n,), dtype=acc)
+        positive_sum = z.new_empty((n,), dtype=acc)
+        _row_lse_kernel[_row_grid(n)](
+            z, z, z, inv_t, inv_t, lse, positive_sum, lse, lse, classes, n, n, 0, 0, d,
+            EXCLUDE_SELF=True, EXCLUDE_PARTNER=False, LABELS=True, EXCLUDE_SAME_LABEL=pairwise,
+            IN_BATCH=True, HAS_QUEUE=False, SEED_POSITIVE=False, STORE_POSITIVE=not pairwise,
+            HAS_BIAS=False, CHECK=False, FOLD=False, **_options(z, "fwd"))
+    stats = z.new_zeros((2, n), dtype=acc)
+    stats[0] = positives
+    if not pairwise:
+        # where, not a product: an anchor without positives adds 0 even where lse is -inf (N = 1).
+        terms = torch.where(positives > 0, lse - positive_sum / positives.clamp(min=1), 0.0)
+        return terms.sum() / n, lse, stats
+    aux = (z.new_zeros((splits, n), dtype=acc), z.new_zeros((1, n), dtype=acc))
+    softplus_part, *_ = _shifted_forward(_SUPCON_PAIRS, z, z, inv_t, None, 0, False, labels=classes,
+                                         lse=lse, aux=aux)
+    stats[1] = aux[0].sum(dim=0)
+    pairs = positives.sum()
+    loss = torch.where(pairs > 0, softplus_part.sum() / pairs.clamp(min=1), 0.0)
+    return loss, lse, stats
+
+
+def supcon_bwd(grad_loss, z, labels, lse, row_stats, temperature, pairwise):
+    """dz_k = (1/T) sum_j W_kj z_j, W = G + G^T (_grad_weights' SupCon modes): the gradient
+    coefficient c (g / N, or g / pairs) goes into the launch's coefficient, the per-row part
+    (1 / P_i, or the pairwise sigmoid sums) into row_coef. One launch (W is symmetric)."""
+    z, lse, row_stats = z.contiguous(), lse.contiguous(), row_stats.contiguous()
+    n, d = z.shape
+    acc = _acc_dtype(z)
+    classes, _ = _label_classes(labels, z)
+    positives = row_stats[0]
+    g = grad_loss.reshape(()).to(acc)
+    if pairwise:
+        pairs = positives.sum()
+        coef = torch.where(pairs > 0, g / pairs.clamp(min=1), 0.0) / temperature
+        row_coef = row_stats[1]
+        flags = _weight_flags(USE_COL_LSE=True, SUPCON=_PAIRWISE)
+    else:
+        coef = g / (n * temperature)
+        row_coef = torch.where(positives > 0, 1.0 / positives.clamp(min=1), 0.0)
+        flags = _weight_flags(USE_COL_LSE=True, SUPCON=_KHOSLA)
+    coefs = _coefs(coef, coef, z)
+    inv_t = _device_scalar(1.0 / temperature, z)
+    grad_z = torch.empty_like(z)
+    if _fused(z):
+        _fused_side(z, z, inv_t, None, coefs, lse, lse, grad_z, 0, flags, labels=classes, row_coef=row_coef)
+    else:
+        for start, end, (g_rows,), _ in _grad_weight_chunks(z, [(z, lse, flags)], inv_t, None, coefs, lse, 0,
+                                                            labels=classes, row_coef=row_coef):
+            torch.mm(g_rows, z, out=grad_z[start:end])
+    return grad_z
+
+
 # ---------------------------------------------------------------------------------------------
 # prepare_rows: the losses' input rows (cat, L2 normalization) with torch ops on the device; the
 # Triton kernels read the rows in the input dtype.
@@ -1079,6 +1345,8 @@ _IMPLEMENTATIONS = {
     "clip_loss_bwd": clip_loss_bwd,
     "siglip_loss_fwd": siglip_loss_fwd,
     "siglip_loss_bwd": siglip_loss_bwd,
+    "supcon_fwd": supcon_fwd,
+    "supcon_bwd": supcon_bwd,
 }
 
 register(_IMPLEMENTATIONS)

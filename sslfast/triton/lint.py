@@ -11,7 +11,7 @@ wgmma and must not spill; ``tests/test_gpu_lint.py`` fails otherwise, and when t
 table (``benchmarks/gpu_lint.json``) is stale.
 
 The contrastive launches are bf16 at D = 128 (resident rows), 256 (the widest fused backward)
-and 512 (D streamed, G + cuBLAS backward). fp32 contrastive launches use IEEE-exact FMA dots by
+and 512 (D streamed, G + cuBLAS backward); SupCon's with 100 classes, both of its forms. fp32 contrastive launches use IEEE-exact FMA dots by
 design (no tensor cores) and fp64 a broadcast product, so neither is held to the wgmma rule.
 
 Must run without ``TRITON_INTERPRET=1`` (the interpreter replaces the compiler); the test runs
@@ -108,6 +108,13 @@ def _exercise_contrastive():
         tk.info_nce_bwd(one, q, k, queue, lse, torch.zeros(0), 0.07, True)
         tk.clip_loss_bwd(one, image, text, one * 14.0, one, lse, lse)
         tk.siglip_loss_fwd(image, text, one * 10.0, -one, True)
+        labels = torch.arange(n) % 100  # 100 classes, the bench's
+        for pairwise in (False, True):  # SupCon: Khosla, then pytorch-metric-learning's pairwise
+            if d != 256:
+                tk.supcon_fwd(z, labels, 0.1, pairwise)
+            if d == 128:
+                tk.supcon_fwd(z, labels, 0.01, pairwise)  # 1/T past the fixed shift's range: online rows
+            tk.supcon_bwd(one, z, labels, lse, torch.zeros(2, n), 0.1, pairwise)
 
 
 def _exercise_masking():
