@@ -154,8 +154,21 @@ def _exercise_diffusion():
         D.dpmpp_2m_step(m, x, sig[3].expand(4), sig[4], p, sig[2])
 
 
+def _exercise_augment():
+    import sslfast
+
+    images = torch.zeros(4, 3, 32, 32, requires_grad=True)
+    boxes = torch.tensor([[0, 0, 32, 32], [4, 2, 20, 28], [1, 1, 8, 8], [0, 5, 31, 25]])
+    flips = torch.tensor([True, False, True, False])
+    sslfast.augment_images(images, boxes, flips, size=24, noise_std=0.1, seed=7).sum().backward()
+    sslfast.augment_images(images.detach(), boxes, flips, size=32)
+    x = torch.zeros(100, 64)
+    sslfast.drop_mask(x, 0.2, seed=3)
+    sslfast.drop_mask(x, 0.2, seed=3, per_column=True)
+
+
 _FAMILIES = {"contrastive": _exercise_contrastive, "masking": _exercise_masking,
-             "diffusion": _exercise_diffusion}
+             "diffusion": _exercise_diffusion, "augment": _exercise_augment}
 
 
 def record_launches():
@@ -179,10 +192,11 @@ def record_launches():
 
 def all_kernels():
     """(family, name) of every top-level Triton kernel of the families (what the lint must cover)."""
-    from . import contrastive, diffusion, masking
+    from . import augment, contrastive, diffusion, masking
 
     found = set()
-    for family, module in (("contrastive", contrastive), ("masking", masking), ("diffusion", diffusion)):
+    for family, module in (("contrastive", contrastive), ("masking", masking), ("diffusion", diffusion),
+                           ("augment", augment)):
         for name, obj in vars(module).items():
             fn = obj.fn if isinstance(obj, Autotuner) else obj
             if isinstance(fn, JITFunction) and name.endswith("_kernel"):
