@@ -1,8 +1,9 @@
 """Builds sslfast._C: the C++ CPU kernels always; CUDA sources when a CUDA torch and nvcc exist.
 
 SSLFAST_CUDA=0 / 1 forces the CUDA part off / on. SSLFAST_SKIP_EXTENSION=1 declares no extension
-(the Makefile's editable install: metadata only; the extension is built by build_ext --inplace). CUDA sources: csrc/cuda/*.cpp (host glue,
-TORCH_LIBRARY_IMPL(sslfast, CUDA)) + kernels/*.cu (plain CUDA, no torch headers).
+(the Makefile's editable install: metadata only; the extension is built by build_ext --inplace).
+CUDA sources: csrc/cuda/*.cpp (host glue, TORCH_LIBRARY_IMPL(sslfast, CUDA)) + kernels/*.cu (plain
+CUDA, no torch headers).
 """
 
 import glob

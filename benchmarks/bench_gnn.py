@@ -14,7 +14,7 @@ pytest.importorskip("pytest_benchmark", reason="pytest-benchmark is not installe
 import torch  # noqa: E402
 
 from sslfast.bench import gnn as cases  # noqa: E402
-from suite import DEVICE, time_case  # noqa: E402
+from suite import time_case  # noqa: E402
 
 DTYPE = torch.float32
 

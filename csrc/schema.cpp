@@ -166,9 +166,9 @@ const char* const kSchemas[] = {
 // differentiable on its own: its Autograd key falls through, so calling it with inputs that
 // require grad is allowed and records nothing (the public ops' autograd calls them).
 const char* const kDifferentiable[] = {
-    "nt_xent",   "info_nce",       "clip_loss",         "siglip_loss", "supcon",        "random_masking",
-    "unshuffle", "masked_patch_loss", "q_sample",       "diffusion_loss", "spmm",        "gcn_aggregate",
-    "sddmm",     "gat_aggregate", "augment_images", "drop_mask",
+    "nt_xent",   "info_nce",          "clip_loss",      "siglip_loss",    "supcon", "random_masking",
+    "unshuffle", "masked_patch_loss", "q_sample",       "diffusion_loss", "spmm",   "gcn_aggregate",
+    "sddmm",     "gat_aggregate",     "augment_images", "drop_mask",
 };
 
 std::string op_name(const char* schema) {

@@ -30,19 +30,38 @@ constexpr unsigned kFullMask = 0xffffffffu;
 constexpr int kUnroll = 4;  // gathers in flight per lane in the row sum (sum_edges)
 static_assert(kWarp % kUnroll == 0, "sum_edges reads shuffle lanes t0 + u < kWarp");
 
-template <typename T> struct AccOf { using type = float; };
-template <> struct AccOf<double> { using type = double; };
+template <typename T>
+struct AccOf {
+  using type = float;
+};
+template <>
+struct AccOf<double> {
+  using type = double;
+};
 
 __device__ __forceinline__ float to_acc(float v) { return v; }
 __device__ __forceinline__ double to_acc(double v) { return v; }
 __device__ __forceinline__ float to_acc(__half v) { return __half2float(v); }
 __device__ __forceinline__ float to_acc(__nv_bfloat16 v) { return __bfloat162float(v); }
 
-template <typename T> __device__ __forceinline__ T from_acc(typename AccOf<T>::type v);
-template <> __device__ __forceinline__ float from_acc<float>(float v) { return v; }
-template <> __device__ __forceinline__ double from_acc<double>(double v) { return v; }
-template <> __device__ __forceinline__ __half from_acc<__half>(float v) { return __float2half_rn(v); }
-template <> __device__ __forceinline__ __nv_bfloat16 from_acc<__nv_bfloat16>(float v) { return __float2bfloat16_rn(v); }
+template <typename T>
+__device__ __forceinline__ T from_acc(typename AccOf<T>::type v);
+template <>
+__device__ __forceinline__ float from_acc<float>(float v) {
+  return v;
+}
+template <>
+__device__ __forceinline__ double from_acc<double>(double v) {
+  return v;
+}
+template <>
+__device__ __forceinline__ __half from_acc<__half>(float v) {
+  return __float2half_rn(v);
+}
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_acc<__nv_bfloat16>(float v) {
+  return __float2bfloat16_rn(v);
+}
 
 template <typename T, int V>
 struct alignas(sizeof(T) * V) Pack {
@@ -146,8 +165,7 @@ __device__ __forceinline__ bool sum_edges(const RowSum<T>& p, int64_t kbegin, in
 
 // Self loop, row coefficient, store: out[r, f0 .. f0 + V) from the row's edge sum.
 template <typename T, int V>
-__device__ __forceinline__ void finish_row(const RowSum<T>& p, int64_t r, int64_t f0,
-                                           typename AccOf<T>::type* acc) {
+__device__ __forceinline__ void finish_row(const RowSum<T>& p, int64_t r, int64_t f0, typename AccOf<T>::type* acc) {
   using A = typename AccOf<T>::type;
   if (p.self_loops && r < p.x_rows) {
     const A self_coef = p.nbr_coef(r);
@@ -199,7 +217,7 @@ template <typename T, int V>
 __global__ void __launch_bounds__(kThreads) row_sum_kernel(RowSum<T> p, const int64_t* hubs, int64_t hub_blocks) {
   using A = typename AccOf<T>::type;
   const int64_t tile_width = int64_t(kWarp) * V, tiles = (p.features + tile_width - 1) / tile_width;
-  if (int64_t(blockIdx.x) < hub_blocks) {  // block-uniform
+  if (int64_t(blockIdx.x) < hub_blocks) {        // block-uniform
     const int64_t r = hubs[blockIdx.x / tiles];  // a listed row of lower degree is left to its warp
     if (r >= 0 && r < p.rows && p.ptr[r + 1] - p.ptr[r] >= kHubDegree)
       hub_row<T, V>(p, r, (blockIdx.x % tiles) * tile_width);
@@ -217,9 +235,9 @@ __global__ void __launch_bounds__(kThreads) row_sum_kernel(RowSum<T> p, const in
 }
 
 template <typename T, bool IsMax>
-__global__ void __launch_bounds__(kThreads) extreme_kernel(const int64_t* ptr, const int64_t* idx, const T* weight,
-                                                           const T* x, T* out, int64_t* arg, int64_t rows,
-                                                           int64_t x_rows, int64_t features) {
+__global__ void __launch_bounds__(kThreads)
+    extreme_kernel(const int64_t* ptr, const int64_t* idx, const T* weight, const T* x, T* out, int64_t* arg,
+                   int64_t rows, int64_t x_rows, int64_t features) {
   using A = typename AccOf<T>::type;
   const int64_t r = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / kWarp;
   const int lane = threadIdx.x % kWarp;
@@ -245,11 +263,10 @@ __global__ void __launch_bounds__(kThreads) extreme_kernel(const int64_t* ptr, c
 }
 
 template <typename T>
-__global__ void __launch_bounds__(kThreads) extreme_grad_x_kernel(const int64_t* colptr, const int64_t* row,
-                                                                  const int64_t* edge_of, const T* weight,
-                                                                  const int64_t* arg, const T* grad, T* grad_x,
-                                                                  int64_t x_rows, int64_t out_rows,
-                                                                  int64_t features) {
+__global__ void __launch_bounds__(kThreads)
+    extreme_grad_x_kernel(const int64_t* colptr, const int64_t* row, const int64_t* edge_of, const T* weight,
+                          const int64_t* arg, const T* grad, T* grad_x, int64_t x_rows, int64_t out_rows,
+                          int64_t features) {
   using A = typename AccOf<T>::type;
   const int64_t j = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / kWarp;
   const int lane = threadIdx.x % kWarp;
@@ -269,10 +286,9 @@ __global__ void __launch_bounds__(kThreads) extreme_grad_x_kernel(const int64_t*
 }
 
 template <typename T>
-__global__ void __launch_bounds__(kThreads) weight_grad_kernel(const int64_t* ptr, const int64_t* idx, bool row_mean,
-                                                               const int64_t* arg, const T* grad, const T* x,
-                                                               T* grad_w, int64_t rows, int64_t x_rows,
-                                                               int64_t features) {
+__global__ void __launch_bounds__(kThreads)
+    weight_grad_kernel(const int64_t* ptr, const int64_t* idx, bool row_mean, const int64_t* arg, const T* grad,
+                       const T* x, T* grad_w, int64_t rows, int64_t x_rows, int64_t features) {
   using A = typename AccOf<T>::type;
   const int64_t i = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / kWarp;
   const int lane = threadIdx.x % kWarp;
@@ -298,7 +314,9 @@ __global__ void __launch_bounds__(kThreads) weight_grad_kernel(const int64_t* pt
 // ---------------------------------------------------------------- fused GAT
 
 template <typename A>
-__device__ __forceinline__ A leaky(A v, A slope) { return v > A(0) ? v : slope * v; }
+__device__ __forceinline__ A leaky(A v, A slope) {
+  return v > A(0) ? v : slope * v;
+}
 
 template <typename A>
 __device__ __forceinline__ A warp_sum(A v) {
@@ -327,10 +345,10 @@ struct GatDropout {
 };
 
 template <typename T>
-__global__ void __launch_bounds__(kThreads) gat_forward_kernel(const int64_t* ptr, const int64_t* idx, const T* x,
-                                                               const T* a_src, const T* a_dst, double slope_f,
-                                                               GatDropout dropout, T* out,
-                                                               typename AccOf<T>::type* lse, int64_t n, int64_t heads, int64_t features) {
+__global__ void __launch_bounds__(kThreads)
+    gat_forward_kernel(const int64_t* ptr, const int64_t* idx, const T* x, const T* a_src, const T* a_dst,
+                       double slope_f, GatDropout dropout, T* out, typename AccOf<T>::type* lse, int64_t n,
+                       int64_t heads, int64_t features) {
   using A = typename AccOf<T>::type;
   const int64_t i = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / kWarp;
   const int lane = threadIdx.x % kWarp;
@@ -391,9 +409,9 @@ struct GatEdge {
 };
 
 template <typename T>
-__global__ void __launch_bounds__(kThreads) gat_delta_kernel(const T* grad, const T* out,
-                                                             typename AccOf<T>::type* delta, int64_t n,
-                                                             int64_t heads, int64_t features) {
+__global__ void __launch_bounds__(kThreads)
+    gat_delta_kernel(const T* grad, const T* out, typename AccOf<T>::type* delta, int64_t n, int64_t heads,
+                     int64_t features) {
   using A = typename AccOf<T>::type;
   const int64_t pair = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / kWarp;  // (i, h)
   const int lane = threadIdx.x % kWarp;
@@ -406,8 +424,8 @@ __global__ void __launch_bounds__(kThreads) gat_delta_kernel(const T* grad, cons
 }
 
 template <typename T>
-__global__ void __launch_bounds__(kThreads) gat_grad_dst_kernel(const int64_t* ptr, const int64_t* idx, GatEdge<T> e,
-                                                                T* grad_dst, int64_t n) {
+__global__ void __launch_bounds__(kThreads)
+    gat_grad_dst_kernel(const int64_t* ptr, const int64_t* idx, GatEdge<T> e, T* grad_dst, int64_t n) {
   using A = typename AccOf<T>::type;
   const int64_t i = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / kWarp;
   const int lane = threadIdx.x % kWarp;
@@ -426,9 +444,9 @@ __global__ void __launch_bounds__(kThreads) gat_grad_dst_kernel(const int64_t* p
 }
 
 template <typename T>
-__global__ void __launch_bounds__(kThreads) gat_grad_src_kernel(const int64_t* colptr, const int64_t* row,
-                                                                const int64_t* edge_of, GatEdge<T> e, T* grad_x,
-                                                                T* grad_src, int64_t n) {
+__global__ void __launch_bounds__(kThreads)
+    gat_grad_src_kernel(const int64_t* colptr, const int64_t* row, const int64_t* edge_of, GatEdge<T> e, T* grad_x,
+                        T* grad_src, int64_t n) {
   using A = typename AccOf<T>::type;
   const int64_t j = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) / kWarp;
   const int lane = threadIdx.x % kWarp;
@@ -459,9 +477,20 @@ bool aligned(const void* p, uintptr_t bytes) { return (reinterpret_cast<uintptr_
 template <typename T>
 cudaError_t row_sum(const RowSumParams& q, cudaStream_t stream) {
   using A = typename AccOf<T>::type;
-  RowSum<T> p{q.ptr, q.idx, q.edge_of, static_cast<const T*>(q.weight), static_cast<const A*>(q.nbr_scale),
-              q.nbr_mean_ptr, static_cast<const A*>(q.row_scale), q.row_mean, q.self_loops,
-              static_cast<const T*>(q.x), static_cast<T*>(q.out), q.rows, q.x_rows, q.features};
+  RowSum<T> p{q.ptr,
+              q.idx,
+              q.edge_of,
+              static_cast<const T*>(q.weight),
+              static_cast<const A*>(q.nbr_scale),
+              q.nbr_mean_ptr,
+              static_cast<const A*>(q.row_scale),
+              q.row_mean,
+              q.self_loops,
+              static_cast<const T*>(q.x),
+              static_cast<T*>(q.out),
+              q.rows,
+              q.x_rows,
+              q.features};
   if (q.rows == 0 || q.features == 0) return cudaSuccess;
   // Lanes across features with 16-byte loads, or 8-byte ones where those cover the features in one
   // pass of the warp (F <= 32 * 8 / sizeof(T)): the same passes, all lanes busy, half the
@@ -474,8 +503,8 @@ cudaError_t row_sum(const RowSumParams& q, cudaStream_t stream) {
     constexpr int kV = decltype(v)::value;
     const int64_t tiles = (q.features + int64_t(kWarp) * kV - 1) / (int64_t(kWarp) * kV);
     const int64_t hub_blocks = q.num_hubs * tiles;
-    row_sum_kernel<T, kV><<<dim3(unsigned(hub_blocks + warp_blocks(q.rows))), kThreads, 0, stream>>>(p, q.hubs,
-                                                                                                   hub_blocks);
+    row_sum_kernel<T, kV>
+        <<<dim3(unsigned(hub_blocks + warp_blocks(q.rows))), kThreads, 0, stream>>>(p, q.hubs, hub_blocks);
   };
   if (fits(V8, 8) && q.features <= int64_t(kWarp) * V8)
     launch(std::integral_constant<int, V8>{});
@@ -492,10 +521,14 @@ cudaError_t row_sum(const RowSumParams& q, cudaStream_t stream) {
 template <typename Fn>
 cudaError_t dispatch(DType dtype, Fn&& fn) {
   switch (dtype) {
-    case DType::Float32: return fn(float{});
-    case DType::Float64: return fn(double{});
-    case DType::Float16: return fn(__half{});
-    case DType::BFloat16: return fn(__nv_bfloat16{});
+    case DType::Float32:
+      return fn(float{});
+    case DType::Float64:
+      return fn(double{});
+    case DType::Float16:
+      return fn(__half{});
+    case DType::BFloat16:
+      return fn(__nv_bfloat16{});
   }
   return cudaErrorInvalidValue;
 }
@@ -515,12 +548,12 @@ cudaError_t launch_extreme(DType dtype, bool is_max, const int64_t* ptr, const i
     const dim3 grid(unsigned(warp_blocks(rows)));
     if (is_max)
       extreme_kernel<T, true><<<grid, kThreads, 0, stream>>>(ptr, idx, static_cast<const T*>(weight),
-                                                              static_cast<const T*>(x), static_cast<T*>(out), arg,
-                                                              rows, x_rows, features);
+                                                             static_cast<const T*>(x), static_cast<T*>(out), arg, rows,
+                                                             x_rows, features);
     else
       extreme_kernel<T, false><<<grid, kThreads, 0, stream>>>(ptr, idx, static_cast<const T*>(weight),
-                                                               static_cast<const T*>(x), static_cast<T*>(out), arg,
-                                                               rows, x_rows, features);
+                                                              static_cast<const T*>(x), static_cast<T*>(out), arg, rows,
+                                                              x_rows, features);
     return cudaGetLastError();
   });
 }
@@ -532,21 +565,21 @@ cudaError_t launch_extreme_grad_x(DType dtype, const int64_t* colptr, const int6
   return dispatch(dtype, [&](auto tag) {
     using T = decltype(tag);
     extreme_grad_x_kernel<T><<<dim3(unsigned(warp_blocks(x_rows))), kThreads, 0, stream>>>(
-        colptr, row, edge_of, static_cast<const T*>(weight), arg, static_cast<const T*>(grad),
-        static_cast<T*>(grad_x), x_rows, out_rows, features);
+        colptr, row, edge_of, static_cast<const T*>(weight), arg, static_cast<const T*>(grad), static_cast<T*>(grad_x),
+        x_rows, out_rows, features);
     return cudaGetLastError();
   });
 }
 
-cudaError_t launch_weight_grad(DType dtype, const int64_t* ptr, const int64_t* idx, bool row_mean,
-                               const int64_t* arg, const void* grad, const void* x, void* grad_w, int64_t rows,
-                               int64_t x_rows, int64_t features, cudaStream_t stream) {
+cudaError_t launch_weight_grad(DType dtype, const int64_t* ptr, const int64_t* idx, bool row_mean, const int64_t* arg,
+                               const void* grad, const void* x, void* grad_w, int64_t rows, int64_t x_rows,
+                               int64_t features, cudaStream_t stream) {
   if (rows == 0) return cudaSuccess;
   return dispatch(dtype, [&](auto tag) {
     using T = decltype(tag);
     weight_grad_kernel<T><<<dim3(unsigned(warp_blocks(rows))), kThreads, 0, stream>>>(
-        ptr, idx, row_mean, arg, static_cast<const T*>(grad), static_cast<const T*>(x), static_cast<T*>(grad_w),
-        rows, x_rows, features);
+        ptr, idx, row_mean, arg, static_cast<const T*>(grad), static_cast<const T*>(x), static_cast<T*>(grad_w), rows,
+        x_rows, features);
     return cudaGetLastError();
   });
 }
@@ -570,8 +603,8 @@ cudaError_t launch_gat_backward(DType dtype, const int64_t* ptr, const int64_t* 
                                 const int64_t* row, const int64_t* edge_of, const void* grad, const void* x,
                                 const void* alpha_src, const void* alpha_dst, const void* out, const void* lse,
                                 double negative_slope, double dropout, uint64_t seed, void* delta, void* grad_x,
-                                void* grad_alpha_src, void* grad_alpha_dst, int64_t n, int64_t heads,
-                                int64_t features, cudaStream_t stream) {
+                                void* grad_alpha_src, void* grad_alpha_dst, int64_t n, int64_t heads, int64_t features,
+                                cudaStream_t stream) {
   if (n == 0 || heads == 0) return cudaSuccess;
   return dispatch(dtype, [&](auto tag) {
     using T = decltype(tag);
@@ -579,9 +612,16 @@ cudaError_t launch_gat_backward(DType dtype, const int64_t* ptr, const int64_t* 
     A* d = static_cast<A*>(delta);
     gat_delta_kernel<T><<<dim3(unsigned(warp_blocks(n * heads))), kThreads, 0, stream>>>(
         static_cast<const T*>(grad), static_cast<const T*>(out), d, n, heads, features);
-    GatEdge<T> e{static_cast<const T*>(grad), static_cast<const T*>(x), static_cast<const T*>(alpha_src),
-                 static_cast<const T*>(alpha_dst), static_cast<const A*>(lse), d, A(negative_slope),
-                 GatDropout{float(dropout), seed}, heads, features};
+    GatEdge<T> e{static_cast<const T*>(grad),
+                 static_cast<const T*>(x),
+                 static_cast<const T*>(alpha_src),
+                 static_cast<const T*>(alpha_dst),
+                 static_cast<const A*>(lse),
+                 d,
+                 A(negative_slope),
+                 GatDropout{float(dropout), seed},
+                 heads,
+                 features};
     const dim3 grid(unsigned(warp_blocks(n)));
     gat_grad_dst_kernel<T><<<grid, kThreads, 0, stream>>>(ptr, idx, e, static_cast<T*>(grad_alpha_dst), n);
     gat_grad_src_kernel<T><<<grid, kThreads, 0, stream>>>(colptr, row, edge_of, e, static_cast<T*>(grad_x),

@@ -58,9 +58,9 @@ cudaError_t launch_extreme_grad_x(DType dtype, const int64_t* colptr, const int6
 // Edge-weight gradient (one warp per destination row, fixed-order warp reduction):
 // arg == nullptr: grad_w[k] = (row_mean ? 1 / deg(i) : 1) * <grad[i], x[idx[k]]>;
 // otherwise:      grad_w[k] = sum_f [arg[i, f] == k] grad[i, f] * x[idx[k], f].
-cudaError_t launch_weight_grad(DType dtype, const int64_t* ptr, const int64_t* idx, bool row_mean,
-                               const int64_t* arg, const void* grad, const void* x, void* grad_w, int64_t rows,
-                               int64_t x_rows, int64_t features, cudaStream_t stream);
+cudaError_t launch_weight_grad(DType dtype, const int64_t* ptr, const int64_t* idx, bool row_mean, const int64_t* arg,
+                               const void* grad, const void* x, void* grad_w, int64_t rows, int64_t x_rows,
+                               int64_t features, cudaStream_t stream);
 
 // Fused GAT aggregation, x [N, H, F] row-major, alpha_src / alpha_dst [N, H] in x's dtype,
 // lse [N, H] in the accumulation type (float32; float64 for float64): for target i and head h,
@@ -80,7 +80,7 @@ cudaError_t launch_gat_backward(DType dtype, const int64_t* ptr, const int64_t* 
                                 const int64_t* row, const int64_t* edge_of, const void* grad, const void* x,
                                 const void* alpha_src, const void* alpha_dst, const void* out, const void* lse,
                                 double negative_slope, double dropout, uint64_t seed, void* delta, void* grad_x,
-                                void* grad_alpha_src, void* grad_alpha_dst, int64_t n, int64_t heads,
-                                int64_t features, cudaStream_t stream);
+                                void* grad_alpha_src, void* grad_alpha_dst, int64_t n, int64_t heads, int64_t features,
+                                cudaStream_t stream);
 
 }  // namespace sslfast::cuda

@@ -29,8 +29,7 @@ struct Augment : torch::autograd::Function<Augment<B>> {
     variable_list out(7);
     if (!grads[0].defined()) return out;
     const variable_list s = ctx->get_saved_variables();
-    out[0] = bwd.call(grads[0], s[0], s[1], ctx->saved_data["height"].toSymInt(),
-                      ctx->saved_data["width"].toSymInt());
+    out[0] = bwd.call(grads[0], s[0], s[1], ctx->saved_data["height"].toSymInt(), ctx->saved_data["width"].toSymInt());
     return out;
   }
 };
@@ -42,8 +41,8 @@ Tensor augment_images(CT images, CT boxes, CT flips, double noise_std, int64_t s
 }
 
 template <typename B>
-Tensor augment_images_inference(CT images, CT boxes, CT flips, double noise_std, int64_t seed,
-                                OptGenerator generator, int64_t size) {
+Tensor augment_images_inference(CT images, CT boxes, CT flips, double noise_std, int64_t seed, OptGenerator generator,
+                                int64_t size) {
   static const auto fwd = kernel<B, AugmentFwd>("augment_images_fwd");
   return fwd.call(images, boxes, flips, noise_std, seed, std::move(generator), size);
 }

@@ -39,8 +39,7 @@ Tensor nt_xent_forward(CT z1, CT z2, double temperature, bool normalize, bool ex
 
 template <typename B>
 struct NtXent : torch::autograd::Function<NtXent<B>> {
-  static Tensor forward(AutogradContext* ctx, CT z1, CT z2, double temperature, bool normalize,
-                        bool exclude_positive) {
+  static Tensor forward(AutogradContext* ctx, CT z1, CT z2, double temperature, bool normalize, bool exclude_positive) {
     Tensor rows, norms, lse;
     Tensor loss = nt_xent_forward<B>(z1, z2, temperature, normalize, exclude_positive, &rows, &norms, &lse);
     ctx->set_materialize_grads(false);
@@ -229,8 +228,7 @@ using SupconFwd = std::tuple<Tensor, Tensor, Tensor>(CT, CT, double, bool);
 using SupconBwd = Tensor(CT, CT, CT, CT, CT, double, bool);
 
 template <typename B>
-Tensor supcon_forward(CT features, CT labels, double temperature, bool normalize, bool pairwise,
-                      variable_list* saved) {
+Tensor supcon_forward(CT features, CT labels, double temperature, bool normalize, bool pairwise, variable_list* saved) {
   static const auto fwd = kernel<B, SupconFwd>("supcon_fwd");
   auto [rows, norms] = prepare<B>(features, OptTensor(), normalize);
   auto [loss, lse, stats] = fwd.call(rows, labels, temperature, pairwise);

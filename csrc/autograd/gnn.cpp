@@ -81,8 +81,8 @@ Tensor gcn_aggregate(CT rowptr, CT col, CT colptr, CT row, CT hub_rows, CT hub_c
   return Gcn::apply(rowptr, col, colptr, row, hub_rows, hub_cols, deg_inv_sqrt, x, add_self_loops);
 }
 
-Tensor gcn_aggregate_inference(CT rowptr, CT col, CT colptr, CT row, CT hub_rows, CT hub_cols, CT deg_inv_sqrt,
-                               CT x, bool add_self_loops) {
+Tensor gcn_aggregate_inference(CT rowptr, CT col, CT colptr, CT row, CT hub_rows, CT hub_cols, CT deg_inv_sqrt, CT x,
+                               bool add_self_loops) {
   static const auto fwd = kernel<B, GcnFwd>("gcn_aggregate_fwd");
   return fwd.call(rowptr, col, colptr, row, hub_rows, hub_cols, deg_inv_sqrt, x, add_self_loops);
 }
@@ -108,16 +108,16 @@ struct Sddmm : torch::autograd::Function<Sddmm> {
     variable_list out(11);
     if (!grads[0].defined()) return out;
     const variable_list s = ctx->get_saved_variables();
-    auto [grad_a, grad_b] = bwd.call(grads[0].index_select(0, s[7]), s[0], s[1], s[2], s[3], s[4], s[5], s[6],
-                                     s[8], s[9]);
+    auto [grad_a, grad_b] =
+        bwd.call(grads[0].index_select(0, s[7]), s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[8], s[9]);
     out[9] = grad_a;
     out[10] = grad_b;
     return out;
   }
 };
 
-Tensor sddmm(CT rowptr, CT col, CT colptr, CT row, CT csc_perm, CT hub_rows, CT hub_cols, CT perm, CT inv_perm,
-             CT a, CT b) {
+Tensor sddmm(CT rowptr, CT col, CT colptr, CT row, CT csc_perm, CT hub_rows, CT hub_cols, CT perm, CT inv_perm, CT a,
+             CT b) {
   return Sddmm::apply(rowptr, col, colptr, row, csc_perm, hub_rows, hub_cols, perm, inv_perm, a, b);
 }
 
@@ -141,8 +141,7 @@ struct Gat : torch::autograd::Function<Gat> {
     auto [out, lse] = fwd.call(rowptr, col, colptr, row, csc_perm, hub_rows, hub_cols, x, alpha_src, alpha_dst,
                                negative_slope, dropout, seed);
     ctx->set_materialize_grads(false);
-    ctx->save_for_backward(
-        {rowptr, col, colptr, row, csc_perm, hub_rows, hub_cols, x, alpha_src, alpha_dst, out, lse});
+    ctx->save_for_backward({rowptr, col, colptr, row, csc_perm, hub_rows, hub_cols, x, alpha_src, alpha_dst, out, lse});
     ctx->saved_data["slope"] = negative_slope;
     ctx->saved_data["dropout"] = dropout;
     ctx->saved_data["seed"] = seed;
@@ -154,10 +153,9 @@ struct Gat : torch::autograd::Function<Gat> {
     variable_list out(13);
     if (!grads[0].defined()) return out;
     const variable_list s = ctx->get_saved_variables();
-    auto [grad_x, grad_src, grad_dst] =
-        bwd.call(grads[0], s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7], s[8], s[9], s[10], s[11],
-                 ctx->saved_data["slope"].toDouble(), ctx->saved_data["dropout"].toDouble(),
-                 ctx->saved_data["seed"].toInt());
+    auto [grad_x, grad_src, grad_dst] = bwd.call(
+        grads[0], s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7], s[8], s[9], s[10], s[11],
+        ctx->saved_data["slope"].toDouble(), ctx->saved_data["dropout"].toDouble(), ctx->saved_data["seed"].toInt());
     out[7] = grad_x;
     out[8] = grad_src;
     out[9] = grad_dst;
@@ -165,8 +163,8 @@ struct Gat : torch::autograd::Function<Gat> {
   }
 };
 
-Tensor gat_aggregate(CT rowptr, CT col, CT colptr, CT row, CT csc_perm, CT hub_rows, CT hub_cols, CT x,
-                     CT alpha_src, CT alpha_dst, double negative_slope, double dropout, int64_t seed) {
+Tensor gat_aggregate(CT rowptr, CT col, CT colptr, CT row, CT csc_perm, CT hub_rows, CT hub_cols, CT x, CT alpha_src,
+                     CT alpha_dst, double negative_slope, double dropout, int64_t seed) {
   return Gat::apply(rowptr, col, colptr, row, csc_perm, hub_rows, hub_cols, x, alpha_src, alpha_dst, negative_slope,
                     dropout, seed);
 }

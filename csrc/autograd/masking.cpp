@@ -46,8 +46,7 @@ template <typename B>
 std::tuple<Tensor, Tensor, Tensor> random_masking(CT x, CT noise, COT pos_embed, int64_t len_keep, int64_t prefix,
                                                   bool int32_indices) {
   Tensor mask, ids_restore;
-  Tensor visible =
-      RandomMasking<B>::apply(x, noise, pos_embed, len_keep, prefix, int32_indices, &mask, &ids_restore);
+  Tensor visible = RandomMasking<B>::apply(x, noise, pos_embed, len_keep, prefix, int32_indices, &mask, &ids_restore);
   return {visible, mask, ids_restore};
 }
 
@@ -80,11 +79,10 @@ struct Unshuffle : torch::autograd::Function<Unshuffle<B>> {
     variable_list out(5);
     if (!grads[0].defined()) return out;
     const variable_list s = ctx->get_saved_variables();
-    auto [grad_visible, grad_token] = bwd.call(grads[0], s[0], ctx->saved_data["len_keep"].toSymInt(),
-                                               ctx->saved_data["prefix"].toInt());
+    auto [grad_visible, grad_token] =
+        bwd.call(grads[0], s[0], ctx->saved_data["len_keep"].toSymInt(), ctx->saved_data["prefix"].toInt());
     out[0] = grad_visible;
-    if (ctx->needs_input_grad(2))
-      out[2] = grad_token.reshape_symint(s[1].sym_sizes()).to(s[1].scalar_type());
+    if (ctx->needs_input_grad(2)) out[2] = grad_token.reshape_symint(s[1].sym_sizes()).to(s[1].scalar_type());
     if (s[2].defined() && ctx->needs_input_grad(3)) out[3] = pos_embed_grad(grads[0], s[2]);
     return out;
   }
@@ -108,8 +106,7 @@ using PatchLossBwd = Tensor(CT, CT, CT, CT, int64_t, bool, bool);
 
 template <typename B>
 struct PatchLoss : torch::autograd::Function<PatchLoss<B>> {
-  static Tensor forward(AutogradContext* ctx, CT pred, CT imgs, CT mask, int64_t patch_size, bool norm_pix,
-                        bool l1) {
+  static Tensor forward(AutogradContext* ctx, CT pred, CT imgs, CT mask, int64_t patch_size, bool norm_pix, bool l1) {
     static const auto fwd = kernel<B, PatchLossFwd>("masked_patch_loss_fwd");
     ctx->set_materialize_grads(false);
     ctx->save_for_backward({pred, imgs, mask});

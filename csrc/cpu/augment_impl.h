@@ -57,8 +57,7 @@ std::vector<uint8_t> checked_flips(const at::Tensor& flips_, int64_t batch) {
 void check_images(const at::Tensor& images) {
   CHECK_CPU(images);
   TORCH_CHECK(images.dim() == 4, "images must be [B, C, H, W], got shape ", images.sizes());
-  TORCH_CHECK(at::isFloatingType(images.scalar_type()), "images must be floating point, got ",
-              images.scalar_type());
+  TORCH_CHECK(at::isFloatingType(images.scalar_type()), "images must be floating point, got ", images.scalar_type());
 }
 
 // out[b, c] = the box of images[b, c] resampled to size x size (mirrored when flips[b]) + noise.
@@ -66,8 +65,7 @@ at::Tensor augment_images_fwd(const at::Tensor& images_, const at::Tensor& boxes
                               double noise_std, int64_t seed, std::optional<at::Generator> generator, int64_t size) {
   check_images(images_);
   TORCH_CHECK(size >= 1, "size must be >= 1, got ", size);
-  const int64_t batch = images_.size(0), channels = images_.size(1), height = images_.size(2),
-                width = images_.size(3);
+  const int64_t batch = images_.size(0), channels = images_.size(1), height = images_.size(2), width = images_.size(3);
   const std::vector<Box> box = checked_boxes(boxes, batch, height, width);
   const std::vector<uint8_t> flip = checked_flips(flips, batch);
   const auto dtype = images_.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
@@ -112,8 +110,8 @@ at::Tensor augment_images_fwd(const at::Tensor& images_, const at::Tensor& boxes
 
 // The adjoint of the resampling: each output pixel's gradient back to its four taps. One
 // (sample, channel) plane per task, pixels in a fixed order: deterministic, no atomics.
-at::Tensor augment_images_bwd(const at::Tensor& grad_, const at::Tensor& boxes, const at::Tensor& flips,
-                              int64_t height, int64_t width) {
+at::Tensor augment_images_bwd(const at::Tensor& grad_, const at::Tensor& boxes, const at::Tensor& flips, int64_t height,
+                              int64_t width) {
   check_images(grad_);
   const int64_t batch = grad_.size(0), channels = grad_.size(1), size = grad_.size(2);
   TORCH_CHECK(grad_.size(3) == size, "grad must be [B, C, size, size], got ", grad_.sizes());
@@ -175,8 +173,7 @@ at::Tensor drop_mask_fwd(const at::Tensor& x_, double p, int64_t seed, bool per_
       for (int64_t c = 0; c < columns; ++c) keep[c] = hash_keep(uint64_t(seed), uint64_t(c), pf);
       at::parallel_for(0, n / columns, std::max<int64_t>(1, 16384 / columns), [&](int64_t r0, int64_t r1) {
         for (int64_t r = r0; r < r1; ++r)
-          for (int64_t c = 0; c < columns; ++c)
-            o[r * columns + c] = keep[c] ? in[r * columns + c] : scalar_t(0);
+          for (int64_t c = 0; c < columns; ++c) o[r * columns + c] = keep[c] ? in[r * columns + c] : scalar_t(0);
       });
     } else {
       at::parallel_for(0, n, 16384, [&](int64_t i0, int64_t i1) {

@@ -37,8 +37,8 @@ double nt_xent_forward(const T* z, int64_t rows, int64_t dim, T inv_t, bool excl
     scores_tile(z + r0 * dim, nr, z + c0 * dim, nc, dim, inv_t, tile);
     mask_self_and_positive(tile, r0, nr, c0, nc, half, exclude_positive, neg_inf<T>());
     // A diagonal tile is its own transpose: its columns are the same rows, folded once.
-    fold_tile_lse(tile, nr, nc, run_max.data() + r0, run_sum.data() + r0,
-                  bi != bj ? run_max.data() + c0 : nullptr, run_sum.data() + c0, tile + nr * nc);
+    fold_tile_lse(tile, nr, nc, run_max.data() + r0, run_sum.data() + r0, bi != bj ? run_max.data() + c0 : nullptr,
+                  run_sum.data() + c0, tile + nr * nc);
   });
   finish_lse(run_max.data(), run_sum.data(), rows, lse);
   double total = 0;
@@ -50,8 +50,8 @@ double nt_xent_forward(const T* z, int64_t rows, int64_t dim, T inv_t, bool excl
 // dz_k = g / (2N T) * [sum_j (exp(S_kj - lse_k) + exp(S_kj - lse_j)) z_j - 2 z_p(k)]: the
 // symmetry of S turns the column softmax into a second exp of the same tile.
 template <typename T>
-void nt_xent_backward(const T* z, const T* lse, int64_t rows, int64_t dim, T inv_t, bool exclude_positive,
-                      double grad, T* dz) {
+void nt_xent_backward(const T* z, const T* lse, int64_t rows, int64_t dim, T inv_t, bool exclude_positive, double grad,
+                      T* dz) {
   const int64_t half = rows / 2;
   const T coef = T(grad * double(inv_t) / double(rows));
   const Blocking blocks(rows);
@@ -81,8 +81,8 @@ void nt_xent_backward(const T* z, const T* lse, int64_t rows, int64_t dim, T inv
 // maximum as the logsumexp. The backward's dq then needs no second pass over the queue: two score
 // GEMM passes instead of three. lse comes out bitwise the same with or without it.
 template <typename T>
-double info_nce_forward(const T* q, const T* k, const T* queue, int64_t n, int64_t queue_rows, int64_t dim,
-                        T inv_t, bool in_batch, T* lse, T* folded) {
+double info_nce_forward(const T* q, const T* k, const T* queue, int64_t n, int64_t queue_rows, int64_t dim, T inv_t,
+                        bool in_batch, T* lse, T* folded) {
   const Blocking blocks(n);
   Buffer<T> positive(n, T(0)), run_max(n, neg_inf<T>()), run_sum(n, T(0));
   for (int64_t i = 0; i < n; ++i) positive[i] = T(double(inv_t) * dot(q + i * dim, k + i * dim, dim));
@@ -103,8 +103,7 @@ double info_nce_forward(const T* q, const T* k, const T* queue, int64_t n, int64
         const int64_t nc = std::min(kColumnBlock, count - c0);
         scores_tile(q + r0 * dim, nr, columns + c0 * dim, nc, dim, inv_t, tile);
         if (acc) std::copy(run_max.data() + r0, run_max.data() + r0 + nr, previous_max);
-        fold_tile_lse(tile, nr, nc, run_max.data() + r0, run_sum.data() + r0, (T*)nullptr, (T*)nullptr,
-                      tile + nr * nc);
+        fold_tile_lse(tile, nr, nc, run_max.data() + r0, run_sum.data() + r0, (T*)nullptr, (T*)nullptr, tile + nr * nc);
         if (!acc) continue;
         // acc_r holds sum_m exp(S_rm - run_max_r) queue_m: rescale to the new maximum, add the tile.
         for (int64_t r = 0; r < nr; ++r) {
@@ -151,7 +150,8 @@ void info_nce_backward(const T* q, const T* k, const T* queue, const T* lse, con
       T* w = scratch.get(thread);
       const int64_t r0 = blocks.begin(bi), nr = blocks.rows(bi), c0 = blocks.begin(bj), nc = blocks.rows(bj);
       scores_tile(q + r0 * dim, nr, k + c0 * dim, nc, dim, inv_t, w);
-      for (int64_t r = 0; r < nr; ++r) softmax_weights(w + r * nc, lse[r0 + r], (const T*)nullptr, coef, w + r * nc, nc);
+      for (int64_t r = 0; r < nr; ++r)
+        softmax_weights(w + r * nc, lse[r0 + r], (const T*)nullptr, coef, w + r * nc, nc);
       accumulate_w_b(w, nr, nc, k + c0 * dim, dim, T(1), dq + r0 * dim);
       accumulate_wt_a(w, nr, nc, q + r0 * dim, dim, T(1), dk + c0 * dim);
     });
@@ -163,7 +163,8 @@ void info_nce_backward(const T* q, const T* k, const T* queue, const T* lse, con
       for (int64_t c0 = 0; c0 < queue_rows; c0 += kColumnBlock) {
         const int64_t nc = std::min(kColumnBlock, queue_rows - c0);
         scores_tile(q + r0 * dim, nr, queue + c0 * dim, nc, dim, inv_t, w);
-        for (int64_t r = 0; r < nr; ++r) softmax_weights(w + r * nc, lse[r0 + r], (const T*)nullptr, coef, w + r * nc, nc);
+        for (int64_t r = 0; r < nr; ++r)
+          softmax_weights(w + r * nc, lse[r0 + r], (const T*)nullptr, coef, w + r * nc, nc);
         accumulate_w_b(w, nr, nc, queue + c0 * dim, dim, T(1), dq + r0 * dim);
       }
     });
@@ -171,7 +172,8 @@ void info_nce_backward(const T* q, const T* k, const T* queue, const T* lse, con
   at::parallel_for(0, n, 256, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       T pos_weight = -coef;
-      if (!in_batch) pos_weight += coef * T(std::exp(double(inv_t) * dot(q + i * dim, k + i * dim, dim) - double(lse[i])));
+      if (!in_batch)
+        pos_weight += coef * T(std::exp(double(inv_t) * dot(q + i * dim, k + i * dim, dim) - double(lse[i])));
       for (int64_t d = 0; d < dim; ++d) {
         dq[i * dim + d] += pos_weight * k[i * dim + d];
         dk[i * dim + d] += pos_weight * q[i * dim + d];
@@ -183,8 +185,7 @@ void info_nce_backward(const T* q, const T* k, const T* queue, const T* lse, con
 // ---------------------------------------------------------------- CLIP and SigLIP (paired N x N)
 
 template <typename T>
-double clip_forward(const T* image, const T* text, int64_t n, int64_t dim, T scale, T bias, T* row_lse,
-                    T* col_lse) {
+double clip_forward(const T* image, const T* text, int64_t n, int64_t dim, T scale, T bias, T* row_lse, T* col_lse) {
   const Blocking blocks(n);
   Buffer<T> row_max(n, neg_inf<T>()), row_sum(n, T(0)), col_max(n, neg_inf<T>()), col_sum(n, T(0));
   Scratch<T> scratch(blocks.size * blocks.size + 3 * blocks.size);
@@ -196,8 +197,8 @@ double clip_forward(const T* image, const T* text, int64_t n, int64_t dim, T sca
     // exp(S - lse) there is the forward's softmax to the last bit.
     scores_tile(image + r0 * dim, nr, text + c0 * dim, nc, dim, T(1), tile);
     affine(tile, scale, bias, tile, nr * nc);
-    fold_tile_lse(tile, nr, nc, row_max.data() + r0, row_sum.data() + r0, col_max.data() + c0,
-                  col_sum.data() + c0, tile + nr * nc);
+    fold_tile_lse(tile, nr, nc, row_max.data() + r0, row_sum.data() + r0, col_max.data() + c0, col_sum.data() + c0,
+                  tile + nr * nc);
   });
   finish_lse(row_max.data(), row_sum.data(), n, row_lse);
   finish_lse(col_max.data(), col_sum.data(), n, col_lse);
@@ -284,8 +285,8 @@ inline int pair_kind(const int64_t* labels, int64_t row, int64_t col) {
 // supcon: row state = (lse over j != i, sum of positive scores, positive count);
 // pairwise pass 1: lse over negatives only (self and positives masked).
 template <typename T>
-void supcon_fold(const T* z, const int64_t* labels, int64_t rows, int64_t dim, T inv_t, bool negatives_only,
-                 T* lse, double* pos_sum, double* pos_count) {
+void supcon_fold(const T* z, const int64_t* labels, int64_t rows, int64_t dim, T inv_t, bool negatives_only, T* lse,
+                 double* pos_sum, double* pos_count) {
   const Blocking blocks(rows);
   Buffer<T> run_max(rows, neg_inf<T>()), run_sum(rows, T(0));
   Buffer<double> part_sum(rows * blocks.count, 0.0), part_count(rows * blocks.count, 0.0);
@@ -309,8 +310,8 @@ void supcon_fold(const T* z, const int64_t* labels, int64_t rows, int64_t dim, T
         }
         if (kind == -1 || (kind == 1 && negatives_only)) v = neg_inf<T>();
       }
-    fold_tile_lse(tile, nr, nc, run_max.data() + r0, run_sum.data() + r0,
-                  bi != bj ? run_max.data() + c0 : nullptr, run_sum.data() + c0, tile + nr * nc);
+    fold_tile_lse(tile, nr, nc, run_max.data() + r0, run_sum.data() + r0, bi != bj ? run_max.data() + c0 : nullptr,
+                  run_sum.data() + c0, tile + nr * nc);
   });
   for (int64_t i = 0; i < rows; ++i) {
     lse[i] = run_sum[i] == T(0) ? neg_inf<T>() : T(run_max[i] + std::log(run_sum[i]));
@@ -541,8 +542,8 @@ double scalar_of(const at::Tensor& t, const char* name) {
 }
 
 void check_lse(const at::Tensor& lse, const at::Tensor& like, const char* name) {
-  TORCH_CHECK(lse.dim() == 1 && lse.size(0) == like.size(0), name, " must have shape (", like.size(0),
-              "), got ", lse.sizes());
+  TORCH_CHECK(lse.dim() == 1 && lse.size(0) == like.size(0), name, " must have shape (", like.size(0), "), got ",
+              lse.sizes());
   TORCH_CHECK(lse.scalar_type() == like.scalar_type(), name, " must have dtype ", like.scalar_type());
   CHECK_CONTIGUOUS(lse);
 }
@@ -551,8 +552,8 @@ void check_pair(const at::Tensor& image, const at::Tensor& text) {
   CHECK_EMBEDDINGS(image);
   CHECK_EMBEDDINGS(text);
   CHECK_SAME_DTYPE(image, text);
-  TORCH_CHECK(image.sizes() == text.sizes(), "image and text must have the same shape, got ", image.sizes(),
-              " and ", text.sizes());
+  TORCH_CHECK(image.sizes() == text.sizes(), "image and text must have the same shape, got ", image.sizes(), " and ",
+              text.sizes());
 }
 
 // CLIP / SigLIP take the user's tensors directly (no prepare_rows): half inputs are widened to
@@ -605,9 +606,8 @@ void check_info_nce(const at::Tensor& query, const at::Tensor& key, const std::o
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> info_nce_fwd(const at::Tensor& query, const at::Tensor& key,
-                                                            const std::optional<at::Tensor>& queue,
-                                                            double temperature, bool in_batch_negatives,
-                                                            bool fold_queue_grad) {
+                                                            const std::optional<at::Tensor>& queue, double temperature,
+                                                            bool in_batch_negatives, bool fold_queue_grad) {
   check_info_nce(query, key, queue);
   TORCH_CHECK(temperature > 0, "temperature must be > 0, got ", temperature);
   TORCH_CHECK(!fold_queue_grad || (queue && !in_batch_negatives),
@@ -616,19 +616,18 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> info_nce_fwd(const at::Tensor& qu
   auto folded = fold_queue_grad ? empty_output_like(query) : at::empty({0}, query.options());
   double loss = 0;
   AT_DISPATCH_FLOATING_TYPES(query.scalar_type(), "info_nce_fwd", [&] {
-    loss = info_nce_forward<scalar_t>(query.data_ptr<scalar_t>(), key.data_ptr<scalar_t>(),
-                                      queue ? queue->data_ptr<scalar_t>() : nullptr, query.size(0),
-                                      queue ? queue->size(0) : 0, query.size(1), scalar_t(1.0 / temperature),
-                                      in_batch_negatives, lse.data_ptr<scalar_t>(),
-                                      fold_queue_grad ? folded.data_ptr<scalar_t>() : nullptr);
+    loss = info_nce_forward<scalar_t>(
+        query.data_ptr<scalar_t>(), key.data_ptr<scalar_t>(), queue ? queue->data_ptr<scalar_t>() : nullptr,
+        query.size(0), queue ? queue->size(0) : 0, query.size(1), scalar_t(1.0 / temperature), in_batch_negatives,
+        lse.data_ptr<scalar_t>(), fold_queue_grad ? folded.data_ptr<scalar_t>() : nullptr);
   });
   return {at::scalar_tensor(loss, query.options()), lse, folded};
 }
 
 std::tuple<at::Tensor, at::Tensor> info_nce_bwd(const at::Tensor& grad_loss, const at::Tensor& query,
                                                 const at::Tensor& key, const std::optional<at::Tensor>& queue,
-                                                const at::Tensor& lse, const at::Tensor& folded,
-                                                double temperature, bool in_batch_negatives) {
+                                                const at::Tensor& lse, const at::Tensor& folded, double temperature,
+                                                bool in_batch_negatives) {
   check_info_nce(query, key, queue);
   check_lse(lse, query, "lse");
   const bool use_folded = folded.numel() > 0;
@@ -645,10 +644,9 @@ std::tuple<at::Tensor, at::Tensor> info_nce_bwd(const at::Tensor& grad_loss, con
   AT_DISPATCH_FLOATING_TYPES(query.scalar_type(), "info_nce_bwd", [&] {
     info_nce_backward<scalar_t>(query.data_ptr<scalar_t>(), key.data_ptr<scalar_t>(),
                                 queue ? queue->data_ptr<scalar_t>() : nullptr, lse.data_ptr<scalar_t>(),
-                                use_folded ? folded.data_ptr<scalar_t>() : nullptr,
-                                query.size(0), queue ? queue->size(0) : 0, query.size(1),
-                                scalar_t(1.0 / temperature), in_batch_negatives, grad,
-                                d_query.data_ptr<scalar_t>(), d_key.data_ptr<scalar_t>());
+                                use_folded ? folded.data_ptr<scalar_t>() : nullptr, query.size(0),
+                                queue ? queue->size(0) : 0, query.size(1), scalar_t(1.0 / temperature),
+                                in_batch_negatives, grad, d_query.data_ptr<scalar_t>(), d_key.data_ptr<scalar_t>());
   });
   return {d_query, d_key};
 }
@@ -663,8 +661,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> clip_loss_fwd(const at::Tensor& i
   auto col_lse = at::empty({image.size(0)}, image.options());
   double loss = 0;
   AT_DISPATCH_FLOATING_TYPES(image.scalar_type(), "clip_loss_fwd", [&] {
-    loss = clip_forward<scalar_t>(image.data_ptr<scalar_t>(), text.data_ptr<scalar_t>(), image.size(0),
-                                  image.size(1), scalar_t(scale), scalar_t(bias), row_lse.data_ptr<scalar_t>(),
+    loss = clip_forward<scalar_t>(image.data_ptr<scalar_t>(), text.data_ptr<scalar_t>(), image.size(0), image.size(1),
+                                  scalar_t(scale), scalar_t(bias), row_lse.data_ptr<scalar_t>(),
                                   col_lse.data_ptr<scalar_t>());
   });
   return {at::scalar_tensor(loss, image.options()), row_lse, col_lse};
@@ -726,9 +724,11 @@ void siglip_weight_row(const T* dots, T* w, int64_t self, int64_t nc, T s, T b, 
 // normalizer that must be known first. The backward then only scales them: three score-GEMM
 // passes instead of four. The loss is summed tile by tile there, so it can differ from the
 // no-gradient value in the last bits.
-std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> siglip_loss_fwd(
-    const at::Tensor& image_, const at::Tensor& text_, const at::Tensor& logit_scale, const at::Tensor& logit_bias,
-    bool with_grads) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> siglip_loss_fwd(const at::Tensor& image_,
+                                                                                       const at::Tensor& text_,
+                                                                                       const at::Tensor& logit_scale,
+                                                                                       const at::Tensor& logit_bias,
+                                                                                       bool with_grads) {
   const auto [image, text] = paired_rows(image_, text_);
   const double scale = scalar_of(logit_scale, "logit_scale");
   const double bias = scalar_of(logit_bias, "logit_bias");
@@ -752,8 +752,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> siglip_lo
     Buffer<double> loss_part(blocks.count * blocks.count, 0.0);
     auto weights = [&](const T* dots, T* w, int64_t r0, int64_t nr, int64_t c0, int64_t nc) {
       double part = 0;
-      for (int64_t r = 0; r < nr; ++r)
-        siglip_weight_row(dots + r * nc, w + r * nc, r0 + r - c0, nc, s, b, coef, &part);
+      for (int64_t r = 0; r < nr; ++r) siglip_weight_row(dots + r * nc, w + r * nc, r0 + r - c0, nc, s, b, coef, &part);
       loss_part[(r0 / blocks.size) * blocks.count + c0 / blocks.size] = part;
     };
     scale_bias_grads = paired_backward<T>(image.data_ptr<T>(), text.data_ptr<T>(), n, image.size(1), s, weights,
@@ -766,10 +765,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> siglip_lo
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> siglip_loss_bwd(const at::Tensor& grad_loss,
-                                                                          const at::Tensor& image_,
-                                                                          const at::Tensor& text_,
-                                                                          const at::Tensor& logit_scale,
-                                                                          const at::Tensor& logit_bias) {
+                                                                           const at::Tensor& image_,
+                                                                           const at::Tensor& text_,
+                                                                           const at::Tensor& logit_scale,
+                                                                           const at::Tensor& logit_bias) {
   const auto [image, text] = paired_rows(image_, text_);
   const double scale = scalar_of(logit_scale, "logit_scale");
   const double bias = scalar_of(logit_bias, "logit_bias");
@@ -798,8 +797,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> siglip_loss_bwd(const
 
 at::Tensor checked_labels(const at::Tensor& labels, int64_t rows) {
   CHECK_CPU(labels);
-  TORCH_CHECK(labels.dim() == 1 && labels.size(0) == rows, "labels must have shape (", rows, "), got ",
-              labels.sizes());
+  TORCH_CHECK(labels.dim() == 1 && labels.size(0) == rows, "labels must have shape (", rows, "), got ", labels.sizes());
   TORCH_CHECK(labels.scalar_type() == at::kLong || labels.scalar_type() == at::kInt,
               "labels must be int64 or int32, got ", labels.scalar_type());
   return labels.to(at::kLong).contiguous();

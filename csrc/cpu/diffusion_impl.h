@@ -4,8 +4,8 @@
 
 namespace {
 
-constexpr int64_t kChunk = 16384;     // elements per parallel task (and per loss partial sum)
-constexpr int64_t kGroupChunk = 2048; // Philox blocks per noise task (4 normals each)
+constexpr int64_t kChunk = 16384;      // elements per parallel task (and per loss partial sum)
+constexpr int64_t kGroupChunk = 2048;  // Philox blocks per noise task (4 normals each)
 
 // ---------------------------------------------------------------- Philox4x32-10 on 8 lanes
 
@@ -37,14 +37,14 @@ inline void sincos8(__m256 x, __m256& sin_x, __m256& cos_x) {
   cp = _mm256_fmadd_ps(cp, z, _mm256_set1_ps(4.166664568298827e-2f));
   cp = _mm256_fmadd_ps(_mm256_mul_ps(cp, z), z, _mm256_fnmadd_ps(_mm256_set1_ps(0.5f), z, _mm256_set1_ps(1.0f)));
   const __m256i j = _mm256_cvtps_epi32(jf);
-  const __m256 swap = _mm256_castsi256_ps(_mm256_cmpeq_epi32(_mm256_and_si256(j, _mm256_set1_epi32(1)),
-                                                             _mm256_set1_epi32(1)));
+  const __m256 swap =
+      _mm256_castsi256_ps(_mm256_cmpeq_epi32(_mm256_and_si256(j, _mm256_set1_epi32(1)), _mm256_set1_epi32(1)));
   const __m256 s = _mm256_blendv_ps(sp, cp, swap), c = _mm256_blendv_ps(cp, sp, swap);
   const __m256 sign = _mm256_set1_ps(-0.0f);
   const __m256i two = _mm256_set1_epi32(2);
   const __m256 neg_s = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_and_si256(j, two), 30));
-  const __m256 neg_c = _mm256_castsi256_ps(
-      _mm256_slli_epi32(_mm256_and_si256(_mm256_add_epi32(j, _mm256_set1_epi32(1)), two), 30));
+  const __m256 neg_c =
+      _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_and_si256(_mm256_add_epi32(j, _mm256_set1_epi32(1)), two), 30));
   sin_x = _mm256_xor_ps(s, _mm256_and_ps(neg_s, sign));
   cos_x = _mm256_xor_ps(c, _mm256_and_ps(neg_c, sign));
 }
@@ -197,7 +197,6 @@ std::vector<T> gather_rows(const at::Tensor& table, const at::Tensor& t, int64_t
   }
   return out;
 }
-
 
 // ---------------------------------------------------------------- q_sample
 
@@ -406,8 +405,8 @@ struct StepArgs {
 template <typename T, bool UNCOND, bool PREV, bool NOISE, bool CLIP, bool WRITE_X0>
 void step_segment(const StepArgs<T>& a, int64_t b, int64_t j0, int64_t j1, const T* z) {
   const T* c = a.cf + b * kStepCoefs;
-  const T c0 = c[0], c1 = c[1], c2 = c[2], c3 = c[3], c4 = c[4], c5 = c[5], c6 = c[6], c7 = c[7], c8 = c[8],
-          c9 = c[9], g = a.g, lo = a.lo, hi = a.hi;
+  const T c0 = c[0], c1 = c[1], c2 = c[2], c3 = c[3], c4 = c[4], c5 = c[5], c6 = c[6], c7 = c[7], c8 = c[8], c9 = c[9],
+          g = a.g, lo = a.lo, hi = a.hi;
   const T* __restrict__ x = a.x;
   const T* __restrict__ cond = a.cond;
   const T* __restrict__ unc = a.unc;
@@ -433,9 +432,13 @@ template <typename T>
 using StepFn = void (*)(const StepArgs<T>&, int64_t, int64_t, int64_t, const T*);
 
 template <typename T, bool U, bool P, bool N, bool C>
-StepFn<T> pick_x0(bool w) { return w ? &step_segment<T, U, P, N, C, true> : &step_segment<T, U, P, N, C, false>; }
+StepFn<T> pick_x0(bool w) {
+  return w ? &step_segment<T, U, P, N, C, true> : &step_segment<T, U, P, N, C, false>;
+}
 template <typename T, bool U, bool P, bool N>
-StepFn<T> pick_clip(bool c, bool w) { return c ? pick_x0<T, U, P, N, true>(w) : pick_x0<T, U, P, N, false>(w); }
+StepFn<T> pick_clip(bool c, bool w) {
+  return c ? pick_x0<T, U, P, N, true>(w) : pick_x0<T, U, P, N, false>(w);
+}
 template <typename T, bool U, bool P>
 StepFn<T> pick_noise(bool n, bool c, bool w) {
   return n ? pick_clip<T, U, P, true>(c, w) : pick_clip<T, U, P, false>(c, w);
@@ -463,16 +466,21 @@ void run_step(const at::Tensor& sample, const at::Tensor& model_output, const st
               at::Tensor& x0_out) {
   const int64_t n = sample.numel(), inner = n / sample.size(0);
   if (n == 0) return;
-  StepArgs<T> args{sample.data_ptr<T>(), model_output.data_ptr<T>(),
-                   uncond ? uncond->data_ptr<T>() : nullptr, prev_x0 ? prev_x0->data_ptr<T>() : nullptr,
-                   coefs, out.data_ptr<T>(), write_x0 ? x0_out.data_ptr<T>() : nullptr,
-                   T(guidance_scale), T(-clip_range), T(clip_range)};
+  StepArgs<T> args{sample.data_ptr<T>(),
+                   model_output.data_ptr<T>(),
+                   uncond ? uncond->data_ptr<T>() : nullptr,
+                   prev_x0 ? prev_x0->data_ptr<T>() : nullptr,
+                   coefs,
+                   out.data_ptr<T>(),
+                   write_x0 ? x0_out.data_ptr<T>() : nullptr,
+                   T(guidance_scale),
+                   T(-clip_range),
+                   T(clip_range)};
   const bool has_noise = noise.has_value() || key >= 0;
   const StepFn<T> segment = pick_step<T>(uncond.has_value(), prev_x0.has_value(), has_noise, clip, write_x0);
   for_each_chunk<T>(n, noise ? noise->data_ptr<T>() : nullptr, key, [&](int64_t i0, int64_t i1, const T* z) {
-    by_sample(i0, i1, inner, [&](int64_t b, int64_t j0, int64_t j1) {
-      segment(args, b, j0, j1, z ? z + (j0 - i0) : nullptr);
-    });
+    by_sample(i0, i1, inner,
+              [&](int64_t b, int64_t j0, int64_t j1) { segment(args, b, j0, j1, z ? z + (j0 - i0) : nullptr); });
   });
 }
 
@@ -519,8 +527,7 @@ std::tuple<at::Tensor, at::Tensor> diffusion_step(const at::Tensor& sample_, con
     if (t) {
       coefs = gather_rows<T>(table, *t, batch, kStepCoefs);
     } else {
-      TORCH_CHECK(table.device().is_cpu() && table.dim() == 2 && table.size(0) == batch &&
-                      table.size(1) == kStepCoefs,
+      TORCH_CHECK(table.device().is_cpu() && table.dim() == 2 && table.size(0) == batch && table.size(1) == kStepCoefs,
                   "table must have shape (", batch, ", ", kStepCoefs, ") without t, got ", table.sizes());
       const at::Tensor rows = table.to(in.sample.scalar_type()).contiguous();
       coefs.assign(rows.const_data_ptr<T>(), rows.const_data_ptr<T>() + batch * kStepCoefs);

@@ -27,13 +27,14 @@ void ema_(at::TensorList targets, at::TensorList sources, double momentum) {
     const at::Tensor& s = sources[p];
     TORCH_CHECK(t.device().is_cpu() && s.device().is_cpu(), "targets[", p, "] and sources[", p,
                 "] must be CPU tensors");
-    TORCH_CHECK_VALUE(t.sizes() == s.sizes(), "targets[", p, "] has shape ", t.sizes(), " but sources[", p,
-                      "] has ", s.sizes());
+    TORCH_CHECK_VALUE(t.sizes() == s.sizes(), "targets[", p, "] has shape ", t.sizes(), " but sources[", p, "] has ",
+                      s.sizes());
     TORCH_CHECK_TYPE(t.scalar_type() == s.scalar_type() && at::isFloatingType(t.scalar_type()), "targets[", p,
                      "] and sources[", p, "] must share one floating dtype, got ", t.scalar_type(), " and ",
                      s.scalar_type());
     TORCH_CHECK(t.is_contiguous(), "targets[", p, "] must be contiguous (it is updated in place)");
-    for (int64_t i = 0; i < t.numel(); i += kEmaChunk) tasks.push_back({int64_t(p), i, std::min(t.numel(), i + kEmaChunk)});
+    for (int64_t i = 0; i < t.numel(); i += kEmaChunk)
+      tasks.push_back({int64_t(p), i, std::min(t.numel(), i + kEmaChunk)});
   }
   std::vector<at::Tensor> contiguous_sources(sources.begin(), sources.end());
   for (auto& s : contiguous_sources) s = s.contiguous();
@@ -43,8 +44,8 @@ void ema_(at::TensorList targets, at::TensorList sources, double momentum) {
       const at::Tensor& t = targets[task.pair];
       const at::Tensor& s = contiguous_sources[task.pair];
       AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, t.scalar_type(), "ema_", [&] {
-        ema_span(t.data_ptr<scalar_t>() + task.begin, s.const_data_ptr<scalar_t>() + task.begin,
-                 task.end - task.begin, momentum);
+        ema_span(t.data_ptr<scalar_t>() + task.begin, s.const_data_ptr<scalar_t>() + task.begin, task.end - task.begin,
+                 momentum);
       });
     }
   });

@@ -15,10 +15,10 @@ namespace {
 
 // What the scatter pass writes for item k landing at sorted position pos (null: not wanted).
 struct SortOutputs {
-  int64_t* perm;            // perm[pos] = k
-  const int64_t* values;    // sorted[pos] = values[k]
+  int64_t* perm;          // perm[pos] = k
+  const int64_t* values;  // sorted[pos] = values[k]
   int64_t* sorted;
-  int64_t* inverse;         // inverse[k] = pos
+  int64_t* inverse;  // inverse[k] = pos
 };
 
 // Stable counting sort of int64 keys in [0, n) into ptr[n + 1] (CSR offsets) and the outputs
@@ -100,7 +100,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> csr_by_key(const at::
   at::Tensor sorted = at::empty({values.defined() ? edges : 0}, keys.options());
   at::Tensor inv = at::empty({inverse ? edges : 0}, keys.options());
   // one histogram per range: worth it only when the ranges are long next to n
-  const int64_t ranges = std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), edges / std::max<int64_t>(n, 1 << 16)));
+  const int64_t ranges =
+      std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), edges / std::max<int64_t>(n, 1 << 16)));
   // Through the torch allocator, so the benchmark's memory probe sees it (up to threads x N x 8 B).
   at::Tensor cursor = at::zeros({ranges * n}, keys.options());
   const SortOutputs out{perm.data_ptr<int64_t>(), values.defined() ? values.data_ptr<int64_t>() : nullptr,

@@ -47,9 +47,9 @@ at::Tensor checked_pos_embed(const c10::optional<at::Tensor>& pos_embed, int64_t
 // ------------------------------------------------------------------------------ random_masking
 
 template <typename scalar_t, typename noise_t, typename index_t>
-void random_masking_kernel(const scalar_t* x, const noise_t* noise, const scalar_t* pos, int64_t n,
-                           int64_t prefix, int64_t length, int64_t keep, int64_t d, scalar_t* visible,
-                           scalar_t* mask, index_t* ids_restore) {
+void random_masking_kernel(const scalar_t* x, const noise_t* noise, const scalar_t* pos, int64_t n, int64_t prefix,
+                           int64_t length, int64_t keep, int64_t d, scalar_t* visible, scalar_t* mask,
+                           index_t* ids_restore) {
   const int64_t total = prefix + length, out_rows = prefix + keep;
   Scratch<int64_t> order_scratch(length);
   const int64_t work = (prefix + keep) * d + length * 8;
@@ -58,8 +58,7 @@ void random_masking_kernel(const scalar_t* x, const noise_t* noise, const scalar
     for (int64_t s = begin; s < end; ++s) {
       const noise_t* u = noise + s * length;
       for (int64_t i = 0; i < length; ++i) order[i] = i;
-      std::sort(order, order + length,
-                [u](int64_t a, int64_t b) { return sorts_before(u[a], u[b], a, b); });
+      std::sort(order, order + length, [u](int64_t a, int64_t b) { return sorts_before(u[a], u[b], a, b); });
       index_t* restore = ids_restore + s * length;
       scalar_t* m = mask + s * length;
       for (int64_t rank = 0; rank < length; ++rank) {
@@ -68,8 +67,7 @@ void random_masking_kernel(const scalar_t* x, const noise_t* noise, const scalar
       }
       const scalar_t* xs = x + s * total * d;
       scalar_t* out = visible + s * out_rows * d;
-      for (int64_t j = 0; j < prefix; ++j)
-        copy_row(out + j * d, xs + j * d, pos ? pos + j * d : nullptr, d);
+      for (int64_t j = 0; j < prefix; ++j) copy_row(out + j * d, xs + j * d, pos ? pos + j * d : nullptr, d);
       for (int64_t k = 0; k < keep; ++k) {
         const int64_t src = prefix + order[k];
         copy_row(out + (prefix + k) * d, xs + src * d, pos ? pos + src * d : nullptr, d);
@@ -78,9 +76,10 @@ void random_masking_kernel(const scalar_t* x, const noise_t* noise, const scalar
   });
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> random_masking_fwd(
-    const at::Tensor& x_, const at::Tensor& noise_, const c10::optional<at::Tensor>& pos_embed,
-    int64_t len_keep, int64_t num_prefix_tokens, bool int32_indices) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor> random_masking_fwd(const at::Tensor& x_, const at::Tensor& noise_,
+                                                                  const c10::optional<at::Tensor>& pos_embed,
+                                                                  int64_t len_keep, int64_t num_prefix_tokens,
+                                                                  bool int32_indices) {
   check_masking_input(x_, "x");
   CHECK_CPU(noise_);
   const int64_t n = x_.size(0), total = x_.size(1), d = x_.size(2), prefix = num_prefix_tokens;
@@ -102,11 +101,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> random_masking_fwd(
                             visible.data_ptr<scalar_t>(), mask.data_ptr<scalar_t>(), ids_ptr);
     };
     auto with_noise = [&](auto ids_ptr) {
-      if (noise.scalar_type() == at::kFloat) run(noise.data_ptr<float>(), ids_ptr);
-      else run(noise.data_ptr<double>(), ids_ptr);
+      if (noise.scalar_type() == at::kFloat)
+        run(noise.data_ptr<float>(), ids_ptr);
+      else
+        run(noise.data_ptr<double>(), ids_ptr);
     };
-    if (int32_indices) with_noise(ids_restore.data_ptr<int32_t>());
-    else with_noise(ids_restore.data_ptr<int64_t>());
+    if (int32_indices)
+      with_noise(ids_restore.data_ptr<int32_t>());
+    else
+      with_noise(ids_restore.data_ptr<int64_t>());
   });
   return {visible, mask, ids_restore};
 }
@@ -116,9 +119,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> random_masking_fwd(
 // out[s, j] = src[s, j] for prefix rows; out[s, P + i] = src[s, P + r] when 0 <= r < keep with
 // r = ids_restore[s, i], else token (or zero without a token); + pos[j] when given.
 template <typename scalar_t, typename index_t>
-void unshuffle_kernel(const scalar_t* src, const index_t* ids_restore, const scalar_t* token,
-                      const scalar_t* pos, int64_t n, int64_t prefix, int64_t length, int64_t keep,
-                      int64_t d, scalar_t* out) {
+void unshuffle_kernel(const scalar_t* src, const index_t* ids_restore, const scalar_t* token, const scalar_t* pos,
+                      int64_t n, int64_t prefix, int64_t length, int64_t keep, int64_t d, scalar_t* out) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t src_rows = prefix + keep, total = prefix + length;
   at::parallel_for(0, n * total, grain_for(d), [&](int64_t begin, int64_t end) {
@@ -148,8 +150,10 @@ void unshuffle_kernel(const scalar_t* src, const index_t* ids_restore, const sca
 
 template <typename F>
 void dispatch_index(const at::Tensor& ids, F&& f) {
-  if (ids.scalar_type() == at::kInt) f(ids.data_ptr<int32_t>());
-  else f(ids.data_ptr<int64_t>());
+  if (ids.scalar_type() == at::kInt)
+    f(ids.data_ptr<int32_t>());
+  else
+    f(ids.data_ptr<int64_t>());
 }
 
 void check_ids_restore(const at::Tensor& ids, int64_t n) {
@@ -164,8 +168,8 @@ at::Tensor unshuffle_fwd(const at::Tensor& x_visible_, const at::Tensor& ids_res
   check_masking_input(x_visible_, "x_visible");
   const int64_t n = x_visible_.size(0), d = x_visible_.size(2), prefix = num_prefix_tokens;
   check_ids_restore(ids_restore_, n);
-  TORCH_CHECK(prefix >= 0 && prefix <= x_visible_.size(1), "num_prefix_tokens must be in [0, ",
-              x_visible_.size(1), "], got ", prefix);
+  TORCH_CHECK(prefix >= 0 && prefix <= x_visible_.size(1), "num_prefix_tokens must be in [0, ", x_visible_.size(1),
+              "], got ", prefix);
   const int64_t length = ids_restore_.size(1), keep = x_visible_.size(1) - prefix;
   TORCH_CHECK(keep <= length, "x_visible has ", keep, " patch tokens but ids_restore only ", length);
   CHECK_CPU(mask_token_);
@@ -198,8 +202,8 @@ at::Tensor random_masking_bwd(const at::Tensor& grad_visible_, const at::Tensor&
   at::Tensor out = empty_output({n, prefix + length, d}, src.options());
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, src.scalar_type(), "random_masking_bwd", [&] {
     dispatch_index(ids, [&](auto ids_ptr) {
-      unshuffle_kernel<scalar_t>(src.data_ptr<scalar_t>(), ids_ptr, nullptr, nullptr, n, prefix, length, keep,
-                                 d, out.data_ptr<scalar_t>());
+      unshuffle_kernel<scalar_t>(src.data_ptr<scalar_t>(), ids_ptr, nullptr, nullptr, n, prefix, length, keep, d,
+                                 out.data_ptr<scalar_t>());
     });
   });
   return out;
@@ -343,13 +347,19 @@ at::Tensor masked_patch_loss_fwd(const at::Tensor& pred_, const at::Tensor& imgs
       for (int64_t patch = begin; patch < end; ++patch) {
         const double m = mp[patch];
         if (m == 0) continue;  // unmasked: never read
-        if (patch + 1 < end && mp[patch + 1] != 0) prefetch_patch(ip, g, (patch + 1) / g.patches, (patch + 1) % g.patches);
+        if (patch + 1 < end && mp[patch + 1] != 0)
+          prefetch_patch(ip, g, (patch + 1) / g.patches, (patch + 1) % g.patches);
         load_patch(ip, g, patch / g.patches, patch % g.patches, t);
         if (norm_pix) normalize_patch(t, f);
         const scalar_t* pr = pred.data_ptr<scalar_t>() + patch * f;
         acc_t s;
-        if (l1) s = lane_sum<acc_t>(f, [&](int64_t i) { return std::abs(acc_t(pr[i]) - t[i]); });
-        else s = lane_sum<acc_t>(f, [&](int64_t i) { const acc_t e = acc_t(pr[i]) - t[i]; return e * e; });
+        if (l1)
+          s = lane_sum<acc_t>(f, [&](int64_t i) { return std::abs(acc_t(pr[i]) - t[i]); });
+        else
+          s = lane_sum<acc_t>(f, [&](int64_t i) {
+            const acc_t e = acc_t(pr[i]) - t[i];
+            return e * e;
+          });
         cp[patch] = m * (l1 ? double(s) : double(s) / double(f));
       }
     });
@@ -386,7 +396,8 @@ at::Tensor masked_patch_loss_bwd(const at::Tensor& grad_loss, const at::Tensor& 
           std::fill(out, out + f, scalar_t(0));
           continue;
         }
-        if (patch + 1 < end && mp[patch + 1] != 0) prefetch_patch(ip, g, (patch + 1) / g.patches, (patch + 1) % g.patches);
+        if (patch + 1 < end && mp[patch + 1] != 0)
+          prefetch_patch(ip, g, (patch + 1) / g.patches, (patch + 1) % g.patches);
         load_patch(ip, g, patch / g.patches, patch % g.patches, t);
         if (norm_pix) normalize_patch(t, f);
         const scalar_t* pr = pred.data_ptr<scalar_t>() + patch * f;

@@ -20,8 +20,8 @@ void check_csr(const at::Tensor& ptr, const at::Tensor& idx, int64_t rows, const
   TORCH_CHECK(ptr.device().is_cpu() && idx.device().is_cpu(), what, ": index tensors must be on CPU");
   TORCH_CHECK(ptr.scalar_type() == at::kLong && idx.scalar_type() == at::kLong, what,
               ": offsets and indices must be int64");
-  TORCH_CHECK(ptr.dim() == 1 && ptr.numel() == rows + 1, what, ": offsets must have num_nodes + 1 = ",
-              rows + 1, " entries, got ", ptr.sizes());
+  TORCH_CHECK(ptr.dim() == 1 && ptr.numel() == rows + 1, what, ": offsets must have num_nodes + 1 = ", rows + 1,
+              " entries, got ", ptr.sizes());
   TORCH_CHECK(idx.dim() == 1, what, ": indices must be 1-D");
   TORCH_CHECK(ptr.is_contiguous() && idx.is_contiguous(), what, ": must be contiguous");
 }
@@ -154,11 +154,13 @@ struct ArrayTile {
 template <typename T, int64_t Width>
 inline void row_sum_tile(const int64_t* __restrict ptr, const int64_t* __restrict idx, const int64_t* edge_of,
                          const T* weight, const T* nbr_scale, const T* row_scale, const T* self_scale,
-                         const T* __restrict x, int64_t x_rows, int64_t features, int64_t r, int64_t f0,
-                         int64_t width, int64_t prefetch_width, T* __restrict out) {
+                         const T* __restrict x, int64_t x_rows, int64_t features, int64_t r, int64_t f0, int64_t width,
+                         int64_t prefetch_width, T* __restrict out) {
   auto acc = [&] {
-    if constexpr (Width > 0) return VecTile<T, Width>();
-    else return ArrayTile<T>(width);
+    if constexpr (Width > 0)
+      return VecTile<T, Width>();
+    else
+      return ArrayTile<T>(width);
   }();
   const int64_t begin = ptr[r], end = ptr[r + 1];
   for (int64_t k = begin; k < end; ++k) {
@@ -189,15 +191,24 @@ void weighted_row_sum(const int64_t* ptr, const int64_t* idx, const int64_t* edg
       // Narrow feature counts (F = 8, 16, 32, common in GNNs) get fixed-width tiles too: with a
       // runtime trip count the accumulator lives in memory and every edge pays a load + store.
       auto tile = [&](auto fixed) {
-        row_sum_tile<T, decltype(fixed)::value>(ptr, idx, edge_of, weight, nbr_scale, row_scale, self_scale, x,
-                                                x_rows, features, r, t, width, prefetch_width, out);
+        row_sum_tile<T, decltype(fixed)::value>(ptr, idx, edge_of, weight, nbr_scale, row_scale, self_scale, x, x_rows,
+                                                features, r, t, width, prefetch_width, out);
       };
       switch (width) {
-        case kTile: tile(std::integral_constant<int64_t, kTile>()); break;
-        case 32: tile(std::integral_constant<int64_t, 32>()); break;
-        case 16: tile(std::integral_constant<int64_t, 16>()); break;
-        case 8: tile(std::integral_constant<int64_t, 8>()); break;
-        default: tile(std::integral_constant<int64_t, 0>());
+        case kTile:
+          tile(std::integral_constant<int64_t, kTile>());
+          break;
+        case 32:
+          tile(std::integral_constant<int64_t, 32>());
+          break;
+        case 16:
+          tile(std::integral_constant<int64_t, 16>());
+          break;
+        case 8:
+          tile(std::integral_constant<int64_t, 8>());
+          break;
+        default:
+          tile(std::integral_constant<int64_t, 0>());
       }
     }
   });
@@ -215,8 +226,8 @@ constexpr int64_t kExtremeTile = 32;
 
 template <typename T, bool IsMax, int64_t Width, typename Pos>
 inline void extreme_tile(const int64_t* __restrict idx, const T* weight, const T* __restrict x, int64_t x_rows,
-                         int64_t features, int64_t begin, int64_t end, int64_t t, int64_t width,
-                         int64_t prefetch_width, T* __restrict o, int64_t* __restrict a) {
+                         int64_t features, int64_t begin, int64_t end, int64_t t, int64_t width, int64_t prefetch_width,
+                         T* __restrict o, int64_t* __restrict a) {
   constexpr int64_t kAcc = Width > 0 ? Width : kExtremeTile;
   const int64_t n = Width > 0 ? Width : width;
   alignas(64) T best[kAcc];
@@ -250,31 +261,39 @@ inline void extreme_tile(const int64_t* __restrict idx, const T* weight, const T
 }
 
 template <typename T, bool IsMax>
-void extreme_rows(const int64_t* ptr, const int64_t* idx, const T* weight, const T* x, int64_t rows,
-                  int64_t x_rows, int64_t features, const at::Tensor& hubs, T* out, int64_t* arg) {
+void extreme_rows(const int64_t* ptr, const int64_t* idx, const T* weight, const T* x, int64_t rows, int64_t x_rows,
+                  int64_t features, const at::Tensor& hubs, T* out, int64_t* arg) {
   for_rows(ptr, rows, features, hubs, [&](int64_t r, int64_t f0, int64_t f1) {
     const int64_t begin = ptr[r], end = ptr[r + 1];
     const bool narrow = end - begin <= std::numeric_limits<int32_t>::max();
     for (int64_t t = f0; t < f1; t += kExtremeTile) {
       const int64_t width = std::min(kExtremeTile, f1 - t);
       // the first tile of every 8 prefetches all 8 tiles of each gathered row (as in row_sum)
-      const int64_t prefetch_width =
-          (t - f0) % (8 * kExtremeTile) == 0 ? std::min(8 * kExtremeTile, f1 - t) : 0;
+      const int64_t prefetch_width = (t - f0) % (8 * kExtremeTile) == 0 ? std::min(8 * kExtremeTile, f1 - t) : 0;
       T* o = out + r * features + t;
       int64_t* a = arg + r * features + t;
       auto tile = [&](auto fixed, auto pos) {
-        extreme_tile<T, IsMax, decltype(fixed)::value, decltype(pos)>(idx, weight, x, x_rows, features, begin, end,
-                                                                      t, width, prefetch_width, o, a);
+        extreme_tile<T, IsMax, decltype(fixed)::value, decltype(pos)>(idx, weight, x, x_rows, features, begin, end, t,
+                                                                      width, prefetch_width, o, a);
       };
       auto with_pos = [&](auto fixed) {
-        if (narrow) tile(fixed, int32_t());
-        else tile(fixed, int64_t());
+        if (narrow)
+          tile(fixed, int32_t());
+        else
+          tile(fixed, int64_t());
       };
       switch (width) {
-        case kExtremeTile: with_pos(std::integral_constant<int64_t, kExtremeTile>()); break;
-        case 16: with_pos(std::integral_constant<int64_t, 16>()); break;
-        case 8: with_pos(std::integral_constant<int64_t, 8>()); break;
-        default: with_pos(std::integral_constant<int64_t, 0>());
+        case kExtremeTile:
+          with_pos(std::integral_constant<int64_t, kExtremeTile>());
+          break;
+        case 16:
+          with_pos(std::integral_constant<int64_t, 16>());
+          break;
+        case 8:
+          with_pos(std::integral_constant<int64_t, 8>());
+          break;
+        default:
+          with_pos(std::integral_constant<int64_t, 0>());
       }
     }
   });
@@ -316,10 +335,9 @@ inline auto match_mask(const int64_t* __restrict a, int64_t k) {
 }
 
 template <typename T, int64_t Width>
-inline void extreme_grad_tile(int64_t q0, int64_t q1, const int64_t* __restrict row,
-                              const int64_t* __restrict edge_of, const T* weight, const int64_t* __restrict arg,
-                              const T* __restrict grad, int64_t out_rows, int64_t features, int64_t t,
-                              int64_t width, T* __restrict gx) {
+inline void extreme_grad_tile(int64_t q0, int64_t q1, const int64_t* __restrict row, const int64_t* __restrict edge_of,
+                              const T* weight, const int64_t* __restrict arg, const T* __restrict grad,
+                              int64_t out_rows, int64_t features, int64_t t, int64_t width, T* __restrict gx) {
   if constexpr (Width > 0) {
     using V = std::conditional_t<std::is_same_v<T, float>, Float8, Double4>;
     using M = std::conditional_t<std::is_same_v<T, float>, Int8, Long4>;
@@ -374,10 +392,17 @@ void extreme_grad_x(const int64_t* colptr, const int64_t* row, const int64_t* ed
                                                      out_rows, features, t, width, gx);
       };
       switch (width) {
-        case kExtremeTile: tile(std::integral_constant<int64_t, kExtremeTile>()); break;
-        case 16: tile(std::integral_constant<int64_t, 16>()); break;
-        case 8: tile(std::integral_constant<int64_t, 8>()); break;
-        default: tile(std::integral_constant<int64_t, 0>());
+        case kExtremeTile:
+          tile(std::integral_constant<int64_t, kExtremeTile>());
+          break;
+        case 16:
+          tile(std::integral_constant<int64_t, 16>());
+          break;
+        case 8:
+          tile(std::integral_constant<int64_t, 8>());
+          break;
+        default:
+          tile(std::integral_constant<int64_t, 0>());
       }
     }
   });
@@ -438,8 +463,8 @@ void check_weight(const c10::optional<at::Tensor>& weight, const at::Tensor& x, 
   if (!weight) return;
   CHECK_CPU(*weight);
   CHECK_CONTIGUOUS(*weight);
-  TORCH_CHECK(weight->dim() == 1 && weight->numel() == edges, "edge_weight must have E = ", edges,
-              " entries, got ", weight->sizes());
+  TORCH_CHECK(weight->dim() == 1 && weight->numel() == edges, "edge_weight must have E = ", edges, " entries, got ",
+              weight->sizes());
   TORCH_CHECK(weight->scalar_type() == x.scalar_type(), "edge_weight must have the dtype of x");
 }
 
@@ -462,34 +487,35 @@ std::tuple<at::Tensor, at::Tensor> spmm_fwd(const at::Tensor& rowptr, const at::
   const int64_t features = x.size(1);
   at::Tensor out = empty_output_like(x);
   const bool extreme = reduce == Reduce::Max || reduce == Reduce::Min;
-  at::Tensor arg = extreme ? empty_output({n, features}, x.options().dtype(at::kLong)) : at::empty({0}, x.options().dtype(at::kLong));
+  at::Tensor arg = extreme ? empty_output({n, features}, x.options().dtype(at::kLong))
+                           : at::empty({0}, x.options().dtype(at::kLong));
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "spmm_fwd", [&] {
     const int64_t* ptr = rowptr.data_ptr<int64_t>();
     const scalar_t* w = weight ? weight->data_ptr<scalar_t>() : nullptr;
     if (extreme) {
       if (reduce == Reduce::Max)
-        extreme_rows<scalar_t, true>(ptr, col.data_ptr<int64_t>(), w, x.data_ptr<scalar_t>(), n, n, features,
-                                     hub_rows, out.data_ptr<scalar_t>(), arg.data_ptr<int64_t>());
+        extreme_rows<scalar_t, true>(ptr, col.data_ptr<int64_t>(), w, x.data_ptr<scalar_t>(), n, n, features, hub_rows,
+                                     out.data_ptr<scalar_t>(), arg.data_ptr<int64_t>());
       else
-        extreme_rows<scalar_t, false>(ptr, col.data_ptr<int64_t>(), w, x.data_ptr<scalar_t>(), n, n, features,
-                                      hub_rows, out.data_ptr<scalar_t>(), arg.data_ptr<int64_t>());
+        extreme_rows<scalar_t, false>(ptr, col.data_ptr<int64_t>(), w, x.data_ptr<scalar_t>(), n, n, features, hub_rows,
+                                      out.data_ptr<scalar_t>(), arg.data_ptr<int64_t>());
       return;
     }
     std::vector<scalar_t> inv;
     if (reduce == Reduce::Mean) inv = inverse_degrees<scalar_t>(ptr, n);
     weighted_row_sum<scalar_t>(ptr, col.data_ptr<int64_t>(), nullptr, w, nullptr,
-                               reduce == Reduce::Mean ? inv.data() : nullptr, nullptr, x.data_ptr<scalar_t>(), n,
-                               n, features, hub_rows, out.data_ptr<scalar_t>());
+                               reduce == Reduce::Mean ? inv.data() : nullptr, nullptr, x.data_ptr<scalar_t>(), n, n,
+                               features, hub_rows, out.data_ptr<scalar_t>());
   });
   return {out, arg};
 }
 
-std::tuple<at::Tensor, at::Tensor> spmm_bwd(const at::Tensor& grad_out, const at::Tensor& rowptr,
-                                            const at::Tensor& col, const at::Tensor& colptr, const at::Tensor& row,
-                                            const at::Tensor& csc_perm, const at::Tensor& hub_rows,
-                                            const at::Tensor& hub_cols, const c10::optional<at::Tensor>& weight_,
-                                            const at::Tensor& x_, const at::Tensor& arg,
-                                            c10::string_view reduce_name, bool weight_requires_grad) {
+std::tuple<at::Tensor, at::Tensor> spmm_bwd(const at::Tensor& grad_out, const at::Tensor& rowptr, const at::Tensor& col,
+                                            const at::Tensor& colptr, const at::Tensor& row, const at::Tensor& csc_perm,
+                                            const at::Tensor& hub_rows, const at::Tensor& hub_cols,
+                                            const c10::optional<at::Tensor>& weight_, const at::Tensor& x_,
+                                            const at::Tensor& arg, c10::string_view reduce_name,
+                                            bool weight_requires_grad) {
   const Reduce reduce = parse_reduce(reduce_name);
   const at::Tensor x = x_.contiguous();
   const c10::optional<at::Tensor> weight = weight_ ? c10::optional<at::Tensor>(weight_->contiguous()) : c10::nullopt;
@@ -519,8 +545,8 @@ std::tuple<at::Tensor, at::Tensor> spmm_bwd(const at::Tensor& grad_out, const at
                                arg_ptr, grad.data_ptr<scalar_t>(), n, n, features, hub_cols,
                                grad_x.data_ptr<scalar_t>());
     else  // the transpose: grad_x[j] = sum over out-edges of w * grad[i] / deg(i)
-      weighted_row_sum<scalar_t>(colptr.data_ptr<int64_t>(), row.data_ptr<int64_t>(), csc_perm.data_ptr<int64_t>(),
-                                 w, inv_deg, nullptr, nullptr, grad.data_ptr<scalar_t>(), n, n, features, hub_cols,
+      weighted_row_sum<scalar_t>(colptr.data_ptr<int64_t>(), row.data_ptr<int64_t>(), csc_perm.data_ptr<int64_t>(), w,
+                                 inv_deg, nullptr, nullptr, grad.data_ptr<scalar_t>(), n, n, features, hub_cols,
                                  grad_x.data_ptr<scalar_t>());
     if (grad_w.numel() > 0)
       weight_grad<scalar_t>(ptr, col.data_ptr<int64_t>(), inv_deg, arg_ptr, grad.data_ptr<scalar_t>(),
@@ -630,8 +656,7 @@ std::tuple<at::Tensor, at::Tensor> sddmm_bwd(const at::Tensor& grad_out, const a
   AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "sddmm_bwd", [&] {
     const scalar_t* g = grad.data_ptr<scalar_t>();
     weighted_row_sum<scalar_t>(rowptr.data_ptr<int64_t>(), col.data_ptr<int64_t>(), nullptr, g, nullptr, nullptr,
-                               nullptr, a.data_ptr<scalar_t>(), n, n, a.size(1), hub_rows,
-                               grad_b.data_ptr<scalar_t>());
+                               nullptr, a.data_ptr<scalar_t>(), n, n, a.size(1), hub_rows, grad_b.data_ptr<scalar_t>());
     weighted_row_sum<scalar_t>(colptr.data_ptr<int64_t>(), row.data_ptr<int64_t>(), csc_perm.data_ptr<int64_t>(), g,
                                nullptr, nullptr, nullptr, b.data_ptr<scalar_t>(), n, n, b.size(1), hub_cols,
                                grad_a.data_ptr<scalar_t>());
@@ -660,7 +685,9 @@ inline T leaky_factor(T v, T slope) {
   return factor[v > T(0)];
 }
 template <typename T>
-inline T leaky(T v, T slope) { return v * leaky_factor(v, slope); }
+inline T leaky(T v, T slope) {
+  return v * leaky_factor(v, slope);
+}
 
 // v[0, n) = 0 with vector stores: GCC turns a plain zeroing loop of runtime length into
 // `rep stos`, whose startup cost made the per-row clears of the GAT kernels (8 to 64 values)
@@ -691,8 +718,8 @@ inline __m256 leaky_factor8(__m256 raw, __m256 slope) {  // raw > 0 ? 1 : slope,
 // out[h] = leaky(a[h] + b[h]) - shift[h]: the edge's logits less the row max (forward) or the
 // row's log-sum-exp (backward).
 template <typename T>
-inline void shifted_scores(const T* __restrict a, const T* __restrict b, const T* __restrict shift, T slope,
-                           int64_t nh, T* __restrict out) {
+inline void shifted_scores(const T* __restrict a, const T* __restrict b, const T* __restrict shift, T slope, int64_t nh,
+                           T* __restrict out) {
   int64_t h = 0;
 #if SSLFAST_AVX2
   if constexpr (std::is_same_v<T, float>) {
@@ -733,17 +760,16 @@ inline void max_scores(const T* __restrict a, const T* __restrict b, T slope, in
 // acc[h] += p[h] * (dp[h] - delta[h]) * leaky'(a[h] + b[h]): the score gradient ds of the edge
 // (p its probability, dp = <grad_out_i, x_j> per head, delta = <grad_out_i, out_i>).
 template <typename T>
-inline void add_score_grads(const T* __restrict a, const T* __restrict b, const T* __restrict p,
-                            const T* __restrict dp, const T* __restrict delta, T slope, int64_t nh,
-                            T* __restrict acc) {
+inline void add_score_grads(const T* __restrict a, const T* __restrict b, const T* __restrict p, const T* __restrict dp,
+                            const T* __restrict delta, T slope, int64_t nh, T* __restrict acc) {
   int64_t h = 0;
 #if SSLFAST_AVX2
   if constexpr (std::is_same_v<T, float>) {
     const __m256 vs = _mm256_set1_ps(slope);
     for (; h + 8 <= nh; h += 8) {
       const __m256 raw = _mm256_add_ps(_mm256_loadu_ps(a + h), _mm256_loadu_ps(b + h));
-      const __m256 de = _mm256_mul_ps(_mm256_loadu_ps(p + h),
-                                      _mm256_sub_ps(_mm256_loadu_ps(dp + h), _mm256_loadu_ps(delta + h)));
+      const __m256 de =
+          _mm256_mul_ps(_mm256_loadu_ps(p + h), _mm256_sub_ps(_mm256_loadu_ps(dp + h), _mm256_loadu_ps(delta + h)));
       _mm256_storeu_ps(acc + h, _mm256_fmadd_ps(de, leaky_factor8(raw, vs), _mm256_loadu_ps(acc + h)));
     }
   }
@@ -838,8 +864,7 @@ struct AttentionDropout {
   template <typename T>
   void scales(int64_t e, int64_t heads, int64_t h0, int64_t nh, T* scale) const {
     const T kept = T(1) / (T(1) - T(p));
-    for (int64_t h = 0; h < nh; ++h)
-      scale[h] = hash_keep(seed, uint64_t(e * heads + h0 + h), p) ? kept : T(0);
+    for (int64_t h = 0; h < nh; ++h) scale[h] = hash_keep(seed, uint64_t(e * heads + h0 + h), p) ? kept : T(0);
   }
 };
 
@@ -927,8 +952,8 @@ std::tuple<at::Tensor, at::Tensor> gat_aggregate_fwd(const at::Tensor& rowptr, c
   at::Tensor lse = at::empty({n, heads}, x.options());
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gat_aggregate_fwd", [&] {
     gat_forward<scalar_t>(rowptr.data_ptr<int64_t>(), col.data_ptr<int64_t>(), x.data_ptr<scalar_t>(),
-                          alpha_src.data_ptr<scalar_t>(), alpha_dst.data_ptr<scalar_t>(), scalar_t(negative_slope), drop,
-                          n, heads, features, hub_rows, out.data_ptr<scalar_t>(), lse.data_ptr<scalar_t>());
+                          alpha_src.data_ptr<scalar_t>(), alpha_dst.data_ptr<scalar_t>(), scalar_t(negative_slope),
+                          drop, n, heads, features, hub_rows, out.data_ptr<scalar_t>(), lse.data_ptr<scalar_t>());
   });
   return {out, lse};
 }
@@ -970,8 +995,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gat_aggregate_bwd(
     const T slope = T(negative_slope);
     const T *px = x.data_ptr<T>(), *pg = g.data_ptr<T>(), *po = out.data_ptr<T>(), *as = alpha_src.data_ptr<T>(),
             *ad = alpha_dst.data_ptr<T>(), *pl = lse.data_ptr<T>();
-    T *pd = delta.data_ptr<T>(), *gx = grad_x.data_ptr<T>(), *gs = grad_src.data_ptr<T>(),
-      *gd = grad_dst.data_ptr<T>();
+    T *pd = delta.data_ptr<T>(), *gx = grad_x.data_ptr<T>(), *gs = grad_src.data_ptr<T>(), *gd = grad_dst.data_ptr<T>();
     // p of edges (j -> i) of one row, heads h0..h1, into prob[q * nh + h]: one exp8 sweep (see
     // gat_forward). src_of(q) / dst_of(q) name the edge's ends; an invalid edge is skipped later.
     auto edge_probs = [&](int64_t count, int64_t h0, int64_t nh, T* __restrict prob, auto src_of, auto dst_of) {

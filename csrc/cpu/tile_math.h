@@ -379,4 +379,3 @@ template <typename T>
 void finish_lse(const T* run_max, const T* run_sum, int64_t n, T* lse) {
   for (int64_t i = 0; i < n; ++i) lse[i] = run_max[i] + std::log(run_sum[i]);
 }
-

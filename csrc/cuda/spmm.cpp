@@ -16,11 +16,16 @@ using sslfast::cuda::DType;
 
 DType dtype_of(const at::Tensor& x) {
   switch (x.scalar_type()) {
-    case at::kFloat: return DType::Float32;
-    case at::kDouble: return DType::Float64;
-    case at::kHalf: return DType::Float16;
-    case at::kBFloat16: return DType::BFloat16;
-    default: TORCH_CHECK(false, "x must be float16, bfloat16, float32 or float64, got ", x.scalar_type());
+    case at::kFloat:
+      return DType::Float32;
+    case at::kDouble:
+      return DType::Float64;
+    case at::kHalf:
+      return DType::Float16;
+    case at::kBFloat16:
+      return DType::BFloat16;
+    default:
+      TORCH_CHECK(false, "x must be float16, bfloat16, float32 or float64, got ", x.scalar_type());
   }
 }
 
@@ -96,8 +101,8 @@ std::tuple<at::Tensor, at::Tensor> spmm_fwd(const at::Tensor& rowptr, const at::
     at::Tensor arg = at::empty(x.sizes(), long_opts);
     check_launch(sslfast::cuda::launch_extreme(dtype_of(x), reduce == "max", rowptr.data_ptr<int64_t>(),
                                                col.data_ptr<int64_t>(), weight ? weight->data_ptr() : nullptr,
-                                               x.data_ptr(), out.data_ptr(), arg.data_ptr<int64_t>(),
-                                               x.size(0), x.size(0), x.size(1), stream));
+                                               x.data_ptr(), out.data_ptr(), arg.data_ptr<int64_t>(), x.size(0),
+                                               x.size(0), x.size(1), stream));
     return {out, arg};
   }
   auto p = row_sum_params(rowptr, col, hub_rows, x, out);
@@ -107,12 +112,11 @@ std::tuple<at::Tensor, at::Tensor> spmm_fwd(const at::Tensor& rowptr, const at::
   return {out, at::empty({0}, long_opts)};
 }
 
-std::tuple<at::Tensor, at::Tensor> spmm_bwd(const at::Tensor& grad_out, const at::Tensor& rowptr,
-                                            const at::Tensor& col, const at::Tensor& colptr, const at::Tensor& row,
-                                            const at::Tensor& csc_perm, const at::Tensor& hub_rows,
-                                            const at::Tensor& hub_cols, const c10::optional<at::Tensor>& weight,
-                                            const at::Tensor& x, const at::Tensor& arg, c10::string_view reduce,
-                                            bool weight_requires_grad) {
+std::tuple<at::Tensor, at::Tensor> spmm_bwd(const at::Tensor& grad_out, const at::Tensor& rowptr, const at::Tensor& col,
+                                            const at::Tensor& colptr, const at::Tensor& row, const at::Tensor& csc_perm,
+                                            const at::Tensor& hub_rows, const at::Tensor& hub_cols,
+                                            const c10::optional<at::Tensor>& weight, const at::Tensor& x,
+                                            const at::Tensor& arg, c10::string_view reduce, bool weight_requires_grad) {
   check_reduce(reduce);
   check_x(x);
   check_graph(rowptr, col, hub_rows, x, "rowptr/col");
@@ -125,9 +129,9 @@ std::tuple<at::Tensor, at::Tensor> spmm_bwd(const at::Tensor& grad_out, const at
               "grad_out must match x");
   const bool extreme = is_extreme(reduce);
   if (extreme)
-    TORCH_CHECK(arg.sizes() == x.sizes() && arg.scalar_type() == at::kLong && arg.device() == x.device() &&
-                    arg.is_contiguous(),
-                "arg must be a contiguous int64 tensor shaped like x");
+    TORCH_CHECK(
+        arg.sizes() == x.sizes() && arg.scalar_type() == at::kLong && arg.device() == x.device() && arg.is_contiguous(),
+        "arg must be a contiguous int64 tensor shaped like x");
   const c10::cuda::CUDAGuard guard(x.device());
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
   at::Tensor grad_x = at::empty_like(x);
@@ -135,10 +139,9 @@ std::tuple<at::Tensor, at::Tensor> spmm_bwd(const at::Tensor& grad_out, const at
   at::Tensor grad_w = want_w ? at::empty_like(*weight) : at::empty({0}, x.options());
   const void* w = weight ? weight->data_ptr() : nullptr;
   if (extreme) {
-    check_launch(sslfast::cuda::launch_extreme_grad_x(dtype_of(x), colptr.data_ptr<int64_t>(),
-                                                      row.data_ptr<int64_t>(), csc_perm.data_ptr<int64_t>(), w,
-                                                      arg.data_ptr<int64_t>(), grad.data_ptr(), grad_x.data_ptr(),
-                                                      x.size(0), x.size(0), x.size(1), stream));
+    check_launch(sslfast::cuda::launch_extreme_grad_x(
+        dtype_of(x), colptr.data_ptr<int64_t>(), row.data_ptr<int64_t>(), csc_perm.data_ptr<int64_t>(), w,
+        arg.data_ptr<int64_t>(), grad.data_ptr(), grad_x.data_ptr(), x.size(0), x.size(0), x.size(1), stream));
   } else {  // the transpose: grad_x[j] = sum over out-edges of w * grad[i] (/ deg(i) for mean)
     auto p = row_sum_params(colptr, row, hub_cols, grad, grad_x);
     p.edge_of = csc_perm.data_ptr<int64_t>();
@@ -195,8 +198,8 @@ at::Tensor sddmm_fwd(const at::Tensor& rowptr, const at::Tensor& col, const at::
   const c10::cuda::CUDAGuard guard(a.device());
   at::Tensor out = at::empty({col.numel()}, a.options());
   check_launch(sslfast::cuda::launch_weight_grad(dtype_of(a), rowptr.data_ptr<int64_t>(), col.data_ptr<int64_t>(),
-                                                 false, nullptr, b.data_ptr(), a.data_ptr(), out.data_ptr(),
-                                                 a.size(0), a.size(0), a.size(1), at::cuda::getCurrentCUDAStream()));
+                                                 false, nullptr, b.data_ptr(), a.data_ptr(), out.data_ptr(), a.size(0),
+                                                 a.size(0), a.size(1), at::cuda::getCurrentCUDAStream()));
   return out;
 }
 
@@ -247,11 +250,10 @@ std::tuple<at::Tensor, at::Tensor> gat_aggregate_fwd(const at::Tensor& rowptr, c
   const c10::cuda::CUDAGuard guard(x.device());
   at::Tensor out = at::empty_like(x);
   at::Tensor lse = at::empty({x.size(0), x.size(1)}, x.options().dtype(acc_type(x)));
-  check_launch(sslfast::cuda::launch_gat_forward(dtype_of(x), rowptr.data_ptr<int64_t>(), col.data_ptr<int64_t>(),
-                                                 x.data_ptr(), alpha_src.data_ptr(), alpha_dst.data_ptr(),
-                                                 negative_slope, dropout, uint64_t(seed), out.data_ptr(),
-                                                 lse.data_ptr(), x.size(0), x.size(1), x.size(2),
-                                                 at::cuda::getCurrentCUDAStream()));
+  check_launch(sslfast::cuda::launch_gat_forward(
+      dtype_of(x), rowptr.data_ptr<int64_t>(), col.data_ptr<int64_t>(), x.data_ptr(), alpha_src.data_ptr(),
+      alpha_dst.data_ptr(), negative_slope, dropout, uint64_t(seed), out.data_ptr(), lse.data_ptr(), x.size(0),
+      x.size(1), x.size(2), at::cuda::getCurrentCUDAStream()));
   return {out, lse};
 }
 
@@ -279,9 +281,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> gat_aggregate_bwd(
   check_launch(sslfast::cuda::launch_gat_backward(
       dtype_of(x), rowptr.data_ptr<int64_t>(), col.data_ptr<int64_t>(), colptr.data_ptr<int64_t>(),
       row.data_ptr<int64_t>(), csc_perm.data_ptr<int64_t>(), grad.data_ptr(), x.data_ptr(), alpha_src.data_ptr(),
-      alpha_dst.data_ptr(), out.data_ptr(), lse.data_ptr(), negative_slope, dropout, uint64_t(seed),
-      delta.data_ptr(), grad_x.data_ptr(), grad_src.data_ptr(), grad_dst.data_ptr(), x.size(0), x.size(1),
-      x.size(2), at::cuda::getCurrentCUDAStream()));
+      alpha_dst.data_ptr(), out.data_ptr(), lse.data_ptr(), negative_slope, dropout, uint64_t(seed), delta.data_ptr(),
+      grad_x.data_ptr(), grad_src.data_ptr(), grad_dst.data_ptr(), x.size(0), x.size(1), x.size(2),
+      at::cuda::getCurrentCUDAStream()));
   return {grad_x, grad_src, grad_dst};
 }
 

@@ -13,7 +13,6 @@ import torch
 import torch.nn.functional as F
 
 import sslfast
-from sslfast.ops import contrastive as ops
 from sslfast.reference import contrastive as reference
 
 from .contrastive_model import predict

@@ -104,7 +104,8 @@ BENCH_SHAPES = [(op, n, d, 0) for op in ("nt_xent", "clip", "siglip") for n in (
 
 
 def table():
-    lines = ["| op | size | model fwd ms | model fwd+bwd ms | 2026-11-23 old kernels fwd / fwd+bwd | compile fwd / fwd+bwd |",
+    lines = ["| op | size | model fwd ms | model fwd+bwd ms | 2026-11-23 old kernels fwd / fwd+bwd "
+             "| compile fwd / fwd+bwd |",
              "|---|---|---|---|---|---|"]
     for op, n, d, k in BENCH_SHAPES:
         fwd, both = predict(op, n, d, k)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import torch
 
 from sslfast import diffusion as D
-from sslfast.ops import diffusion as ops
 from sslfast.reference import diffusion as reference
 
 from .harness import Case, Context, Inputs, backend_of, register_family
@@ -125,7 +124,8 @@ def step_case(kind, shape) -> Case:
 
     n = _numel(shape)
     return Case(FAMILY, f"{kind}_step", _label(shape), {"shape": list(shape)}, make_inputs, fused, eager,
-                bytes=lambda mode: per_elt * n, backend=backend_of("diffusion_step" if kind in ("ddim", "ddpm") else "diffusion_sigma_step"), modes=("fwd",),
+                bytes=lambda mode: per_elt * n, modes=("fwd",),
+                backend=backend_of("diffusion_step" if kind in ("ddim", "ddpm") else "diffusion_sigma_step"),
                 cost=n / 3e5, model_note=MODEL_NOTE)
 
 

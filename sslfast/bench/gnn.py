@@ -33,7 +33,6 @@ import torch
 
 import sslfast
 from sslfast.graph import Graph, planetoid_edge_index
-from sslfast.ops import gnn as ops
 from sslfast.reference import gnn as reference
 
 from .harness import Case, Context, Inputs, backend_of, register_family

@@ -501,7 +501,7 @@ def run_mode(case: Case, mode: str, device, dtype, plan: Plan, compiled) -> dict
         record[f"flops_{key}"] = model(mode)
     for key, model in case.extra_bytes.items():
         record[f"bytes_{key}"] = model(mode)
-    del inputs
+    inputs = None  # free the tensors before the next case (the runners above close over the name)
     return record
 
 
@@ -618,11 +618,11 @@ def measure_ceilings(device: torch.device, small: bool = False) -> dict:
     src = torch.ones(copy_mib * 2 ** 18, device=device)  # float32: 2^18 elements per MiB
     dst = torch.empty_like(src)
     copy_s = median_s(lambda: dst.copy_(src))
-    del src, dst
+    src = dst = None  # free them before the matmul probe
     a = torch.randn(mm, mm, device=device).to(mm_dtype)
     b = torch.randn(mm, mm, device=device).to(mm_dtype)
     mm_s = median_s(lambda: torch.mm(a, b))
-    del a, b
+    a = b = None
     _oom_cleanup(device)
     return {"copy_gbps": 2 * copy_mib * MiB / copy_s / 1e9, "copy_mib": copy_mib,
             "matmul_tflops": 2 * mm ** 3 / mm_s / 1e12, "matmul": f"{mm}^3 {str(mm_dtype).replace('torch.', '')}"}

@@ -18,7 +18,6 @@ from __future__ import annotations
 import torch
 
 import sslfast
-from sslfast.ops import masking as ops
 from sslfast.reference import masking as reference
 
 from .harness import Case, Context, Inputs, backend_of, register_family

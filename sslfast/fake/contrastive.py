@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import torch
 
 from .common import acc_dtype, compute_dtype, empty, rows, scalar
 

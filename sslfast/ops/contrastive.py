@@ -10,7 +10,6 @@ tiles through an online logsumexp and recompute the tiles in backward. Semantics
 
 from __future__ import annotations
 
-import torch
 
 from .. import _dispatch
 from ..reference import contrastive as reference

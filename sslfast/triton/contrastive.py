@@ -44,7 +44,6 @@ tensors: Triton passes Python floats as fp32.
 from __future__ import annotations
 
 import inspect
-import math
 import os
 
 import torch

@@ -11,8 +11,9 @@ wgmma and must not spill; ``tests/test_gpu_lint.py`` fails otherwise, and when t
 table (``benchmarks/gpu_lint.json``) is stale.
 
 The contrastive launches are bf16 at D = 128 (resident rows), 256 (the widest fused backward)
-and 512 (D streamed, G + cuBLAS backward); SupCon's with 100 classes, both of its forms. fp32 contrastive launches use IEEE-exact FMA dots by
-design (no tensor cores) and fp64 a broadcast product, so neither is held to the wgmma rule.
+and 512 (D streamed, G + cuBLAS backward); SupCon's with 100 classes, both of its forms. fp32
+contrastive launches use IEEE-exact FMA dots by design (no tensor cores) and fp64 a broadcast
+product, so neither is held to the wgmma rule.
 
 Must run without ``TRITON_INTERPRET=1`` (the interpreter replaces the compiler); the test runs
 it in a subprocess. Results are cached by the compile's own hash (kernel source, constexprs,

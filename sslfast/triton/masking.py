@@ -139,9 +139,9 @@ def _token_grad_kernel(grad_ptr, idx_ptr, partial_ptr, total, P, L, keep, D, BLO
 def _load_target(imgs_ptr, patch, f, f_ok, m, C, H, W, p, patches_w, patches, F, NORM_PIX: tl.constexpr,
                  ACC: tl.constexpr, BLOCK_F: tl.constexpr):
     s = patch // patches
-    l = patch % patches
-    hi = l // patches_w
-    wi = l % patches_w
+    cell = patch % patches
+    hi = cell // patches_w
+    wi = cell % patches_w
     pi = f // (p * C)
     qi = (f // C) % p
     c = f % C
