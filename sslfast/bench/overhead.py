@@ -22,7 +22,7 @@ import torch
 
 import sslfast
 
-from . import contrastive, diffusion, gnn, masking
+from . import augment, contrastive, diffusion, ema, gnn, masking
 from .harness import Case, Context, Inputs, backend_of, register_family
 
 FAMILY = "overhead"
@@ -83,19 +83,21 @@ def _diffusion_loss_case(shape) -> Case:
 
 
 def tiny_cases() -> list:
-    """One tiny case per public fused op (the sampler steps are inference-only: forward)."""
+    """One tiny case per public fused op (sampler steps, augment_images and ema_ run forward only)."""
     graph = dict(n=16, e=48)
     image = (2, 3, 4, 4)
     return [
         contrastive.nt_xent_case(16, 16), contrastive.info_nce_case(8, 16),
         contrastive.info_nce_case(8, 16, queue=32), contrastive.clip_case(8, 16),
-        contrastive.siglip_case(8, 16),
+        contrastive.siglip_case(8, 16), contrastive.supcon_case(16, 16, classes=4),
         masking.random_masking_case(2, 16, 8), masking.unshuffle_case(2, 16, 8),
         masking.loss_case(2, 8, 4),
         _q_sample_case(image), _diffusion_loss_case(image),
         *[diffusion.step_case(kind, image) for kind in diffusion.STEPS],
         gnn.spmm_case(**graph, f=8), gnn.gcn_case(**graph, f=8), _sddmm_case(**graph, f=8),
         gnn.gat_case(**graph, heads=2, f=4, modes=("fwd", "fwd+bwd")),
+        augment.views_case(2, 1, 6, 4), augment.mask_case(8, 6, per_column=True),
+        ema.ema_case([(4, 3), (7,), (2, 2, 2)], "tiny"),
     ]
 
 
