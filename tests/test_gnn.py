@@ -840,9 +840,9 @@ def test_gat_aggregate_gradcheck_opcheck_compile_determinism(backend):
     with sslfast.use_backend(backend):
         assert torch.autograd.gradcheck(lambda *t: sslfast.gat_aggregate(g, *t, negative_slope=0.1),
                                         (h, a_src, a_dst))
-        torch.library.opcheck(torch.ops.sslfast.gat_aggregate_fwd,
-                              (g.rowptr, g.col, g.colptr, g.row, g.csc_perm, g.hub_rows, g.hub_cols,
-                               h, a_src, a_dst, 0.2))
+        graph = (g.rowptr, g.col, g.colptr, g.row, g.csc_perm, g.hub_rows, g.hub_cols)
+        torch.library.opcheck(torch.ops.sslfast.gat_aggregate_fwd, (*graph, h, a_src, a_dst, 0.2, 0.0, 0))
+        torch.library.opcheck(torch.ops.sslfast.gat_aggregate, (*graph, h, a_src, a_dst, 0.2, 0.3, 7))
         torch._dynamo.reset()
         compiled = torch.compile(lambda *t: sslfast.gat_aggregate(g, *t).sum(), fullgraph=True)
         torch.testing.assert_close(compiled(h, a_src, a_dst), sslfast.gat_aggregate(g, h, a_src, a_dst).sum())
