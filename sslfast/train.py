@@ -139,7 +139,7 @@ METHODS = tuple(RECIPES)
 
 
 def _image_encoder(images):
-    return backbones.ConvNet(images.shape[1], widths=(32, 64, 128))
+    return backbones.ConvNet(images.shape[1], widths=(16, 32, 64))
 
 
 def _vit(images):

@@ -26,18 +26,18 @@ __all__ = ["ConvNet", "ViT", "TransformerBlock", "MLPDenoiser", "GCNEncoder", "G
 
 
 class ConvNet(nn.Module):
-    """``widths`` 3x3 conv stages (conv-BN-ReLU, x2 per stage, 2x2 max-pool between stages), then
-    global average pooling: [B, C, H, W] -> [B, out_dim] with out_dim = widths[-1]."""
+    """``widths`` stages of ``convs_per_stage`` 3x3 conv-BN-ReLU layers, 2x2 max-pool between
+    stages, then global average pooling: [B, C, H, W] -> [B, out_dim] with out_dim = widths[-1]."""
 
-    def __init__(self, in_channels: int = 1, widths=(32, 64, 128)):
+    def __init__(self, in_channels: int = 1, widths=(32, 64, 128), convs_per_stage: int = 1):
         super().__init__()
         layers, c = [], in_channels
         for i, w in enumerate(widths):
             if i:
                 layers.append(nn.MaxPool2d(2))
-            layers += [nn.Conv2d(c, w, 3, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True),
-                       nn.Conv2d(w, w, 3, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True)]
-            c = w
+            for _ in range(convs_per_stage):
+                layers += [nn.Conv2d(c, w, 3, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True)]
+                c = w
         self.features = nn.Sequential(*layers)
         self.out_dim = c
 
