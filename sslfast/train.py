@@ -484,6 +484,14 @@ def write_plot(path, result, samples=None, reference=None):
     plt.close(fig)
 
 
+def _load_average():
+    """The 1-minute load average at the end of the run (other processes make wall times longer)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
+
+
 def train(method: str, data: str | None = None, *, epochs=None, batch_size=None, lr=None, seed=0, device="cpu",
           backend="auto", out=None, data_root=None, progress=True, moco_version=2, threads=None) -> dict:
     """Train ``method`` with its recipe, evaluate, write results.json / results.png to ``out``
@@ -506,17 +514,18 @@ def train(method: str, data: str | None = None, *, epochs=None, batch_size=None,
         raise ValueError(f"--epochs must be >= 1, got {args.epochs}")
     if args.batch_size is not None and args.batch_size < 2:
         raise ValueError(f"--batch-size must be >= 2, got {args.batch_size}")
-    t0 = time.perf_counter()
+    t0, cpu0 = time.perf_counter(), time.process_time()
     torch.manual_seed(seed)
     with sslfast.use_backend(backend):
         dataset = datasets.load(data, root=data_root)
         model = build_method(method, recipe, dataset, args).to(device)
         losses, value, extras = RUNNERS[recipe.kind](model, dataset, recipe, args, progress)
-    seconds = time.perf_counter() - t0
+    seconds, cpu_seconds = time.perf_counter() - t0, time.process_time() - cpu0
     samples, reference = extras.pop("_samples", None), extras.pop("_reference", None)
     result = {"method": method + ("-v3" if method == "moco" and moco_version == 3 else ""), "data": data,
               "metric": METRIC_OF[recipe.kind] if method not in ("mae", "simmim") else "recon_mse",
               "value": value, "seed": seed, "epochs": args.epochs, "seconds": round(seconds, 2),
+              "cpu_seconds": round(cpu_seconds, 2), "load_average": _load_average(),
               "device": str(device), "backend": backend, **extras,
               "batch_size": args.batch_size, "lr": args.lr, "recipe_note": recipe.note,
               "torch": torch.__version__, "sslfast": sslfast.__version__, "threads": torch.get_num_threads(),
