@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 __all__ = ["linear_probe", "fit_logistic_regression", "WEIGHT_DECAYS"]
 
-WEIGHT_DECAYS = (0.0, 1e-4, 1e-3, 1e-2, 1e-1)
+WEIGHT_DECAYS = (0.0, 1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
 
 
 def _check(name, emb, labels):
