@@ -35,13 +35,21 @@ def fmt(values, digits=4):
     return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
+def cpu(rs):
+    """Process CPU seconds (what the run costs without other load) and the thread count."""
+    values = [r["cpu_seconds"] for r in rs if r.get("cpu_seconds") is not None]
+    threads = sorted({r.get("threads") for r in rs})
+    return (f"{max(values):.0f}" if values else "n/a") + ", " + "/".join(str(t) for t in threads)
+
+
 def main():
     runs = {}
     for path in sorted(HERE.glob("*/results.json")):
         r = json.loads(path.read_text())
         runs.setdefault((r["method"], r["data"]), []).append((path.parent.name, r))
-    lines = ["| method | data | metric | mean ± std (seeds) | baseline | target | met | published | wall s (max) | command |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| method | data | metric | mean ± std (seeds) | baseline | target | met | published | wall s (max) "
+             "| CPU s (max), threads | command |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for (method, data), items in sorted(runs.items(), key=lambda kv: (list(TARGETS).index(kv[0])
                                                                       if kv[0] in TARGETS else 99, kv[0])):
         rs = [r for _, r in items]
@@ -66,7 +74,7 @@ def main():
         command = f"`sslfast train {name} --data {data}{extra} --seed S`"
         lines.append(f"| {method} | {data} | {rs[0]['metric']} | {fmt(values)} ({seeds}) | "
                      f"{fmt(baselines) if baselines else '-'} | {target[0] if target else '-'} | {met} | "
-                     f"{target[1] if target else '-'} | {max(r['seconds'] for r in rs):.0f} | {command} |")
+                     f"{target[1] if target else '-'} | {max(r['seconds'] for r in rs):.0f} | {cpu(rs)} | {command} |")
     text = "\n".join(lines)
     print(text)
     return text
