@@ -13,7 +13,7 @@ NVCC   ?= $(shell command -v nvcc 2>/dev/null)
 TORCH_PIN   := torch==2.13.0
 TRITON_PIN  := triton==3.9.0
 TOOLS_PINS  := numpy==2.4.6 pytest==9.2.0 pytest-benchmark==5.3.1 tqdm==4.70.1 matplotlib==3.11.2 \
-               ninja==1.13.2 setuptools==84.2.1 wheel
+               ninja==1.13.2 setuptools==84.2.1 wheel scipy==1.17.1 scikit-learn==1.9.1 mlxtend==0.25.0
 LINT_PINS   := ruff==0.17.5 clang-format==23.1.3
 
 INSTALLED := $(VENV)/.installed
@@ -38,7 +38,7 @@ $(DEPS): $(PY) Makefile
 		> "$$($(PY) -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/_parent_env.pth"
 	@$(PY) -c "import torch" 2>/dev/null || $(PIP) install -q $(TORCH_PIN)
 	@$(PY) -c "import triton" 2>/dev/null || $(PIP) install -q $(TRITON_PIN) || echo "triton unavailable: Triton backend disabled"
-	@$(PY) -c "import numpy, pytest, pytest_benchmark, tqdm, matplotlib, ninja, setuptools, wheel" 2>/dev/null \
+	@$(PY) -c "import numpy, pytest, pytest_benchmark, tqdm, matplotlib, ninja, setuptools, wheel, scipy, sklearn, mlxtend" 2>/dev/null \
 		|| $(PIP) install -q $(TOOLS_PINS)
 	@[ -x $(VENV)/bin/ruff ] && [ -x $(VENV)/bin/clang-format ] || $(PIP) install -q $(LINT_PINS) \
 		|| echo "ruff / clang-format unavailable: make lint cannot run here"

@@ -109,15 +109,15 @@ const char* const kSchemas[] = {
 
     // ---------------------------------------------------------------- augment
     // augment_images: per sample, the box (top, left, height, width; int64 [B, 4]) of the image
-    // resampled bilinearly (F.interpolate, align_corners=False) to size x size, mirrored where
+    // resampled bilinearly (F.interpolate, align_corners=False) to out_height x out_width, mirrored where
     // flips[b], plus noise_std * N(0, 1) (Philox, key as q_sample's). Gradient to images.
     "augment_images(Tensor images, Tensor boxes, Tensor flips, float noise_std, int seed, Generator? generator, "
-    "int size) -> Tensor",
+    "int out_height, int out_width) -> Tensor",
     // drop_mask: x with entries dropped (zeroed, not rescaled) with probability p, the keep
     // decision of entry i (column i with per_column) uniform(seed, i) >= p (kernels/random.h).
     "drop_mask(Tensor x, float p, int seed, bool per_column) -> Tensor",
     "augment_images_fwd(Tensor images, Tensor boxes, Tensor flips, float noise_std, int seed, Generator? generator, "
-    "int size) -> Tensor",
+    "int out_height, int out_width) -> Tensor",
     "augment_images_bwd(Tensor grad, Tensor boxes, Tensor flips, SymInt height, SymInt width) -> Tensor",
     "drop_mask_fwd(Tensor x, float p, int seed, bool per_column) -> Tensor",
     // ema_: targets = momentum * targets + (1 - momentum) * sources, every pair in one call.

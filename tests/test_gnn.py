@@ -3,6 +3,7 @@ on every runnable backend vs the float64 eager reference (index_add / scatter_re
 conventions), gradients, gradcheck, opcheck, compile, determinism, hubs, Cora, bad input."""
 
 import collections
+import math
 import os
 import pickle
 
@@ -584,6 +585,15 @@ def test_modules_match_pyg_formulas(backend):
     torch.testing.assert_close(gcn(x, edge_index), expected)
     torch.testing.assert_close(gcn(x, Graph.from_edge_index(edge_index, n)), expected)
 
+    improved = sslfast.nn.GCNConv(6, 5, improved=True).double().to(DEVICE)  # loops of weight 2 where none exist
+    diag = torch.full((n,), 2.0, dtype=torch.float64, device=DEVICE)
+    diag[edge_index[0][edge_index[0] == edge_index[1]]] = 1.0
+    a_hat = a.clone()
+    a_hat.diagonal().copy_(diag)
+    dinv = a_hat.sum(1).pow(-0.5)
+    expected = (dinv[:, None] * a_hat * dinv[None, :]) @ (x @ improved.lin.weight.t())
+    torch.testing.assert_close(improved(x, edge_index), expected)
+
     sage = sslfast.nn.SAGEConv(6, 4).double().to(DEVICE)
     mean = (a @ x) / deg.clamp(min=1)[:, None]
     torch.testing.assert_close(sage(x, edge_index), sage.lin_l(mean) + sage.lin_r(x))
@@ -594,6 +604,41 @@ def test_modules_match_pyg_formulas(backend):
     torch.testing.assert_close(out, mlp(1.3 * x + a @ x))
     out.sum().backward()
     assert gin.eps.grad is not None and x.grad is not None
+
+
+def test_modules_reset_parameters_and_cached():
+    """PyG's ``inits.reset`` (GAE.__init__ calls it) must find each layer's own reset_parameters:
+    without one it falls through to the inner nn.Linear, whose default init is about 2x narrower
+    than glorot (the GAE finding in benchmarks/NOTES.md)."""
+    torch.manual_seed(0)
+    for conv, weight in [(sslfast.nn.GCNConv(200, 100), "lin"), (sslfast.nn.GATConv(200, 50, heads=2), "lin")]:
+        with torch.no_grad():
+            getattr(conv, weight).weight.zero_()
+            if conv.bias is not None:
+                conv.bias.fill_(3.0)
+        conv.reset_parameters()
+        w = getattr(conv, weight).weight
+        bound = math.sqrt(6.0 / (w.shape[0] + w.shape[1]))
+        assert bound * 0.95 < float(w.abs().max()) <= bound  # glorot uniform, not nn.Linear's 1/sqrt(fan_in)
+        assert float(conv.bias.abs().max()) == 0.0
+    sage = sslfast.nn.SAGEConv(8, 4)
+    before = sage.lin_l.weight.clone()
+    sage.reset_parameters()
+    assert not torch.equal(before, sage.lin_l.weight)
+    gin = sslfast.nn.GINConv(torch.nn.Linear(8, 4), eps=0.5, train_eps=True)
+    with torch.no_grad():
+        gin.eps.fill_(9.0)
+    gin.reset_parameters()
+    assert float(gin.eps) == 0.5
+
+    edge_index, n = special_edges()
+    x = randn(n, 6, seed=3)
+    cached = sslfast.nn.GCNConv(6, 5, cached=True).double().to(DEVICE)
+    first = cached(x, edge_index)
+    other = edge_index[:, :3].clone()  # a different graph: cached=True keeps the first one, as PyG
+    torch.testing.assert_close(cached(x, other), first)
+    with pytest.raises(TypeError, match="cached"):
+        sslfast.nn.GCNConv(6, 5, cached=1)
 
 
 # ---------------------------------------------------------------- sddmm, edge loss, negatives

@@ -8,25 +8,25 @@ namespace sslfast::autograd {
 namespace {
 
 using OptGenerator = std::optional<at::Generator>;
-using AugmentFwd = Tensor(CT, CT, CT, double, int64_t, OptGenerator, int64_t);
+using AugmentFwd = Tensor(CT, CT, CT, double, int64_t, OptGenerator, int64_t, int64_t);
 using AugmentBwd = Tensor(CT, CT, CT, c10::SymInt, c10::SymInt);
 using MaskFwd = Tensor(CT, double, int64_t, bool);
 
 template <typename B>
 struct Augment : torch::autograd::Function<Augment<B>> {
   static Tensor forward(AutogradContext* ctx, CT images, CT boxes, CT flips, double noise_std, int64_t seed,
-                        OptGenerator generator, int64_t size) {
+                        OptGenerator generator, int64_t out_height, int64_t out_width) {
     static const auto fwd = kernel<B, AugmentFwd>("augment_images_fwd");
     ctx->set_materialize_grads(false);
     ctx->save_for_backward({boxes, flips});
     ctx->saved_data["height"] = images.sym_size(2);
     ctx->saved_data["width"] = images.sym_size(3);
-    return fwd.call(images, boxes, flips, noise_std, seed, std::move(generator), size);
+    return fwd.call(images, boxes, flips, noise_std, seed, std::move(generator), out_height, out_width);
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     static const auto bwd = kernel<B, AugmentBwd>("augment_images_bwd");
-    variable_list out(7);
+    variable_list out(8);
     if (!grads[0].defined()) return out;
     const variable_list s = ctx->get_saved_variables();
     out[0] = bwd.call(grads[0], s[0], s[1], ctx->saved_data["height"].toSymInt(), ctx->saved_data["width"].toSymInt());
@@ -36,15 +36,15 @@ struct Augment : torch::autograd::Function<Augment<B>> {
 
 template <typename B>
 Tensor augment_images(CT images, CT boxes, CT flips, double noise_std, int64_t seed, OptGenerator generator,
-                      int64_t size) {
-  return Augment<B>::apply(images, boxes, flips, noise_std, seed, std::move(generator), size);
+                      int64_t out_height, int64_t out_width) {
+  return Augment<B>::apply(images, boxes, flips, noise_std, seed, std::move(generator), out_height, out_width);
 }
 
 template <typename B>
 Tensor augment_images_inference(CT images, CT boxes, CT flips, double noise_std, int64_t seed, OptGenerator generator,
-                                int64_t size) {
+                                int64_t out_height, int64_t out_width) {
   static const auto fwd = kernel<B, AugmentFwd>("augment_images_fwd");
-  return fwd.call(images, boxes, flips, noise_std, seed, std::move(generator), size);
+  return fwd.call(images, boxes, flips, noise_std, seed, std::move(generator), out_height, out_width);
 }
 
 template <typename B>

@@ -60,46 +60,45 @@ void check_images(const at::Tensor& images) {
   TORCH_CHECK(at::isFloatingType(images.scalar_type()), "images must be floating point, got ", images.scalar_type());
 }
 
-// out[b, c] = the box of images[b, c] resampled to size x size (mirrored when flips[b]) + noise.
+// out[b, c] = the box of images[b, c] resampled to out_h x out_w (mirrored when flips[b]) + noise.
 at::Tensor augment_images_fwd(const at::Tensor& images_, const at::Tensor& boxes, const at::Tensor& flips,
-                              double noise_std, int64_t seed, std::optional<at::Generator> generator, int64_t size) {
+                              double noise_std, int64_t seed, std::optional<at::Generator> generator, int64_t out_h,
+                              int64_t out_w) {
   check_images(images_);
-  TORCH_CHECK(size >= 1, "size must be >= 1, got ", size);
+  TORCH_CHECK_VALUE(out_h >= 1 && out_w >= 1, "size must be >= 1, got ", out_h, " x ", out_w);
   const int64_t batch = images_.size(0), channels = images_.size(1), height = images_.size(2), width = images_.size(3);
   const std::vector<Box> box = checked_boxes(boxes, batch, height, width);
   const std::vector<uint8_t> flip = checked_flips(flips, batch);
   const auto dtype = images_.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   const at::Tensor images = images_.to(dtype).contiguous();
-  at::Tensor out = empty_output({batch, channels, size, size}, images.options());
-  const int64_t n = out.numel();
+  at::Tensor out = empty_output({batch, channels, out_h, out_w}, images.options());
+  const int64_t n = out.numel(), area = out_h * out_w;
   const bool noisy = noise_std != 0.0;
   const uint64_t key = noisy ? uint64_t(noise_key(seed, generator)) : 0;
   AT_DISPATCH_FLOATING_TYPES(dtype, "augment_images_fwd", [&] {
     using T = scalar_t;
     const T* src = images.const_data_ptr<T>();
     T* dst = out.data_ptr<T>();
-    at::parallel_for(0, batch * channels, std::max<int64_t>(1, 4096 / (size * size)), [&](int64_t p0, int64_t p1) {
-      std::vector<Tap<T>> rows(size), cols(size);
+    at::parallel_for(0, batch * channels, std::max<int64_t>(1, 4096 / area), [&](int64_t p0, int64_t p1) {
+      std::vector<Tap<T>> rows(out_h), cols(out_w);
       for (int64_t plane = p0; plane < p1; ++plane) {
         const int64_t b = plane / channels;
         const Box& x = box[b];
-        for (int64_t i = 0; i < size; ++i) {
-          rows[i] = bilinear_tap<T>(i, x.height, size);
-          cols[i] = bilinear_tap<T>(flip[b] ? size - 1 - i : i, x.width, size);
-        }
+        for (int64_t i = 0; i < out_h; ++i) rows[i] = bilinear_tap<T>(i, x.height, out_h);
+        for (int64_t j = 0; j < out_w; ++j) cols[j] = bilinear_tap<T>(flip[b] ? out_w - 1 - j : j, x.width, out_w);
         const T* in = src + plane * height * width + x.top * width + x.left;
-        T* o = dst + plane * size * size;
-        for (int64_t i = 0; i < size; ++i) {
+        T* o = dst + plane * area;
+        for (int64_t i = 0; i < out_h; ++i) {
           const Tap<T> r = rows[i];
           const T* lo_row = in + r.lo * width;
           const T* hi_row = in + r.hi * width;
           const T h1 = T(r.w_hi), h0 = T(1) - h1;
-          for (int64_t j = 0; j < size; ++j) {
+          for (int64_t j = 0; j < out_w; ++j) {
             const Tap<T> c = cols[j];
             const T w1 = T(c.w_hi), w0 = T(1) - w1;
             T v = h0 * (w0 * lo_row[c.lo] + w1 * lo_row[c.hi]) + h1 * (w0 * hi_row[c.lo] + w1 * hi_row[c.hi]);
-            if (noisy) v += T(noise_std) * T(philox_normal_at(key, (o - dst) + i * size + j, n));
-            o[i * size + j] = v;
+            if (noisy) v += T(noise_std) * T(philox_normal_at(key, (o - dst) + i * out_w + j, n));
+            o[i * out_w + j] = v;
           }
         }
       }
@@ -113,8 +112,8 @@ at::Tensor augment_images_fwd(const at::Tensor& images_, const at::Tensor& boxes
 at::Tensor augment_images_bwd(const at::Tensor& grad_, const at::Tensor& boxes, const at::Tensor& flips, int64_t height,
                               int64_t width) {
   check_images(grad_);
-  const int64_t batch = grad_.size(0), channels = grad_.size(1), size = grad_.size(2);
-  TORCH_CHECK(grad_.size(3) == size, "grad must be [B, C, size, size], got ", grad_.sizes());
+  const int64_t batch = grad_.size(0), channels = grad_.size(1), out_h = grad_.size(2), out_w = grad_.size(3);
+  const int64_t area = std::max<int64_t>(1, out_h * out_w);
   const std::vector<Box> box = checked_boxes(boxes, batch, height, width);
   const std::vector<uint8_t> flip = checked_flips(flips, batch);
   const auto dtype = grad_.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
@@ -124,23 +123,21 @@ at::Tensor augment_images_bwd(const at::Tensor& grad_, const at::Tensor& boxes, 
     using T = scalar_t;
     const T* g = grad.const_data_ptr<T>();
     T* dst = out.data_ptr<T>();
-    at::parallel_for(0, batch * channels, std::max<int64_t>(1, 4096 / (size * size)), [&](int64_t p0, int64_t p1) {
-      std::vector<Tap<T>> rows(size), cols(size);
+    at::parallel_for(0, batch * channels, std::max<int64_t>(1, 4096 / area), [&](int64_t p0, int64_t p1) {
+      std::vector<Tap<T>> rows(out_h), cols(out_w);
       for (int64_t plane = p0; plane < p1; ++plane) {
         const int64_t b = plane / channels;
         const Box& x = box[b];
-        for (int64_t i = 0; i < size; ++i) {
-          rows[i] = bilinear_tap<T>(i, x.height, size);
-          cols[i] = bilinear_tap<T>(flip[b] ? size - 1 - i : i, x.width, size);
-        }
+        for (int64_t i = 0; i < out_h; ++i) rows[i] = bilinear_tap<T>(i, x.height, out_h);
+        for (int64_t j = 0; j < out_w; ++j) cols[j] = bilinear_tap<T>(flip[b] ? out_w - 1 - j : j, x.width, out_w);
         T* in = dst + plane * height * width + x.top * width + x.left;
-        const T* gp = g + plane * size * size;
-        for (int64_t i = 0; i < size; ++i) {
+        const T* gp = g + plane * out_h * out_w;
+        for (int64_t i = 0; i < out_h; ++i) {
           const Tap<T> r = rows[i];
           const T h1 = T(r.w_hi), h0 = T(1) - h1;
-          for (int64_t j = 0; j < size; ++j) {
+          for (int64_t j = 0; j < out_w; ++j) {
             const Tap<T> c = cols[j];
-            const T w1 = T(c.w_hi), w0 = T(1) - w1, v = gp[i * size + j];
+            const T w1 = T(c.w_hi), w0 = T(1) - w1, v = gp[i * out_w + j];
             in[r.lo * width + c.lo] += h0 * w0 * v;
             in[r.lo * width + c.hi] += h0 * w1 * v;
             in[r.hi * width + c.lo] += h1 * w0 * v;

@@ -35,7 +35,7 @@ def views_case(batch, channels, side, size, *, noise_std=0.1) -> Case:
                       [images] if requires_grad else [])
 
     def eager(images, boxes, flips, size, noise_std, seed):
-        return reference.augment_images(images, boxes, flips, noise_std, seed, size)
+        return reference.augment_images(images, boxes, flips, noise_std, seed, size, size)
 
     def nbytes(mode):
         one = (batch * channels * side * side + batch * channels * size * size) * 4

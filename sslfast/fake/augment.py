@@ -6,8 +6,8 @@ from .common import empty
 
 
 def fakes(widen: bool) -> dict:
-    def images(images, boxes, flips, noise_std, seed, generator, size):
-        return images.new_empty((images.shape[0], images.shape[1], size, size))
+    def images(images, boxes, flips, noise_std, seed, generator, out_height, out_width):
+        return images.new_empty((images.shape[0], images.shape[1], out_height, out_width))
 
     def images_bwd(grad, boxes, flips, height, width):
         return grad.new_empty((grad.shape[0], grad.shape[1], height, width))

@@ -74,15 +74,16 @@ def sample_crop_boxes(images, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), *, genera
     return torch.where(fits.any(dim=1, keepdim=True), boxes, fallback)
 
 
-def _flips(images, p, generator):
-    p = check.fraction("flip_p", p, closed=True)
+def _flips(images, p, generator, name="flip_p"):
+    p = check.fraction(name, p, closed=True)
     draws = torch.rand(images.shape[0], generator=generator, device=images.device)
     return draws < p
 
 
 def augment(images, size=None, *, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), flip_p=0.5, noise_std=0.0,
             generator=None):
-    """Random resized crop (to ``size`` x ``size``, default the image height) + horizontal flip
+    """Random resized crop (to ``size``: an int for size x size, or (height, width); default the
+    input's H x W) + horizontal flip
     with probability ``flip_p`` + Gaussian noise of std ``noise_std``, per sample, in one fused
     pass over the output (``sslfast.augment_images``)."""
     generator = _device_generator(generator, images)
@@ -105,7 +106,7 @@ def random_flip(images, p=0.5, *, generator=None):
     """Horizontal flip of each sample with probability ``p``."""
     check.tensor("images", images, ndim=4)
     generator = _device_generator(generator, images)
-    return augment_images(images, _whole(images), _flips(images, p, generator))
+    return augment_images(images, _whole(images), _flips(images, p, generator, "p"))
 
 
 def gaussian_noise(images, std, *, generator=None):

@@ -20,14 +20,21 @@ __all__ = ["GCNConv", "SAGEConv", "GATConv", "GINConv"]
 
 
 class _GraphCache(nn.Module):
-    def __init__(self):
+    """Caches the Graph built from an edge_index. ``reset_parameters()`` (called by ``__init__``)
+    applies PyG's initializers, so code that calls ``torch_geometric.nn.inits.reset`` on a model
+    (PyG's ``GAE.__init__`` does) gets the same initial weights as with PyG's layers."""
+
+    def __init__(self, cached=False):
         super().__init__()
+        self.cached = cached
         self._edge_index = None
         self._graph = None
 
     def graph_of(self, edge_index, num_nodes) -> Graph:
         if isinstance(edge_index, Graph):
             return edge_index
+        if self.cached and self._graph is not None:  # PyG's cached=True: the first graph, kept
+            return self._graph
         if self._edge_index is not edge_index or self._graph.num_nodes != num_nodes:
             self._graph = Graph.from_edge_index(edge_index, num_nodes=num_nodes)
             self._edge_index = edge_index
@@ -42,6 +49,15 @@ def _check_x(x, in_channels):
     return x
 
 
+def _reset(module):
+    """PyG's ``inits.reset``: the module's own ``reset_parameters`` if it has one, else its children's."""
+    if hasattr(module, "reset_parameters"):
+        module.reset_parameters()
+    else:
+        for child in module.children():
+            _reset(child)
+
+
 def _glorot_(weight):
     bound = math.sqrt(6.0 / (weight.shape[0] + weight.shape[1]))
     with torch.no_grad():
@@ -51,17 +67,27 @@ def _glorot_(weight):
 class GCNConv(_GraphCache):
     """PyG ``GCNConv``: out = D^-1/2 A_hat D^-1/2 (x W^T) + b with PyG's ``gcn_norm``: A_hat = the
     graph with its self loops replaced by one loop per node (``add_remaining_self_loops``: weight 1,
-    or the weight of the loop the node already had), D = weighted in-degree of A_hat.
+    2 when ``improved``, or the weight of the loop the node already had), D = weighted in-degree
+    of A_hat. The arguments are PyG's, in PyG's order.
     ``normalize=False`` propagates A x W^T (edge weights as given, no self loops), as PyG does.
-    ``edge_weight`` [E] is in the order of ``edge_index`` (or of the Graph's input)."""
+    ``edge_weight`` [E] is in the order of ``edge_index`` (or of the Graph's input).
+    ``cached=True`` (transductive training, as PyG): the graph of the first call is reused for
+    every later call, whatever edge_index is passed."""
 
-    def __init__(self, in_channels, out_channels, add_self_loops=True, normalize=True, bias=True):
-        super().__init__()
+    def __init__(self, in_channels, out_channels, improved=False, cached=False, add_self_loops=True, normalize=True,
+                 bias=True):
+        super().__init__(check.boolean("cached", cached))
+        self.improved = check.boolean("improved", improved)
         self.in_channels = check.integer("in_channels", in_channels, 1)
         self.add_self_loops, self.normalize = add_self_loops, normalize
         self.lin = nn.Linear(in_channels, check.integer("out_channels", out_channels, 1), bias=False)
-        self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
+        self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self):
         _glorot_(self.lin.weight)
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
 
     def _propagate(self, graph: Graph, h, edge_weight):
         if not self.normalize:
@@ -69,10 +95,13 @@ class GCNConv(_GraphCache):
         if not self.add_self_loops:
             return gcn_aggregate(graph, h, add_self_loops=False, edge_weight=edge_weight)
         loop_pos, keep_pos, no_loops = graph.self_loop_split()
-        if edge_weight is None:  # unit loops: the fused kernel's + I on the loop-free graph
+        if edge_weight is None and not self.improved:  # unit loops: the fused kernel's + I on the loop-free graph
             return gcn_aggregate(graph if no_loops is None else no_loops, h)
+        if edge_weight is None:
+            edge_weight = torch.ones(graph.num_edges, dtype=h.dtype, device=h.device)
         weight = graph.csr_edge_weight(edge_weight)
-        loop_weight = torch.ones(graph.num_nodes, dtype=weight.dtype, device=weight.device)
+        loop_weight = torch.full((graph.num_nodes,), 2.0 if self.improved else 1.0, dtype=weight.dtype,
+                                 device=weight.device)
         if no_loops is not None:
             loop_weight = loop_weight.index_put((graph.col[loop_pos],), weight[loop_pos])
         weight = torch.cat([weight[keep_pos], loop_weight])
@@ -94,6 +123,11 @@ class SAGEConv(_GraphCache):
         self.lin_l = nn.Linear(in_channels, check.integer("out_channels", out_channels, 1), bias=bias)
         self.lin_r = nn.Linear(in_channels, out_channels, bias=False) if root_weight else None
 
+    def reset_parameters(self):  # PyG's Linear default: torch's nn.Linear init
+        self.lin_l.reset_parameters()
+        if self.lin_r is not None:
+            self.lin_r.reset_parameters()
+
     def forward(self, x, edge_index):
         graph = self.graph_of(edge_index, _check_x(x, self.in_channels).shape[0])
         out = self.lin_l(spmm(graph, x, self.aggr))
@@ -111,6 +145,11 @@ class GINConv(_GraphCache):
             self.eps = nn.Parameter(torch.tensor([float(eps)]))
         else:
             self.register_buffer("eps", torch.tensor([float(eps)]))
+
+    def reset_parameters(self):
+        _reset(self.nn)
+        with torch.no_grad():
+            self.eps.fill_(self.initial_eps)
 
     def forward(self, x, edge_index):
         graph = self.graph_of(edge_index, _check_x(x, None).shape[0])
@@ -135,11 +174,16 @@ class GATConv(_GraphCache):
         self.lin = nn.Linear(in_channels, heads * out_channels, bias=False)
         self.att_src = nn.Parameter(torch.empty(1, heads, out_channels))
         self.att_dst = nn.Parameter(torch.empty(1, heads, out_channels))
-        self.bias = nn.Parameter(torch.zeros(heads * out_channels if concat else out_channels)) if bias else None
+        self.bias = nn.Parameter(torch.empty(heads * out_channels if concat else out_channels)) if bias else None
+        self._loop_source = None
+        self.reset_parameters()
+
+    def reset_parameters(self):
         _glorot_(self.lin.weight)
         for att in (self.att_src, self.att_dst):
-            _glorot_(att.view(heads, out_channels))
-        self._loop_source = None
+            _glorot_(att.view(self.heads, self.out_channels))
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
 
     def _with_self_loops(self, graph: Graph) -> Graph:
         if not self.add_self_loops:

@@ -21,7 +21,8 @@ __all__ = ["augment_images", "drop_mask"]
 
 def augment_images(images, boxes, flips=None, *, size=None, noise_std=0.0, seed=None, generator=None):
     """Per sample b: the box ``boxes[b] = (top, left, height, width)`` (int64 pixels, inside the
-    image) of ``images`` [B, C, H, W] resampled to ``size`` x ``size`` (default H; bilinear as
+    image) of ``images`` [B, C, H, W] resampled to ``size`` (an int for size x size, or (height,
+    width); default (H, W); bilinear as
     ``F.interpolate(align_corners=False)``, no antialias), mirrored left-right where ``flips[b]``,
     plus ``noise_std`` * N(0, 1) drawn in the kernel (key ``seed``, else from ``generator``, as
     q_sample). One pass over the output; gradients flow to ``images``."""
@@ -38,7 +39,7 @@ def augment_images(images, boxes, flips=None, *, size=None, noise_std=0.0, seed=
     if flips.shape[0] != batch:
         raise ValueError(f"flips must have shape ({batch},), got {tuple(flips.shape)}")
     check.same_device("flips", flips, "images", images)
-    size = height if size is None else check.integer("size", size, 1)
+    out_height, out_width = _output_size(size, height, width)
     noise_std = check.real("noise_std", noise_std)
     if noise_std < 0:
         raise ValueError(f"noise_std must be >= 0, got {noise_std}")
@@ -50,8 +51,20 @@ def augment_images(images, boxes, flips=None, *, size=None, noise_std=0.0, seed=
             if bool(((h < 1) | (w < 1) | (top < 0) | (left < 0) | (top + h > height) | (left + w > width)).any()):
                 raise ValueError(f"boxes must lie inside the {height} x {width} images")
         key = _reference_key(generator, seed) if noise_std else 0
-        return reference.augment_images(images, boxes, flips, noise_std, key, size)
-    return ops.augment_images(images, boxes, flips, noise_std, _seed(seed), generator, size)
+        return reference.augment_images(images, boxes, flips, noise_std, key, out_height, out_width)
+    return ops.augment_images(images, boxes, flips, noise_std, _seed(seed), generator, out_height, out_width)
+
+
+def _output_size(size, height, width):
+    """``size``: None (the input's H x W), an int (size x size) or a pair (height, width)."""
+    if size is None:
+        return height, width
+    if isinstance(size, (tuple, list, torch.Size)):
+        if len(size) != 2:
+            raise ValueError(f"size must be an int or a (height, width) pair, got {size!r}")
+        return check.integer("size[0]", size[0], 1), check.integer("size[1]", size[1], 1)
+    size = check.integer("size", size, 1)
+    return size, size
 
 
 def drop_mask(x, p, *, per_column=False, seed=None, generator=None):

@@ -1,7 +1,8 @@
 """Eager definitions of the augmentation ops: the spec the fused kernels are tested against.
 
 ``augment_images``: per sample, the box (top, left, height, width) of the image resampled to
-size x size exactly as ``F.interpolate(crop, size, mode="bilinear", align_corners=False)`` (no
+out_height x out_width exactly as ``F.interpolate(crop, (out_height, out_width), mode="bilinear",
+align_corners=False)`` (no
 antialias), mirrored horizontally where ``flips``, plus ``noise_std`` times the in-kernel normal
 stream (``philox_normal_like``). ``drop_mask``: x with entries (or columns) zeroed where the
 counter-based uniform of their index is below p (``random.keep_mask``), not rescaled.
@@ -26,21 +27,22 @@ def _taps(extent, size, dtype):
     return lo, hi, src - lo.to(dtype)
 
 
-def augment_images(images, boxes, flips, noise_std=0.0, seed=0, size=None):
+def augment_images(images, boxes, flips, noise_std=0.0, seed=0, out_height=None, out_width=None):
     batch, channels, height, width = images.shape
-    size = height if size is None else size
+    out_height = height if out_height is None else out_height
+    out_width = width if out_width is None else out_width
     compute = torch.float64 if images.dtype == torch.float64 else torch.float32
     x = images.to(compute)
     boxes = boxes.to(torch.int64)
     top, left, h, w = boxes.unbind(1)
-    row_lo, row_hi, row_w = _taps(h, size, compute)
-    col_lo, col_hi, col_w = _taps(w, size, compute)
+    row_lo, row_hi, row_w = _taps(h, out_height, compute)
+    col_lo, col_hi, col_w = _taps(w, out_width, compute)
     mirrored = flips.to(torch.bool)[:, None]
-    reverse = torch.arange(size - 1, -1, -1, device=images.device)
+    reverse = torch.arange(out_width - 1, -1, -1, device=images.device)
     col_lo, col_hi, col_w = (torch.where(mirrored, t[:, reverse], t) for t in (col_lo, col_hi, col_w))
     b = torch.arange(batch, device=images.device)[:, None, None]
 
-    def at(rows, cols):  # [B, size, size, C]
+    def at(rows, cols):  # [B, out_height, out_width, C]
         return x.permute(0, 2, 3, 1)[b, (top[:, None] + rows)[:, :, None], (left[:, None] + cols)[:, None, :]]
 
     w1 = col_w[:, None, :, None]

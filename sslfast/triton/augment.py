@@ -42,21 +42,21 @@ def _bilinear_tap(dst, extent, size, ACC: tl.constexpr):
 
 
 @triton.jit
-def _augment_kernel(img_ptr, box_ptr, flip_ptr, key_ptr, out_ptr, C, H, W, size, n, groups, noise_std,
+def _augment_kernel(img_ptr, box_ptr, flip_ptr, key_ptr, out_ptr, C, H, W, OH, OW, n, groups, noise_std,
                     NOISE: tl.constexpr, ACC: tl.constexpr, BLOCK: tl.constexpr):
     i = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     ok = i < n
-    x = i % size
-    y = (i // size) % size
-    plane = i // (size * size)
+    x = i % OW
+    y = (i // OW) % OH
+    plane = i // (OH * OW)
     b = plane // C
     top = tl.minimum(tl.maximum(tl.load(box_ptr + 4 * b, mask=ok, other=0), 0), H - 1)
     left = tl.minimum(tl.maximum(tl.load(box_ptr + 4 * b + 1, mask=ok, other=0), 0), W - 1)
     h = tl.minimum(tl.maximum(tl.load(box_ptr + 4 * b + 2, mask=ok, other=1), 1), H - top)
     w = tl.minimum(tl.maximum(tl.load(box_ptr + 4 * b + 3, mask=ok, other=1), 1), W - left)
     flip = tl.load(flip_ptr + b, mask=ok, other=0) != 0
-    y0, y1, wy = _bilinear_tap(y, h, size, ACC)
-    x0, x1, wx = _bilinear_tap(tl.where(flip, size - 1 - x, x), w, size, ACC)
+    y0, y1, wy = _bilinear_tap(y, h, OH, ACC)
+    x0, x1, wx = _bilinear_tap(tl.where(flip, OW - 1 - x, x), w, OW, ACC)
     base = img_ptr + plane * H * W + top * W + left
     a = tl.load(base + y0 * W + x0, mask=ok, other=0.0).to(ACC)
     c = tl.load(base + y0 * W + x1, mask=ok, other=0.0).to(ACC)
@@ -85,17 +85,17 @@ def _acc(x):
     return tl.float64 if x.dtype == torch.float64 else tl.float32
 
 
-def augment_images_fwd(images, boxes, flips, noise_std, seed, generator, size):
+def augment_images_fwd(images, boxes, flips, noise_std, seed, generator, out_height, out_width):
     images = images.contiguous()
     batch, channels, height, width = images.shape
-    out = images.new_empty((batch, channels, size, size))
+    out = images.new_empty((batch, channels, out_height, out_width))
     n = out.numel()
     if n:
         key = _key(images, seed, generator) if noise_std else boxes
         _augment_kernel[(triton.cdiv(n, _BLOCK),)](
             images, boxes.to(torch.int64).contiguous(), flips.to(torch.uint8).contiguous(), key, out, channels,
-            height, width, size, n, (n + 3) // 4, float(noise_std), NOISE=bool(noise_std), ACC=_acc(images),
-            BLOCK=_BLOCK)
+            height, width, out_height, out_width, n, (n + 3) // 4, float(noise_std), NOISE=bool(noise_std),
+            ACC=_acc(images), BLOCK=_BLOCK)
     return out
 
 
@@ -113,10 +113,10 @@ def _interpolation(start, extent, size, full, reverse, dtype):
 
 def augment_images_bwd(grad, boxes, flips, height, width):
     acc = torch.float64 if grad.dtype == torch.float64 else torch.float32
-    size = grad.shape[2]
+    out_height, out_width = grad.shape[2], grad.shape[3]
     top, left, h, w = boxes.to(torch.int64).unbind(1)
-    rows = _interpolation(top, h, size, height, None, acc)
-    cols = _interpolation(left, w, size, width, flips.to(torch.bool), acc)
+    rows = _interpolation(top, h, out_height, height, None, acc)
+    cols = _interpolation(left, w, out_width, width, flips.to(torch.bool), acc)
     # out = R_y X R_x^T per plane, so grad_X = R_y^T G R_x
     grad_images = torch.matmul(torch.matmul(rows.transpose(1, 2)[:, None], grad.to(acc)), cols[:, None])
     return grad_images.to(grad.dtype)

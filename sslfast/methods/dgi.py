@@ -1,0 +1,46 @@
+"""DGI (Velickovic et al. 2019, "Deep Graph Infomax"; reference: PetarV-/DGI and PyG
+``DeepGraphInfomax`` / examples/infomax_transductive.py).
+
+Encoder (default: one GCN layer of 512 with PReLU) on the graph and on a corruption of it
+(node features shuffled across nodes), summary s = sigmoid(mean of the clean embeddings), a
+bilinear discriminator D(h, s) = h^T W s; the loss is the BCE of real (1) against corrupted (0)
+pairs. The corruption draws one permutation of the rows per step.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._common import encoder_dim, graph_of
+
+__all__ = ["DGI"]
+
+
+class DGI(nn.Module):
+    def __init__(self, encoder: nn.Module, *, hidden_dim: int | None = None):
+        super().__init__()
+        self.encoder = encoder
+        d = encoder_dim(encoder, hidden_dim, "hidden_dim")
+        self.weight = nn.Parameter(torch.empty(d, d))
+        bound = 1.0 / math.sqrt(d)  # PyG DeepGraphInfomax.reset_parameters: uniform(size, weight)
+        nn.init.uniform_(self.weight, -bound, bound)
+
+    def discriminate(self, h, summary):
+        return h @ (self.weight @ summary)
+
+    def forward(self, batch, edge_index=None):
+        x, edge_index = graph_of(batch, edge_index)
+        pos = self.encoder(x, edge_index)
+        perm = torch.randperm(x.shape[0], device=x.device)
+        neg = self.encoder(x[perm], edge_index)
+        summary = torch.sigmoid(pos.mean(dim=0))
+        pos_logits, neg_logits = self.discriminate(pos, summary), self.discriminate(neg, summary)
+        return (F.binary_cross_entropy_with_logits(pos_logits, torch.ones_like(pos_logits))
+                + F.binary_cross_entropy_with_logits(neg_logits, torch.zeros_like(neg_logits)))
+
+    def embed(self, x, edge_index):
+        return self.encoder(x, edge_index)

@@ -1,0 +1,112 @@
+"""MoCo v2 (Chen, Fan, Girshick, He 2020, "Improved Baselines with Momentum Contrastive
+Learning"; reference: facebookresearch/moco) and MoCo v3 (Chen, Xie, He 2021, "An Empirical
+Study of Training Self-Supervised Vision Transformers"; reference: facebookresearch/moco-v3).
+
+v2 (``version=2``): a query encoder + 2-layer MLP head (hidden 2048, out 128), a key encoder
+that follows it by EMA (m = 0.999), a queue of K = 65536 normalized keys kept on the device,
+InfoNCE at T = 0.2 over the positive key and the queue (``sslfast.info_nce`` with
+``in_batch_negatives=False``). The queue is written in place at a device-side pointer, so a
+step never syncs with the host.
+
+v3 (``version=3``): no queue; 3-layer projector (hidden 4096, out 256, BN) and a 2-layer
+predictor on the query side, symmetrized InfoNCE over in-batch keys at T = 1.0 (the ResNet
+setting; 0.2 for ViTs) scaled by 2T as in the reference, key momentum 0.99 increased to 1 along
+a cosine (``schedule_momentum``).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import sslfast
+
+from ._common import (ImageAugment, cosine_momentum, encoder_dim, fraction, images_of, mlp, momentum_copy,
+                      positive, positive_int)
+
+__all__ = ["MoCo"]
+
+_DEFAULTS = {2: dict(temperature=0.2, momentum=0.999, hidden_dim=2048, out_dim=128, queue_size=65536),
+             3: dict(temperature=1.0, momentum=0.99, hidden_dim=4096, out_dim=256, queue_size=0)}
+
+
+class MoCo(nn.Module):
+    def __init__(self, encoder: nn.Module, *, version: int = 2, feature_dim: int | None = None,
+                 hidden_dim: int | None = None, out_dim: int | None = None, temperature: float | None = None,
+                 momentum: float | None = None, queue_size: int | None = None, augment: nn.Module | None = None):
+        super().__init__()
+        if version not in _DEFAULTS:
+            raise ValueError(f"version must be 2 or 3, got {version!r}")
+        defaults = _DEFAULTS[version]
+        self.version = version
+        d = encoder_dim(encoder, feature_dim, "feature_dim")
+        hidden = positive_int("hidden_dim", hidden_dim if hidden_dim is not None else defaults["hidden_dim"])
+        out = positive_int("out_dim", out_dim if out_dim is not None else defaults["out_dim"])
+        self.temperature = positive("temperature", temperature if temperature is not None else defaults["temperature"])
+        self.base_momentum = fraction("momentum", momentum if momentum is not None else defaults["momentum"],
+                                      closed=True)
+        self.momentum = self.base_momentum
+        self.encoder = encoder
+        if version == 2:
+            self.projection = mlp([d, hidden, out], batch_norm=False)
+            self.predictor = None
+        else:
+            self.projection = mlp([d, hidden, hidden, out], last_batch_norm=True, last_affine=False)
+            self.predictor = mlp([out, hidden, out], last_batch_norm=True, last_affine=False)
+        self.key_encoder = momentum_copy(self.encoder)
+        self.key_projection = momentum_copy(self.projection)
+        size = queue_size if queue_size is not None else defaults["queue_size"]
+        if version == 2:
+            size = positive_int("queue_size", size)
+            g = torch.Generator().manual_seed(0)
+            self.register_buffer("queue", F.normalize(torch.randn(size, out, generator=g), dim=1))
+            self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.int64))
+        elif size:
+            raise ValueError(f"queue_size must be 0 for MoCo v3, got {size!r}")
+        self.augment = augment if augment is not None else ImageAugment()
+
+    @torch.no_grad()
+    def update_momentum(self, momentum: float | None = None):
+        """key = m * key + (1 - m) * query, every parameter in one multi-tensor EMA call."""
+        m = self.momentum if momentum is None else momentum
+        online = list(self.encoder.parameters()) + list(self.projection.parameters())
+        target = list(self.key_encoder.parameters()) + list(self.key_projection.parameters())
+        sslfast.ema_(target, online, m)
+
+    def schedule_momentum(self, step: int, total_steps: int):
+        """v3: m follows a cosine from the base momentum to 1 over training (v2 keeps it fixed)."""
+        if self.version == 3:
+            self.momentum = cosine_momentum(self.base_momentum, step, total_steps)
+
+    @torch.no_grad()
+    def _enqueue(self, keys):
+        size = self.queue.shape[0]
+        idx = (self.queue_ptr + torch.arange(keys.shape[0], device=keys.device)) % size
+        self.queue.index_copy_(0, idx, F.normalize(keys.to(self.queue.dtype), dim=1))
+        self.queue_ptr.copy_((self.queue_ptr + keys.shape[0]) % size)
+
+    def _keys(self, view):
+        with torch.no_grad():
+            return self.key_projection(self.key_encoder(view))
+
+    def forward(self, batch):
+        images = images_of(batch)
+        if self.training:
+            self.update_momentum()
+        v1, v2 = self.augment(images), self.augment(images)
+        if self.version == 2:
+            q = self.projection(self.encoder(v1))
+            k = self._keys(v2)
+            loss = sslfast.info_nce(q, k, self.temperature, self.queue.clone(), in_batch_negatives=False)
+            if self.training:
+                self._enqueue(k)
+            return loss
+        q1 = self.predictor(self.projection(self.encoder(v1)))
+        q2 = self.predictor(self.projection(self.encoder(v2)))
+        k1, k2 = self._keys(v1), self._keys(v2)
+        scale = 2 * self.temperature
+        return scale * (sslfast.info_nce(q1, k2, self.temperature) + sslfast.info_nce(q2, k1, self.temperature))
+
+    def embed(self, images):
+        return self.encoder(images)

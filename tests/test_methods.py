@@ -1,0 +1,328 @@
+"""Every method trains a few steps on tiny data: the loss is finite and goes down, and two runs
+from the same seed are bitwise identical. Plus the contracts of the fused pieces the methods
+need (SupCon, multi-tensor EMA, GAT attention dropout, augmentations), as the methods use them."""
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+import sslfast
+from sslfast import methods as M
+from sslfast.data import make_sbm
+from sslfast import functional
+from sslfast.methods import backbones
+
+supcon, ema_ = sslfast.supcon, sslfast.ema_
+
+
+# ------------------------------------------------------------------ tiny inputs per method
+
+
+def _images(n=16, size=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 1, size, size, generator=g), torch.randint(0, 3, (n,), generator=g)
+
+
+def _tiny_cnn():
+    return backbones.ConvNet(1, widths=(8, 16))
+
+
+def _tiny_vit():
+    return backbones.ViT(image_size=8, patch_size=2, in_channels=1, embed_dim=32, depth=1, num_heads=2)
+
+
+def _graph(seed=0):
+    data = make_sbm(60, 3, 4.0, 12, seed=seed)
+    return data.x, data.edge_index
+
+
+AUG = dict(augment=M.ImageAugment(scale=(0.5, 1.0), flip_p=0.5, noise_std=0.02))
+BUILDERS = {
+    "simclr": lambda: (M.SimCLR(_tiny_cnn(), **AUG), _images()[0]),
+    "moco2": lambda: (M.MoCo(_tiny_cnn(), queue_size=64, momentum=0.9, hidden_dim=32, **AUG), _images()[0]),
+    "moco3": lambda: (M.MoCo(_tiny_cnn(), version=3, hidden_dim=32, out_dim=16, **AUG), _images()[0]),
+    "byol": lambda: (M.BYOL(_tiny_cnn(), hidden_dim=32, out_dim=16, momentum=0.9, **AUG), _images()[0]),
+    "simsiam": lambda: (M.SimSiam(_tiny_cnn(), dim=32, pred_dim=8, **AUG), _images()[0]),
+    "supcon": lambda: (M.SupCon(_tiny_cnn(), out_dim=16, **AUG), _images()),
+    "clip": lambda: (M.CLIP(_tiny_cnn(), _tiny_cnn(), embed_dim=16), (_images()[0], _images(seed=1)[0])),
+    "mae": lambda: (M.MAE(_tiny_vit(), decoder_dim=16, decoder_depth=1, decoder_heads=2), _images()[0]),
+    "simmim": lambda: (M.SimMIM(_tiny_vit(), mask_patch_size=2), _images()[0]),
+    "ddpm": lambda: (M.DDPM(backbones.MLPDenoiser(2, hidden=32, depth=2)),
+                     torch.randn(64, 2, generator=torch.Generator().manual_seed(0))),
+    "gae": lambda: (M.GAE(backbones.GCNEncoder([12, 16, 8])), _graph()),
+    "vgae": lambda: (M.VGAE(M.VariationalGCNEncoder(12, 8)), _graph()),
+    "dgi": lambda: (M.DGI(backbones.GCNEncoder([12, 32], activation=nn.PReLU, last_activation=True)), _graph()),
+    "grace": lambda: (M.GRACE(backbones.GCNEncoder([12, 32, 16], last_activation=True), proj_dim=16), _graph()),
+    "graphmae": lambda: (M.GraphMAE(backbones.GATEncoder(12, 16, 2, 2), 12, alpha=2.0), _graph()),
+}
+LRS = {"simsiam": 0.05, "ddpm": 3e-3}
+
+
+def _call(method, batch):
+    return method(*batch) if isinstance(batch, tuple) and len(batch) == 2 and batch[1].dtype == torch.int64 \
+        and batch[1].dim() == 2 else method(batch)
+
+
+def _loss_at(method, batch, queue=None, seed=123):
+    """The loss on a copy of the method (EMA, queue, BN statistics untouched) with a fixed draw
+    of augmentations / masks / noise (and MoCo's queue as it was before training), so two
+    evaluations differ only by the weights."""
+    probe = copy.deepcopy(method)
+    if queue is not None:
+        probe.queue.copy_(queue)
+    probe.train()
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        return float(_call(probe, batch))
+
+
+def _train(name, seed, steps=15):
+    torch.manual_seed(seed)
+    method, batch = BUILDERS[name]()
+    sgd = name == "simsiam"
+    params = [p for p in method.parameters() if p.requires_grad]
+    opt = torch.optim.SGD(params, lr=LRS[name], momentum=0.9) if sgd else torch.optim.Adam(params, lr=LRS.get(name, 1e-2))
+    queue = None
+    if hasattr(method, "queue"):  # real keys in the queue first (a random queue is a trivial contrast)
+        method.train()
+        with torch.no_grad():
+            for _ in range(method.queue.shape[0] // batch.shape[0]):
+                method(batch)
+        queue = method.queue.clone()
+    before = _loss_at(method, batch, queue)
+    losses = []
+    for step in range(steps):
+        if hasattr(method, "schedule_momentum"):
+            method.schedule_momentum(step, steps)
+        method.train()
+        opt.zero_grad()
+        loss = _call(method, batch)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    return method, losses, before, _loss_at(method, batch, queue)
+
+
+@pytest.mark.parametrize("name", list(BUILDERS))
+def test_method_trains_and_is_reproducible(name):
+    method, losses, before, after = _train(name, seed=0)
+    assert all(torch.isfinite(torch.tensor(losses))), losses
+    assert after < before, f"{name}: loss {before:.4f} -> {after:.4f} after {len(losses)} steps"
+    _, losses2, _, after2 = _train(name, seed=0)
+    assert losses2 == losses and after2 == after
+    _, losses3, _, _ = _train(name, seed=1, steps=2)
+    assert losses3 != losses[:2]
+
+
+@pytest.mark.parametrize("name", ["simclr", "mae", "gae", "graphmae", "ddpm"])
+def test_embed_shapes(name):
+    torch.manual_seed(0)
+    method, batch = BUILDERS[name]()
+    method.eval()
+    with torch.no_grad():
+        if name in ("gae", "graphmae"):
+            emb = method.embed(*batch)
+            assert emb.shape[0] == batch[0].shape[0] and emb.dim() == 2
+        else:
+            x = batch[0] if isinstance(batch, tuple) else batch
+            emb = method.embed(x)
+            assert emb.shape[0] == x.shape[0] and emb.dim() == 2
+
+
+def test_moco_queue_stays_on_device_and_rotates():
+    torch.manual_seed(0)
+    method, images = BUILDERS["moco2"]()
+    ptr0, queue0 = int(method.queue_ptr), method.queue.clone()
+    method.train()
+    method(images)
+    assert int(method.queue_ptr) == (ptr0 + images.shape[0]) % method.queue.shape[0]
+    changed = (method.queue != queue0).any(dim=1)
+    assert int(changed.sum()) == images.shape[0] and bool(changed[:images.shape[0]].all())
+    assert torch.allclose(method.queue.norm(dim=1), torch.ones(method.queue.shape[0]), atol=1e-5)
+
+
+def test_byol_target_follows_online_by_ema():
+    torch.manual_seed(0)
+    method, _ = BUILDERS["byol"]()
+    with torch.no_grad():
+        for p in method.encoder.parameters():
+            p.add_(1.0)
+    before = [t.clone() for t in method.target_encoder.parameters()]
+    method.update_momentum(0.75)
+    for t, b, s in zip(method.target_encoder.parameters(), before, method.encoder.parameters()):
+        torch.testing.assert_close(t, 0.75 * b + 0.25 * s)
+
+
+def test_ddpm_samples_have_the_requested_shape():
+    torch.manual_seed(0)
+    method, _ = BUILDERS["ddpm"]()
+    for sampler in ("ddim", "ddpm"):
+        out = method.sample(10, (2,), sampler=sampler, num_inference_steps=5,
+                            generator=torch.Generator().manual_seed(0))
+        assert out.shape == (10, 2) and torch.isfinite(out).all()
+
+
+def test_bad_arguments_name_the_argument():
+    with pytest.raises(ValueError, match="temperature"):
+        M.SimCLR(_tiny_cnn(), temperature=0)
+    with pytest.raises(ValueError, match="feature_dim"):
+        M.SimCLR(nn.Identity())
+    with pytest.raises(ValueError, match="version"):
+        M.MoCo(_tiny_cnn(), version=4)
+    with pytest.raises(ValueError, match="queue_size"):
+        M.MoCo(_tiny_cnn(), version=3, queue_size=10)
+    with pytest.raises(ValueError, match="mask_ratio"):
+        M.MAE(_tiny_vit(), mask_ratio=1.0)
+    with pytest.raises(TypeError, match="ViT"):
+        M.MAE(_tiny_cnn())
+    with pytest.raises(ValueError, match="mask_patch_size"):
+        M.SimMIM(_tiny_vit(), mask_patch_size=3)
+    with pytest.raises(ValueError, match="mask_rate"):
+        M.GraphMAE(backbones.GATEncoder(12, 16, 2, 2), 12, mask_rate=1.5)
+    with pytest.raises(TypeError, match=r"\(images, labels\)"):
+        M.SupCon(_tiny_cnn())(torch.rand(4, 1, 8, 8))
+
+
+# ------------------------------------------------------------------ the fused pieces' contracts
+
+
+def test_supcon_with_instance_labels_is_nt_xent():
+    g = torch.Generator().manual_seed(0)
+    v1, v2 = torch.randn(7, 5, generator=g, dtype=torch.float64), torch.randn(7, 5, generator=g, dtype=torch.float64)
+    labels = torch.cat([torch.arange(7), torch.arange(7)])
+    torch.testing.assert_close(supcon(torch.cat([v1, v2]), labels, 0.3),
+                               sslfast.reference.contrastive.nt_xent(v1, v2, 0.3))
+
+
+def test_supcon_matches_the_definition():
+    g = torch.Generator().manual_seed(1)
+    z = torch.randn(9, 4, generator=g, dtype=torch.float64)
+    y = torch.tensor([0, 0, 1, 1, 1, 2, 3, 0, 2])  # class 3 has a single row: no positive, contributes 0
+    zn = torch.nn.functional.normalize(z, dim=1)
+    total, anchors = 0.0, 0
+    for i in range(9):
+        others = [j for j in range(9) if j != i]
+        log_den = torch.logsumexp(torch.stack([zn[i] @ zn[j] / 0.2 for j in others]), 0)
+        pos = [j for j in others if y[j] == y[i]]
+        if pos:
+            total += -sum(zn[i] @ zn[p] / 0.2 - log_den for p in pos) / len(pos)
+            anchors += 1
+    # mean over all N anchors (HobbitLong/SupContrast's loss.mean() with mask_pos_pairs clamped to 1)
+    assert anchors == 8
+    torch.testing.assert_close(supcon(z, y, 0.2), total / 9)
+
+
+def test_supcon_bad_input():
+    with pytest.raises(ValueError, match="labels"):
+        supcon(torch.randn(4, 3), torch.zeros(3, dtype=torch.int64))
+    with pytest.raises(ValueError, match="temperature"):
+        supcon(torch.randn(4, 3), torch.zeros(4, dtype=torch.int64), 0.0)
+    with pytest.raises(TypeError, match="labels"):
+        supcon(torch.randn(4, 3), torch.zeros(4))
+
+
+def test_ema_updates_in_place_without_grad():
+    g = torch.Generator().manual_seed(0)
+    targets = [torch.randn(3, 4, generator=g), torch.randn(5, generator=g)]
+    sources = [nn.Parameter(torch.randn(3, 4, generator=g)), nn.Parameter(torch.randn(5, generator=g))]
+    expected = [0.9 * t + 0.1 * s.detach() for t, s in zip(targets, sources)]
+    ptrs = [t.data_ptr() for t in targets]
+    ema_(targets, sources, 0.9)
+    for t, e, p in zip(targets, expected, ptrs):
+        torch.testing.assert_close(t, e)
+        assert t.data_ptr() == p and t.grad_fn is None
+    with pytest.raises(ValueError, match="momentum"):
+        ema_(targets, sources, 1.5)
+    with pytest.raises(ValueError, match="length"):
+        ema_(targets, sources[:1], 0.5)
+
+
+def test_gat_dropout_contract():
+    gat_aggregate = sslfast.gat_aggregate
+    x, edge_index = _graph()
+    g = torch.Generator().manual_seed(0)
+    h = torch.randn(60, 2, 4, generator=g, dtype=torch.float64)
+    a_src, a_dst = torch.randn(60, 2, generator=g, dtype=torch.float64), torch.randn(60, 2, generator=g,
+                                                                                    dtype=torch.float64)
+    graph = sslfast.Graph.from_edge_index(edge_index, 60)
+    torch.testing.assert_close(gat_aggregate(graph, h, a_src, a_dst, dropout=0.0),
+                               sslfast.gat_aggregate(graph, h, a_src, a_dst))
+    a = gat_aggregate(graph, h, a_src, a_dst, dropout=0.5, seed=7)
+    torch.testing.assert_close(a, gat_aggregate(graph, h, a_src, a_dst, dropout=0.5, seed=7))
+    assert not torch.equal(a, gat_aggregate(graph, h, a_src, a_dst, dropout=0.5, seed=8))
+    # inverted dropout keeps the expectation: the mean over many masks approaches the no-dropout output
+    mean = sum(gat_aggregate(graph, h, a_src, a_dst, dropout=0.5, seed=s) for s in range(400)) / 400
+    full = sslfast.gat_aggregate(graph, h, a_src, a_dst)
+    assert (mean - full).abs().mean() < 0.1 * full.abs().mean()
+    conv = sslfast.nn.GATConv(12, 4, heads=2, dropout=0.6)
+    plain = sslfast.nn.GATConv(12, 4, heads=2)
+    plain.load_state_dict(conv.state_dict())
+    conv.eval()  # dropout is a training-mode thing
+    torch.testing.assert_close(conv(x, edge_index), plain(x, edge_index))
+    conv.train()
+    assert not torch.allclose(conv(x, edge_index), plain(x, edge_index))
+    with pytest.raises(ValueError, match="dropout"):
+        gat_aggregate(graph, h, a_src, a_dst, dropout=1.5)
+
+
+def test_augmentations():
+    images = torch.rand(6, 3, 10, 12, generator=torch.Generator().manual_seed(0))
+    crop = functional.random_resized_crop(images, 8, generator=torch.Generator().manual_seed(1))
+    assert crop.shape == (6, 3, 8, 8)
+    square = images[..., :10]
+    same = functional.random_resized_crop(square, 10, scale=(1.0, 1.0), ratio=(1.0, 1.0),
+                                          generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(same, square)  # the whole image, resized to itself
+    boxes = torch.tensor([[1, 2, 7, 9]] * 6)  # a rectangular box to a rectangular output: F.interpolate's resampling
+    torch.testing.assert_close(sslfast.augment_images(images, boxes, size=(5, 8)),
+                               torch.nn.functional.interpolate(images[:, :, 1:8, 2:11], size=(5, 8), mode="bilinear",
+                                                               align_corners=False))
+    assert functional.random_resized_crop(images, (6, 9)).shape == (6, 3, 6, 9)
+    assert functional.augment(images).shape == images.shape  # default size: the input's
+    flipped = functional.random_flip(images, 1.0)
+    torch.testing.assert_close(flipped, images.flip(-1))
+    torch.testing.assert_close(functional.random_flip(images, 0.0), images)
+    noisy = functional.gaussian_noise(images, 0.5, generator=torch.Generator().manual_seed(2))
+    assert 0.4 < float((noisy - images).std()) < 0.6
+    edge_index = torch.randint(0, 50, (2, 4000), generator=torch.Generator().manual_seed(3))
+    kept = functional.drop_edges(edge_index, 0.3, generator=torch.Generator().manual_seed(4))
+    assert kept.shape == (4000,) and set(kept.unique().tolist()) <= {0.0, 1.0}
+    assert 0.65 < float(kept.mean()) < 0.75
+    x = torch.rand(5, 400) + 0.1
+    masked = functional.mask_features(x, 0.25, generator=torch.Generator().manual_seed(5))
+    zero_cols = (masked == 0).all(dim=0)
+    assert 0.18 < float(zero_cols.float().mean()) < 0.32
+    torch.testing.assert_close(masked[:, ~zero_cols], x[:, ~zero_cols])
+    with pytest.raises(ValueError, match="p must"):
+        functional.mask_features(x, 1.5)
+    with pytest.raises(ValueError, match="images"):
+        functional.random_flip(torch.rand(3, 4))
+
+
+def test_grace_edge_weights_equal_rebuilt_graph():
+    """GRACE drops edges as 0/1 weights on the one cached graph; an encoder that takes no
+    edge_weight gets the kept edges instead. Same draws, same weights: the same loss."""
+
+    class NoWeights(nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner, self.out_dim = inner, inner.out_dim
+
+        def forward(self, x, edge_index):
+            return self.inner(x, edge_index)
+
+    torch.manual_seed(0)
+    encoder = backbones.GCNEncoder([12, 32, 16], last_activation=True)
+    weighted = M.GRACE(encoder, proj_dim=16)
+    rebuilt = M.GRACE(NoWeights(copy.deepcopy(encoder)), proj_dim=16)
+    rebuilt.fc1.load_state_dict(weighted.fc1.state_dict())
+    rebuilt.fc2.load_state_dict(weighted.fc2.state_dict())
+    assert weighted._weighted and not rebuilt._weighted
+    x, edge_index = _graph()
+    torch.manual_seed(5)
+    a = weighted(x, edge_index)
+    torch.manual_seed(5)
+    b = rebuilt(x, edge_index)
+    torch.testing.assert_close(a, b)
