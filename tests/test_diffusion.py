@@ -14,8 +14,6 @@ import sslfast
 from sslfast import diffusion as D
 from sslfast.reference import diffusion as reference
 
-from sslfast.ops import diffusion as diffusion_ops
-
 from conftest import DEVICE, runnable_backends
 
 BACKENDS = runnable_backends(torch.device(DEVICE).type, "q_sample")
@@ -348,7 +346,8 @@ def test_euler_and_dpmpp_per_sample_sigmas(backend, prediction_type):
 
 def test_euler_scale_model_input():
     x = randn(2, 3, 4)
-    torch.testing.assert_close(D.euler_scale_model_input(x, torch.tensor(2.0, dtype=torch.float64, device=DEVICE)), x / 5 ** 0.5)
+    sigma = torch.tensor(2.0, dtype=torch.float64, device=DEVICE)
+    torch.testing.assert_close(D.euler_scale_model_input(x, sigma), x / 5 ** 0.5)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -390,7 +389,6 @@ def core_op_cases(ops):
     t = torch.tensor([0, 6, 3], device=DEVICE)
     g = randn(3, dtype=torch.float32, seed=12)
     sigma = randn(3, dtype=torch.float32, seed=13).abs()
-    gen = torch.Generator(device=DEVICE).manual_seed(5)
     return [
         (ops.q_sample, (x.clone().requires_grad_(), e, table2, t, -1, None, True)),
         (ops.diffusion_loss, (m.clone().requires_grad_(), x, w, t, 1)),
@@ -607,7 +605,8 @@ def test_bad_input_names_the_argument():
         (lambda: D.ddim_step(x, t, x, s, uncond=randn(2, 4)), ValueError, "uncond must have the shape"),
         (lambda: D.ddim_step(x, t, x, s, eta=-1.0), ValueError, "eta"),
         (lambda: D.ddpm_step(x, t, x, s, noise=x, variance_type="learned"), ValueError, "variance_type"),
-        (lambda: D.euler_step(x, x, torch.tensor(-1.0, device=DEVICE), torch.tensor(0.0, device=DEVICE)), ValueError, "sigma"),
+        (lambda: D.euler_step(x, x, torch.tensor(-1.0, device=DEVICE), torch.tensor(0.0, device=DEVICE)),
+         ValueError, "sigma"),
         (lambda: D.dpmpp_2m_step(x, x, 1.0, 0.5, prev_x0=x), ValueError, "sigma_prev"),
         (lambda: D.q_sample([1.0], t, s, x), TypeError, "x0"),
     ]

@@ -11,8 +11,6 @@ from sslfast import diffusion as D
 from sslfast.nn import DiffusionLoss, DiffusionSampler
 from sslfast.reference import diffusion as reference
 
-from sslfast.ops import diffusion as diffusion_ops
-
 from conftest import DEVICE, runnable_backends
 
 BACKENDS = runnable_backends(torch.device(DEVICE).type, "q_sample")

@@ -15,8 +15,6 @@ from sslfast.bench.gnn import planetoid_root
 from sslfast.graph import HUB_DEGREE, Graph, planetoid_edge_index
 from sslfast.reference import gnn as reference
 
-from sslfast.ops import gnn as gnn_ops
-
 from conftest import DEVICE, runnable_backends
 
 BACKENDS = [b for b in runnable_backends(torch.device(DEVICE).type, "spmm") if b != "triton"]

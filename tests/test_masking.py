@@ -365,6 +365,13 @@ def test_nan_propagates(backend):
 
 def test_bad_input_names_the_argument():
     x = randn(2, 5, 4)
+
+    def ids(*shape):
+        return torch.zeros(*shape, dtype=torch.long, device=DEVICE)
+
+    def ones(*shape):
+        return torch.ones(*shape, device=DEVICE)
+
     cases = [
         (lambda: sslfast.random_masking(x, 1.0), ValueError, "mask_ratio"),
         (lambda: sslfast.random_masking(x, -0.1), ValueError, "mask_ratio"),
@@ -379,20 +386,20 @@ def test_bad_input_names_the_argument():
         (lambda: sslfast.random_masking(x, 0.5, index_dtype=torch.int16), TypeError, "index_dtype"),
         (lambda: sslfast.random_masking(x, 0.5, generator=1), TypeError, "generator"),
         (lambda: sslfast.unshuffle(x, torch.zeros(2, 4, device=DEVICE), x[0, 0]), TypeError, "ids_restore"),
-        (lambda: sslfast.unshuffle(x, torch.zeros(3, 5, dtype=torch.long, device=DEVICE), x[0, 0]), ValueError, "ids_restore"),
-        (lambda: sslfast.unshuffle(x, torch.zeros(2, 4, dtype=torch.long, device=DEVICE), x[0, 0]), ValueError, "x_visible"),
-        (lambda: sslfast.unshuffle(x, torch.zeros(2, 5, dtype=torch.long, device=DEVICE), x[0, 0, :3]), ValueError, "mask_token"),
+        (lambda: sslfast.unshuffle(x, ids(3, 5), x[0, 0]), ValueError, "ids_restore"),
+        (lambda: sslfast.unshuffle(x, ids(2, 4), x[0, 0]), ValueError, "x_visible"),
+        (lambda: sslfast.unshuffle(x, ids(2, 5), x[0, 0, :3]), ValueError, "mask_token"),
         (lambda: sslfast.masked_patch_loss(randn(1, 4, 12), randn(1, 3, 4, 5), torch.ones(1, 4, device=DEVICE), 2),
          ValueError, "not divisible by patch_size"),
         (lambda: sslfast.masked_patch_loss(randn(1, 4, 11), randn(1, 3, 4, 4), torch.ones(1, 4, device=DEVICE), 2),
          ValueError, "pred must have shape"),
         (lambda: sslfast.masked_patch_loss(randn(1, 4, 12), randn(1, 3, 4, 4), torch.ones(1, 3, device=DEVICE), 2),
          ValueError, "mask must have shape"),
-        (lambda: sslfast.masked_patch_loss(randn(1, 4, 12), randn(1, 3, 4, 4).float(), torch.ones(1, 4, device=DEVICE), 2),
+        (lambda: sslfast.masked_patch_loss(randn(1, 4, 12), randn(1, 3, 4, 4).float(), ones(1, 4), 2),
          TypeError, "imgs has dtype"),
         (lambda: sslfast.masked_patch_loss(randn(1, 4, 12), randn(1, 3, 4, 4), torch.ones(1, 4, device=DEVICE), 0),
          ValueError, "patch_size"),
-        (lambda: sslfast.masked_patch_loss(randn(1, 4, 12), randn(1, 3, 4, 4), torch.ones(1, 4, device=DEVICE), 2, loss="l3"),
+        (lambda: sslfast.masked_patch_loss(randn(1, 4, 12), randn(1, 3, 4, 4), ones(1, 4), 2, loss="l3"),
          ValueError, "loss"),
         (lambda: sslfast.tube_mask(2, 4, 3, 3, 1.5), ValueError, "mask_ratio"),
         (lambda: sslfast.block_mask(2, 4, 4, 17), ValueError, "num_masking_patches"),

@@ -83,7 +83,10 @@ def _train(name, seed, steps=15):
     method, batch = BUILDERS[name]()
     sgd = name == "simsiam"
     params = [p for p in method.parameters() if p.requires_grad]
-    opt = torch.optim.SGD(params, lr=LRS[name], momentum=0.9) if sgd else torch.optim.Adam(params, lr=LRS.get(name, 1e-2))
+    if sgd:
+        opt = torch.optim.SGD(params, lr=LRS[name], momentum=0.9)
+    else:
+        opt = torch.optim.Adam(params, lr=LRS.get(name, 1e-2))
     queue = None
     if hasattr(method, "queue"):  # real keys in the queue first (a random queue is a trivial contrast)
         method.train()
