@@ -38,5 +38,6 @@ def _restore_backend():
     previous = sslfast.get_backend()
     yield
     sslfast.set_backend(previous)
-    for op in _dispatch.OP_TABLE:
-        sslfast.set_op_backend(op, "auto")
+    if _dispatch._state["per_op"]:  # a test chose per-op backends
+        for op in _dispatch.OP_TABLE:
+            sslfast.set_op_backend(op, "auto")
