@@ -236,6 +236,10 @@ def dpmpp_2m_step(model_output, sample, sigma, sigma_next, prev_x0=None, sigma_p
     return prev_sample, x0
 
 
+# Kept out of torch.compile graphs (a graph break runs it eagerly): inductor's pointwise lowering
+# inlines the ten rounds, each reading its state several times, and did not finish in ten minutes
+# (benchmarks/NOTES.md, "Engine core v2: per-call cost").
+@torch.compiler.disable
 def philox_normal_like(x, seed):
     """The in-kernel noise stream as a tensor (for the reference backend and for tests)."""
     n = x.numel()

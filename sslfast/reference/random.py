@@ -25,6 +25,9 @@ def _shr(z: torch.Tensor, k: int) -> torch.Tensor:
     return (z >> k) & ((1 << (64 - k)) - 1)
 
 
+# Kept out of torch.compile graphs (a graph break runs it eagerly): fused into the DGI / GRACE /
+# GraphMAE training steps, inductor's CPU codegen of this int64 hash failed (benchmarks/NOTES.md).
+@torch.compiler.disable
 def hash_uniform(seed: int, index: torch.Tensor) -> torch.Tensor:
     """float32 uniforms in [0, 1), one per entry of the int64 ``index`` tensor."""
     z = index.to(torch.int64) + 1
