@@ -18,7 +18,10 @@ machine's budget. ``python -m sslfast.bench
 --only methods``. Targets (issue 15): graph methods >= 1.5x eager at Cora size and >= 2x at 100k
 nodes; no method slower than eager. The table's last column says whether each record meets its
 target. The optimizer state and the method's parameters carry over from call to call (a training
-run); each implementation gets its own copy of the method, built from the same seed.
+run); each implementation gets its own copy of the method, built from the same seed. On CPU a
+step runs on one torch thread and is timed with that thread's CPU clock, as the overhead family
+is: the ratio is what the fused ops change, and it does not move with other load on a shared
+machine (wall-clock ratios moved by 8-11% between two runs there, benchmarks/NOTES.md).
 """
 
 from __future__ import annotations
@@ -145,6 +148,7 @@ def method_case(name, data_name, *, tiny=False) -> Case:
     return Case(FAMILY, name, data_name, {"method": name, "data": data_name, "kind": kind}, make_inputs, sslfast_step,
                 eager_step, modes=(MODE,), backend=lambda device: sslfast.get_backend(),
                 cost=50.0 if data_name == "sbm100k" else 5.0, target=target, rounds=3 if tiny else None,
+                threads=1, cpu_clock="thread",
                 model_note="methods: one optimizer step; eager = the same step under use_backend('reference')")
 
 
