@@ -8,6 +8,7 @@ SDDMM, GAT) are ``sslfast.ops.gnn``.
 from __future__ import annotations
 
 import torch
+from torch.utils.weak import WeakTensorKeyDictionary
 
 from ..graph import Graph
 from ..ops import _validate as check
@@ -37,30 +38,49 @@ def inner_product_edge_loss(z, pos_edge_index, neg_edge_index):
     return losses[0] + losses[1]
 
 
+# Sorted unique keys (source * n + target) of an edge_index, kept while the tensor lives and is
+# unchanged: GAE / VGAE draw negatives against the same graph every step, and the keys cost a
+# graph build and a sort (benchmarks/NOTES.md, "Methods (issue 15)").
+_EDGE_KEYS = WeakTensorKeyDictionary()
+
+
+def _edge_keys(edge_index, num_nodes):
+    """(num_nodes, num_edges, sorted unique keys) of ``edge_index``."""
+    cacheable = isinstance(edge_index, torch.Tensor) and not torch.compiler.is_compiling()
+    if cacheable:
+        hit = _EDGE_KEYS.get(edge_index)
+        if hit is not None and hit[0] == (edge_index._version, num_nodes):
+            return hit[1]
+    graph = Graph.from_edge_index(edge_index, num_nodes)  # validates edge_index and num_nodes
+    ei = graph.edge_index()
+    out = (graph.num_nodes, graph.num_edges, torch.unique(ei[0] * graph.num_nodes + ei[1]))
+    if cacheable:
+        _EDGE_KEYS[edge_index] = ((edge_index._version, num_nodes), out)
+    return out
+
+
 def negative_sampling(edge_index, num_nodes=None, num_neg=None, generator=None):
     """``num_neg`` uniform random (source, target) pairs that are not edges of ``edge_index``
     and not self loops, sampled on the device of ``edge_index`` (PyG ``negative_sampling``,
     'sparse' method). ``num_nodes`` defaults to the largest id + 1 and ``num_neg`` to the number of
     edges, as in PyG. Returns [2, num_neg] int64 (fewer only if the graph is nearly complete)."""
-    graph = Graph.from_edge_index(edge_index, num_nodes)
-    edge_index = graph.edge_index()
-    num_neg = graph.num_edges if num_neg is None else check.integer("num_neg", num_neg, 0)
-    check.generator("generator", generator, edge_index, same_device=True)
-    device = edge_index.device
-    n = graph.num_nodes
-    existing = torch.unique(edge_index[0] * n + edge_index[1])
+    n, num_edges, existing = _edge_keys(edge_index, num_nodes)
+    num_neg = num_edges if num_neg is None else check.integer("num_neg", num_neg, 0)
+    check.generator("generator", generator, existing, same_device=True)
+    device = existing.device
     found = torch.empty(0, dtype=torch.int64, device=device)
     for _ in range(8):
         need = num_neg - found.numel()
         if need <= 0 or n < 2:
             break
-        draw = torch.randint(0, n * n, (2 * need + 16,), device=device, generator=generator)
+        # An eighth more draws than needed covers the rejects (edges, self loops, repeats) of a
+        # sparse graph in one round; unique sorts them, so the search walks `existing` in order.
+        draw = torch.unique(torch.randint(0, n * n, (need + need // 8 + 16,), device=device, generator=generator))
         pos = torch.searchsorted(existing, draw).clamp_(max=max(existing.numel() - 1, 0))
         is_edge = existing[pos] == draw if existing.numel() else torch.zeros_like(draw, dtype=torch.bool)
         keep = draw[~is_edge & (draw // n != draw % n)]
-        found = torch.unique(torch.cat([found, keep]))  # no repeated pair
-        if found.numel() > num_neg:
-            found = found[torch.randperm(found.numel(), device=device, generator=generator)[:num_neg]]
+        found = keep if found.numel() == 0 else torch.unique(torch.cat([found, keep]))  # no repeated pair
+    found = found[torch.randperm(found.numel(), device=device, generator=generator)[:num_neg]]
     return torch.stack([found // n, found % n])
 
 
