@@ -46,6 +46,8 @@ def main():
     runs = {}
     for path in sorted(HERE.glob("*/results.json")):
         r = json.loads(path.read_text())
+        if "method" not in r:  # a benchmark run (bench-*/), not a training run
+            continue
         runs.setdefault((r["method"], r["data"]), []).append((path.parent.name, r))
     lines = ["| method | data | metric | mean ± std (seeds) | baseline | target | met | published | wall s (max) "
              "| CPU s (max), threads | command |",
