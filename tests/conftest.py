@@ -1,7 +1,8 @@
-"""Test setup: Triton runs in its CPU interpreter when no CUDA device is present.
+"""Test setup and fixtures: Triton runs in its CPU interpreter when no CUDA device is present.
 
 TRITON_INTERPRET must be set before anything imports triton, hence here, at collection.
 SSLFAST_TEST_DEVICE=cuda (make gpu-check) runs the device-parametrized tests on the GPU.
+Shared helpers (inputs, tolerances, backends): tests/helpers.py; the op contract: tests/contract.py.
 """
 
 import os
@@ -20,12 +21,8 @@ import pytest  # noqa: E402
 import sslfast  # noqa: E402
 from sslfast import _dispatch  # noqa: E402
 
-DEVICE = os.environ.get("SSLFAST_TEST_DEVICE", "cpu")
-
-
-def runnable_backends(device_type, op):
-    """Backends that can run ``op`` on this machine for this device type (reference always can)."""
-    return [b for b in ("reference", "native", "triton") if _dispatch.why_not(b, op, device_type) is None]
+# The shared helpers (tests/helpers.py) import sslfast: only after TRITON_INTERPRET is set, above.
+from helpers import DEVICE, runnable_backends  # noqa: E402, F401
 
 
 @pytest.fixture

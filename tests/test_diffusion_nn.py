@@ -11,15 +11,10 @@ from sslfast import diffusion as D
 from sslfast.nn import DiffusionLoss, DiffusionSampler
 from sslfast.reference import diffusion as reference
 
-from conftest import DEVICE, runnable_backends
+from helpers import DEVICE, randn, runnable_backends
 
 BACKENDS = runnable_backends(torch.device(DEVICE).type, "q_sample")
 STEPS = 12
-
-
-def randn(*shape, seed=0, dtype=torch.float64):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(*shape, generator=g, dtype=torch.float64).to(DEVICE, dtype)
 
 
 def toy_model(x, t):

@@ -1,6 +1,8 @@
-"""Masking family: every runnable backend vs the reference given the same noise (exact for the
-gathers), gradients (gradcheck in float64), opcheck, compile, determinism, distributions of the
-mask generators, bounds safety and bad input."""
+"""Masking family, what is particular to it: permutation and mask properties, distributions of the
+drawn masks and of the mask generators (BEiT, VideoMAE, SimMIM, wav2vec2, BERT, GraphMAE), the loss
+reading masked patches only, memory and thread counts, bounds safety, the debug check, the module.
+The contract every op keeps (parity with the float64 reference, gradcheck, opcheck, compile,
+determinism, NaN, bad input): test_contract.py."""
 
 import math
 import re
@@ -12,86 +14,13 @@ import sslfast
 from sslfast.ops import masking as masking_ops
 from sslfast.reference import masking as reference
 
-from conftest import DEVICE, runnable_backends
+from helpers import DEVICE, fast_backends, rand_noise, randn, runnable_backends
 
 BACKENDS = runnable_backends(torch.device(DEVICE).type, "random_masking")
-FAST_BACKENDS = [b for b in BACKENDS if b != "reference"]
-DTYPES = [torch.float64, torch.float32, torch.bfloat16]
-# (N, prefix, L, D): L = 1, 2, odd, and ViT's 196 patches + a cls token (197 tokens).
-MASK_SHAPES = [(2, 0, 1, 3), (3, 0, 2, 5), (2, 1, 7, 4), (2, 1, 196, 6)]
-SMALL_MASK_SHAPES = [(2, 0, 1, 3), (3, 0, 2, 5), (2, 1, 7, 4), (1, 1, 196, 3)]
-# (N, C, H, W, p)
-LOSS_SHAPES = [(1, 1, 2, 2, 2), (2, 3, 8, 12, 4), (3, 3, 32, 16, 8)]
-SMALL_LOSS_SHAPES = [(1, 1, 2, 2, 2), (2, 3, 8, 12, 4)]
-
-
-def mask_shapes(backend):
-    return SMALL_MASK_SHAPES if backend == "triton" and DEVICE == "cpu" else MASK_SHAPES
-
-
-def loss_shapes(backend):
-    return SMALL_LOSS_SHAPES if backend == "triton" and DEVICE == "cpu" else LOSS_SHAPES
-
-
-def randn(*shape, dtype=torch.float64, seed=0, requires_grad=False):
-    g = torch.Generator().manual_seed(seed)
-    t = torch.randn(*shape, generator=g, dtype=torch.float64).to(DEVICE, dtype)
-    return t.requires_grad_(requires_grad)
-
-
-def rand_noise(n, length, seed, ties=True):
-    g = torch.Generator().manual_seed(seed)
-    noise = torch.rand(n, length, generator=g)
-    if ties and length > 3:  # exact ties must break by position, as torch's stable sort
-        noise[:, 1] = noise[:, 3]
-    return noise.to(DEVICE)
-
-
-def assert_equal_or_close(got, want, dtype):
-    if dtype in (torch.float32, torch.float64):
-        assert torch.equal(got, want), (got - want).abs().max()
-    else:  # the Triton interpreter's bf16 conversions may differ from torch's by a few ulps
-        torch.testing.assert_close(got, want, rtol=2e-2, atol=1e-2)
+FAST_BACKENDS = fast_backends("random_masking")
 
 
 # ---------------------------------------------------------------- random_masking / unshuffle
-
-
-@pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("with_pos", [False, True])
-def test_random_masking_and_unshuffle_match_reference(backend, dtype, with_pos):
-    for case, (n, prefix, length, d) in enumerate(mask_shapes(backend)):
-        for ratio in {1: (0.0,), 2: (0.5, 0.0)}.get(length, (0.75, 0.5)):
-            x = randn(n, prefix + length, d, dtype=dtype, seed=case, requires_grad=True)
-            pos = randn(1, prefix + length, d, dtype=dtype, seed=10 + case, requires_grad=True) \
-                if with_pos else None
-            token = randn(1, 1, d, dtype=dtype, seed=20 + case, requires_grad=True)
-            noise = rand_noise(n, length, seed=case)
-            index_dtype = torch.int32 if case % 2 else torch.int64
-            with sslfast.use_backend(backend):
-                vis, mask, ids = sslfast.random_masking(x, ratio, pos_embed=pos, num_prefix_tokens=prefix,
-                                                        noise=noise, index_dtype=index_dtype)
-                full = sslfast.unshuffle(vis, ids, token, pos_embed=pos, num_prefix_tokens=prefix)
-            want_vis, want_mask, want_ids = reference.random_masking(
-                x, ratio, pos_embed=pos, num_prefix_tokens=prefix, noise=noise, index_dtype=index_dtype)
-            want_full = reference.unshuffle(want_vis, want_ids, token, pos_embed=pos, num_prefix_tokens=prefix)
-            keep = reference.len_keep(length, ratio)
-            assert vis.shape == (n, prefix + keep, d) and ids.dtype == index_dtype
-            assert torch.equal(ids, want_ids) and torch.equal(mask, want_mask)
-            assert mask.dtype == dtype
-            assert_equal_or_close(vis, want_vis, dtype)
-            assert_equal_or_close(full, want_full, dtype)
-            # gradients through both ops, vs the reference's autograd
-            g = randn(*full.shape, dtype=dtype, seed=30 + case)
-            leaves = [t for t in (x, pos, token) if t is not None]
-            got = torch.autograd.grad(full, leaves, g)
-            want = torch.autograd.grad(want_full, leaves, g)
-            for a, b in zip(got, want):
-                if dtype == torch.bfloat16:
-                    torch.testing.assert_close(a.double(), b.double(), rtol=2e-2, atol=4e-2 * n)
-                else:
-                    torch.testing.assert_close(a, b)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -127,60 +56,7 @@ def test_random_masking_uniform_over_positions():
     assert (first - 0.1).abs().max() < 0.03, first
 
 
-@pytest.mark.parametrize("backend", FAST_BACKENDS)
-def test_seeded_and_deterministic(backend):
-    n, length, d = 3, 37, 8
-    x = randn(n, length, d, seed=2, requires_grad=True)
-    token = randn(d, seed=3, requires_grad=True)
-    imgs = randn(n, 3, 4, 4 * length, seed=4)
-
-    def run(seed):
-        gen = torch.Generator(device=DEVICE).manual_seed(seed)
-        with sslfast.use_backend(backend):
-            vis, mask, ids = sslfast.random_masking(x, 0.7, generator=gen)
-            full = sslfast.unshuffle(vis, ids, token)
-            loss = sslfast.masked_patch_loss(full[..., :1].expand(n, length, 48) * full.sum(-1, keepdim=True),
-                                             imgs, mask, 4)
-        grads = torch.autograd.grad(loss, (x, token))
-        return (vis, mask, ids, loss) + grads
-
-    first, second, other = run(7), run(7), run(8)
-    assert all(torch.equal(a, b) for a, b in zip(first, second))
-    assert not torch.equal(first[2], other[2])
-
-
 # ---------------------------------------------------------------- masked_patch_loss
-
-
-@pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("loss", ["l2", "l1"])
-@pytest.mark.parametrize("norm_pix", [True, False])
-def test_masked_patch_loss_matches_reference(backend, dtype, loss, norm_pix):
-    for case, (n, c, h, w, p) in enumerate(loss_shapes(backend)):
-        length, features = (h // p) * (w // p), p * p * c
-        pred = randn(n, length, features, dtype=dtype, seed=case, requires_grad=True)
-        imgs = randn(n, c, h, w, dtype=dtype, seed=10 + case) * 3 + 1
-        mask = (rand_noise(n, length, seed=20 + case, ties=False) < 0.6).to(dtype)
-        mask[0, 0] = 1  # at least one masked patch
-        with sslfast.use_backend(backend):
-            got = sslfast.masked_patch_loss(pred, imgs, mask, p, norm_pix=norm_pix, loss=loss)
-        (got_grad,) = torch.autograd.grad(got, pred)
-        assert got.dim() == 0 and got.dtype == (torch.float64 if dtype == torch.float64 else torch.float32)
-
-        def ref(pr, im):
-            return reference.masked_patch_loss(pr, im, mask.to(pr.dtype), p, norm_pix=norm_pix, loss=loss)
-
-        eager = ref(pred, imgs)
-        (eager_grad,) = torch.autograd.grad(eager, pred)
-        truth_pred = pred.detach().double().requires_grad_()
-        truth = ref(truth_pred, imgs.double())
-        (truth_grad,) = torch.autograd.grad(truth, truth_pred)
-        floor = {torch.float64: 1e-12, torch.float32: 1e-5}.get(dtype, 2e-2)
-        for g, e, t in ((got, eager, truth), (got_grad, eager_grad, truth_grad)):
-            err = (g.double() - t).abs().max().item()
-            bound = 2 * (e.double() - t).abs().max().item() + floor * (1 + t.abs().max().item())
-            assert err <= bound, (backend, dtype, case, err, bound)
 
 
 @pytest.mark.parametrize("backend", FAST_BACKENDS)
@@ -232,103 +108,24 @@ def test_native_independent_of_thread_count():
     assert all(torch.equal(a, b) for a, b in zip(*results))
 
 
-# ---------------------------------------------------------------- gradcheck, opcheck, compile
+# ---------------------------------------------------------------- compile
 
 
 @pytest.mark.parametrize("backend", FAST_BACKENDS)
-def test_gradcheck(backend):
-    """float64 gradcheck of every differentiable core op (Triton in fast mode, random projections:
-    the interpreter then needs a handful of calls, not one per input element)."""
-    ops = torch.ops.sslfast if backend == "native" else torch.ops.sslfast_triton
-    fast = backend == "triton" and DEVICE == "cpu"
-    n, prefix, length, d = 2, 1, 5, 3
-    x = randn(n, prefix + length, d, seed=1, requires_grad=True)
-    pos = randn(prefix + length, d, seed=2, requires_grad=True)
-    noise = rand_noise(n, length, seed=3)
-    assert torch.autograd.gradcheck(lambda a, b: ops.random_masking(a, noise, b, 2, prefix, False)[0],
-                                    (x, pos), fast_mode=fast)
-    vis = randn(n, prefix + 2, d, seed=4, requires_grad=True)
-    ids = torch.argsort(noise, dim=1).argsort(dim=1)
-    token = randn(d, seed=5, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda a, t, b: ops.unshuffle(a, ids, t, b, prefix), (vis, token, pos),
-                                    fast_mode=fast)
-    pred = randn(2, 6, 12, seed=6, requires_grad=True)
-    imgs = randn(2, 3, 4, 6, seed=7)
-    mask = torch.tensor([[1, 0, 1, 1, 0, 1], [0, 1, 0, 1, 0, 0]], dtype=torch.float64, device=DEVICE)
-    for norm_pix, l1 in ((True, False), (False, True)):
-        assert torch.autograd.gradcheck(lambda a: ops.masked_patch_loss(a, imgs, mask, 2, norm_pix, l1),
-                                        (pred,), fast_mode=fast)
-
-
-def core_op_cases(ops):
-    n, prefix, length, d = 2, 1, 5, 3
-    x = randn(n, prefix + length, d, dtype=torch.float32, seed=1, requires_grad=True)
-    pos = randn(1, prefix + length, d, dtype=torch.float32, seed=2, requires_grad=True)
-    noise = rand_noise(n, length, seed=3)
-    ids = torch.argsort(noise, dim=1).argsort(dim=1)
-    vis = randn(n, prefix + 2, d, dtype=torch.float32, seed=4, requires_grad=True)
-    token = randn(d, dtype=torch.float32, seed=5, requires_grad=True)
-    full = randn(n, prefix + length, d, dtype=torch.float32, seed=6)
-    pred = randn(2, 6, 48, dtype=torch.float32, seed=7, requires_grad=True)
-    imgs = randn(2, 3, 8, 12, dtype=torch.float32, seed=8)
-    mask = torch.tensor([[1, 0, 1, 1, 0, 1], [0, 1, 0, 1, 0, 0]], dtype=torch.float32, device=DEVICE)
-    return [
-        (ops.random_masking, (x, noise, pos, 2, prefix, False)),
-        (ops.unshuffle, (vis, ids, token, pos, prefix)),
-        (ops.masked_patch_loss, (pred, imgs, mask, 4, True, False)),
-        (ops.random_masking_fwd, (x, noise, pos, 2, prefix, False)),
-        (ops.random_masking_fwd, (x, noise, None, 3, prefix, True)),
-        (ops.random_masking_bwd, (vis.detach(), ids, prefix)),
-        (ops.unshuffle_fwd, (vis, ids, token, pos, prefix)),
-        (ops.unshuffle_bwd, (full, ids, 2, prefix)),
-        (ops.masked_patch_loss_fwd, (pred, imgs, mask, 4, True, False)),
-        (ops.masked_patch_loss_fwd, (pred, imgs, mask, 4, False, True)),
-        (ops.masked_patch_loss_bwd, (torch.tensor(1.5, device=DEVICE), pred.detach(), imgs, mask, 4, True, False)),
-    ]
-
-
-def namespaces():
-    return (["sslfast"] if "native" in BACKENDS else []) + (["sslfast_triton"] if "triton" in BACKENDS else [])
-
-
-@pytest.mark.parametrize("namespace", namespaces())
-def test_opcheck(namespace):
-    for op, args in core_op_cases(getattr(torch.ops, namespace)):
-        torch.library.opcheck(op, args)
-
-
-@pytest.mark.parametrize("backend", FAST_BACKENDS)
-def test_compile_fullgraph(backend):
+def test_compile_draws_the_noise_in_the_graph(backend):
+    """Under torch.compile(fullgraph=True) the noise is drawn inside the graph (default generator):
+    still a permutation, still len_keep kept per row."""
     torch._dynamo.reset()
     n, prefix, length, d = 2, 1, 6, 48
-    x = randn(n, prefix + length, d, dtype=torch.float32, seed=1, requires_grad=True)
-    pos = randn(1, prefix + length, d, dtype=torch.float32, seed=2, requires_grad=True)
-    token = randn(1, 1, d, dtype=torch.float32, seed=3, requires_grad=True)
-    imgs = randn(n, 3, 8, 12, dtype=torch.float32, seed=4)
-    noise = rand_noise(n, length, seed=5)
-
-    def mae_step(x, pos, token):
-        vis, mask, ids = sslfast.random_masking(x, 0.5, pos_embed=pos, num_prefix_tokens=prefix, noise=noise)
-        full = sslfast.unshuffle(vis * 2, ids, token, pos_embed=pos, num_prefix_tokens=prefix)
-        return sslfast.masked_patch_loss(full[:, prefix:], imgs, mask, 4)
-
-    with sslfast.use_backend(backend):
-        expected = mae_step(x, pos, token)
-        expected_grads = torch.autograd.grad(expected, (x, pos, token))
-        got = torch.compile(mae_step, fullgraph=True)(x, pos, token)
-        got_grads = torch.autograd.grad(got, (x, pos, token))
-    torch.testing.assert_close(got, expected)
-    for g, e in zip(got_grads, expected_grads):
-        torch.testing.assert_close(g, e)
-    # the noise drawn inside the compiled graph (default generator)
+    x = randn(n, prefix + length, d, dtype=torch.float32, seed=1)
     with sslfast.use_backend(backend):
         vis, mask, ids = torch.compile(lambda t: sslfast.random_masking(t, 0.5, num_prefix_tokens=prefix),
-                                       fullgraph=True)(x.detach())
+                                       fullgraph=True)(x)
     assert vis.shape == (n, prefix + 3, d) and torch.equal(mask.sum(1), torch.full((n,), 3.0, device=DEVICE))
     assert torch.equal(ids.sort(dim=1).values, torch.arange(length, device=DEVICE).expand(n, length))
 
 
-# ---------------------------------------------------------------- bounds safety, bad input
+# ---------------------------------------------------------------- bounds safety, debug mode, bad input
 
 
 @pytest.mark.parametrize("backend", FAST_BACKENDS)
@@ -354,53 +151,11 @@ def test_debug_mode_checks_the_permutation(monkeypatch):
         sslfast.unshuffle(vis, ids, token)
 
 
-@pytest.mark.parametrize("backend", FAST_BACKENDS)
-def test_nan_propagates(backend):
-    x = randn(2, 5, 3, seed=1)
-    x[:, :, 1] = float("nan")
-    with sslfast.use_backend(backend):
-        vis, _, _ = sslfast.random_masking(x, 0.4, noise=rand_noise(2, 5, seed=2))
-    assert torch.isnan(vis[:, :, 1]).all() and torch.isfinite(vis[:, :, 0]).all()
-
-
-def test_bad_input_names_the_argument():
+def test_mask_generators_bad_input():
+    """The mask generators (compositions of torch ops, not kernel ops) name the bad argument; the
+    kernel ops' bad inputs: test_contract.py."""
     x = randn(2, 5, 4)
-
-    def ids(*shape):
-        return torch.zeros(*shape, dtype=torch.long, device=DEVICE)
-
-    def ones(*shape):
-        return torch.ones(*shape, device=DEVICE)
-
     cases = [
-        (lambda: sslfast.random_masking(x, 1.0), ValueError, "mask_ratio"),
-        (lambda: sslfast.random_masking(x, -0.1), ValueError, "mask_ratio"),
-        (lambda: sslfast.random_masking(x, "0.5"), TypeError, "mask_ratio"),
-        (lambda: sslfast.random_masking(x[:, :1], 0.5), ValueError, "keeps zero"),
-        (lambda: sslfast.random_masking(x[0], 0.5), ValueError, "x must be 3-D"),
-        (lambda: sslfast.random_masking(x.long(), 0.5), TypeError, "x must be a floating"),
-        (lambda: sslfast.random_masking(x, 0.5, num_prefix_tokens=5), ValueError, "num_prefix_tokens"),
-        (lambda: sslfast.random_masking(x, 0.5, pos_embed=randn(1, 4, 4)), ValueError, "pos_embed"),
-        (lambda: sslfast.random_masking(x, 0.5, noise=torch.rand(2, 4, device=DEVICE)), ValueError,
-         "noise must have shape"),
-        (lambda: sslfast.random_masking(x, 0.5, index_dtype=torch.int16), TypeError, "index_dtype"),
-        (lambda: sslfast.random_masking(x, 0.5, generator=1), TypeError, "generator"),
-        (lambda: sslfast.unshuffle(x, torch.zeros(2, 4, device=DEVICE), x[0, 0]), TypeError, "ids_restore"),
-        (lambda: sslfast.unshuffle(x, ids(3, 5), x[0, 0]), ValueError, "ids_restore"),
-        (lambda: sslfast.unshuffle(x, ids(2, 4), x[0, 0]), ValueError, "x_visible"),
-        (lambda: sslfast.unshuffle(x, ids(2, 5), x[0, 0, :3]), ValueError, "mask_token"),
-        (lambda: sslfast.masked_patch_loss(randn(1, 4, 12), randn(1, 3, 4, 5), torch.ones(1, 4, device=DEVICE), 2),
-         ValueError, "not divisible by patch_size"),
-        (lambda: sslfast.masked_patch_loss(randn(1, 4, 11), randn(1, 3, 4, 4), torch.ones(1, 4, device=DEVICE), 2),
-         ValueError, "pred must have shape"),
-        (lambda: sslfast.masked_patch_loss(randn(1, 4, 12), randn(1, 3, 4, 4), torch.ones(1, 3, device=DEVICE), 2),
-         ValueError, "mask must have shape"),
-        (lambda: sslfast.masked_patch_loss(randn(1, 4, 12), randn(1, 3, 4, 4).float(), ones(1, 4), 2),
-         TypeError, "imgs has dtype"),
-        (lambda: sslfast.masked_patch_loss(randn(1, 4, 12), randn(1, 3, 4, 4), torch.ones(1, 4, device=DEVICE), 0),
-         ValueError, "patch_size"),
-        (lambda: sslfast.masked_patch_loss(randn(1, 4, 12), randn(1, 3, 4, 4), ones(1, 4), 2, loss="l3"),
-         ValueError, "loss"),
         (lambda: sslfast.tube_mask(2, 4, 3, 3, 1.5), ValueError, "mask_ratio"),
         (lambda: sslfast.block_mask(2, 4, 4, 17), ValueError, "num_masking_patches"),
         (lambda: sslfast.block_mask(2, 4, 4, 8, min_aspect=0), ValueError, "min_aspect"),

@@ -1,6 +1,8 @@
 """Every method trains a few steps on tiny data: the loss is finite and goes down, and two runs
-from the same seed are bitwise identical. Plus the contracts of the fused pieces the methods
-need (SupCon, multi-tensor EMA, GAT attention dropout, augmentations), as the methods use them."""
+from the same seed are bitwise identical. Plus the fused pieces the methods need (SupCon,
+multi-tensor EMA, GAT attention dropout, augmentations) as the methods use them, against their
+definitions; the contract of those ops (parity, gradients, opcheck, compile, determinism, bad
+input): test_contract.py."""
 
 import copy
 
@@ -217,15 +219,6 @@ def test_supcon_matches_the_definition():
     torch.testing.assert_close(supcon(z, y, 0.2), total / 9)
 
 
-def test_supcon_bad_input():
-    with pytest.raises(ValueError, match="labels"):
-        supcon(torch.randn(4, 3), torch.zeros(3, dtype=torch.int64))
-    with pytest.raises(ValueError, match="temperature"):
-        supcon(torch.randn(4, 3), torch.zeros(4, dtype=torch.int64), 0.0)
-    with pytest.raises(TypeError, match="labels"):
-        supcon(torch.randn(4, 3), torch.zeros(4))
-
-
 def test_ema_updates_in_place_without_grad():
     g = torch.Generator().manual_seed(0)
     targets = [torch.randn(3, 4, generator=g), torch.randn(5, generator=g)]
@@ -236,10 +229,6 @@ def test_ema_updates_in_place_without_grad():
     for t, e, p in zip(targets, expected, ptrs):
         torch.testing.assert_close(t, e)
         assert t.data_ptr() == p and t.grad_fn is None
-    with pytest.raises(ValueError, match="momentum"):
-        ema_(targets, sources, 1.5)
-    with pytest.raises(ValueError, match="length"):
-        ema_(targets, sources[:1], 0.5)
 
 
 def test_gat_dropout_contract():
@@ -252,9 +241,7 @@ def test_gat_dropout_contract():
     graph = sslfast.Graph.from_edge_index(edge_index, 60)
     torch.testing.assert_close(gat_aggregate(graph, h, a_src, a_dst, dropout=0.0),
                                sslfast.gat_aggregate(graph, h, a_src, a_dst))
-    a = gat_aggregate(graph, h, a_src, a_dst, dropout=0.5, seed=7)
-    torch.testing.assert_close(a, gat_aggregate(graph, h, a_src, a_dst, dropout=0.5, seed=7))
-    assert not torch.equal(a, gat_aggregate(graph, h, a_src, a_dst, dropout=0.5, seed=8))
+    # (the same seed, the same mask; the reference's mask; bad dropout values: test_contract.py)
     # inverted dropout keeps the expectation: the mean over many masks approaches the no-dropout output
     mean = sum(gat_aggregate(graph, h, a_src, a_dst, dropout=0.5, seed=s) for s in range(400)) / 400
     full = sslfast.gat_aggregate(graph, h, a_src, a_dst)
@@ -266,8 +253,6 @@ def test_gat_dropout_contract():
     torch.testing.assert_close(conv(x, edge_index), plain(x, edge_index))
     conv.train()
     assert not torch.allclose(conv(x, edge_index), plain(x, edge_index))
-    with pytest.raises(ValueError, match="dropout"):
-        gat_aggregate(graph, h, a_src, a_dst, dropout=1.5)
 
 
 def test_augmentations():

@@ -6,6 +6,7 @@ host copies ...). Each body runs once before the check: first calls may autotune
 has nothing to sync with."""
 
 import contextlib
+import functools
 
 import pytest
 import torch
@@ -14,7 +15,8 @@ import sslfast
 from sslfast import diffusion as D
 from sslfast.graph import Graph
 
-from conftest import DEVICE
+import helpers
+from helpers import DEVICE
 
 pytestmark = pytest.mark.skipif(DEVICE != "cuda", reason="host syncs only exist on CUDA (SSLFAST_TEST_DEVICE=cuda)")
 
@@ -32,9 +34,7 @@ def no_host_sync():
     torch.cuda.synchronize()
 
 
-def randn(*shape, seed=0, requires_grad=False):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(*shape, generator=g).to(DEVICE).requires_grad_(requires_grad)
+randn = functools.partial(helpers.randn, dtype=torch.float32)
 
 
 def check_sync_free(body):

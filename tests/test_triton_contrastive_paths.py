@@ -9,23 +9,15 @@ import torch.nn.functional as F
 import sslfast
 from sslfast.reference import contrastive as reference
 
-from conftest import DEVICE
+from helpers import DEVICE, loss_and_grads, randn
 
 pytestmark = pytest.mark.skipif(not sslfast.triton.AVAILABLE or not sslfast._dispatch.triton_can_run(
     torch.device(DEVICE).type), reason="Triton cannot run here")
 
 
-def randn(*shape, dtype=torch.float64, seed=0, scale=1.0):
-    g = torch.Generator().manual_seed(seed)
-    return (torch.randn(*shape, generator=g, dtype=torch.float64) * scale).to(DEVICE, dtype)
-
-
 def grads_of(fn, inputs, backend):
-    leaves = [x.detach().clone().requires_grad_(x.requires_grad) for x in inputs]
-    with sslfast.use_backend(backend):
-        loss = fn(*leaves)
-    loss.backward()
-    return [loss.detach()] + [x.grad for x in leaves if x.requires_grad]
+    loss, grads = loss_and_grads(fn, *inputs, backend=backend)
+    return [loss] + grads
 
 
 def assert_matches_reference(fn, ref_fn, inputs, dtype):
