@@ -955,10 +955,6 @@ GNN_DTYPES = (F64, F32, BF16, F16)
 # input's precision in CSR order, no better than eager (which sums in edge_index order), only different.
 # The kernels accumulate in float32 and run in every dtype.
 GNN_REFERENCE_DTYPES = (F64,)
-# max / min in float64 and float32 only: half-precision inputs tie, and on a tie the reference's
-# gradient (scatter_reduce's) is split between the tied edges while the kernels give it to the first
-# one, the documented rule (an op bug of the reference: test_gnn.py's xfail ties test).
-NO_TIES = (F64, F32)
 SPMM = Row(
     "spmm", "spmm", _make_spmm,
     call=lambda i: sslfast.spmm(i["graph"], i["x"], i["reduce"], i["edge_weight"]),
@@ -968,7 +964,7 @@ SPMM = Row(
     + (("random129", 65), ("hub", 33)),
     dtypes=GNN_DTYPES, reference_dtypes=GNN_REFERENCE_DTYPES,
     modes={**{f"{reduce}{'-weighted' if weighted else ''}":
-              dict(reduce=reduce, weighted=weighted, **({"dtypes": NO_TIES} if reduce in ("max", "min") else {}))
+              dict(reduce=reduce, weighted=weighted)
               for reduce in ("sum", "mean", "max", "min") for weighted in (False, True)},
            "sum-weight-grad-only": dict(reduce="sum", weighted=True, grads=("edge_weight",))},
     grads=("x", "edge_weight"), tiny=("special", 3),

@@ -171,14 +171,7 @@ def test_spmm_max_min_nan_ties_and_infinities(backend, dtype, features):
             torch.testing.assert_close(xl.grad.cpu().double(), want_grad, equal_nan=True, rtol=0, atol=0)
 
 
-REFERENCE_SPLITS_TIES = pytest.mark.xfail(strict=True, reason=(
-    "op bug: sslfast.reference.gnn.spmm (the reference backend) takes max / min with scatter_reduce, whose "
-    "backward splits a tie's gradient evenly between the tied edges; the documented rule (sslfast.spmm) and "
-    "the kernels give it all to the first edge"))
-
-
-@pytest.mark.parametrize("backend", [pytest.param(b, marks=REFERENCE_SPLITS_TIES) if b == "reference" else b
-                                     for b in BACKENDS])
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("reduce", ["max", "min"])
 def test_spmm_tie_gradient_goes_to_the_first_edge(backend, reduce):
     """Nodes 1 and 2 send the same value to node 0: the first edge (CSR order) gets the gradient, on
@@ -533,6 +526,18 @@ def test_negative_sampling_avoids_edges():
     assert (neg >= 0).all() and (neg < n).all()
     with pytest.raises(ValueError, match="num_neg"):
         sslfast.negative_sampling(edge_index, n, -1)
+
+
+def test_negative_sampling_sees_an_edge_index_changed_in_place():
+    """The sorted edge keys are cached per edge_index tensor: an in-place change must not reuse them.
+    Five nodes, four edges: the 16 other non-loop pairs are all drawn, so a stale key would show."""
+    edge_index = torch.tensor([[0, 1, 2, 3], [1, 2, 3, 0]], device=DEVICE)
+    gen = torch.Generator(device=DEVICE)
+    first = sslfast.negative_sampling(edge_index, 5, 16, generator=gen.manual_seed(0))
+    assert torch.equal(first, sslfast.negative_sampling(edge_index, 5, 16, generator=gen.manual_seed(0)))
+    edge_index[1, 0] = 4  # 0 -> 1 becomes 0 -> 4
+    pairs = set(map(tuple, sslfast.negative_sampling(edge_index, 5, 16).t().tolist()))
+    assert (0, 4) not in pairs and (0, 1) in pairs and len(pairs) == 16
 
 
 def test_edge_loss_bad_input():

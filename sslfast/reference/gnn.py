@@ -41,8 +41,18 @@ def spmm(graph, x, reduce="sum", edge_weight=None):
     if reduce not in REDUCES:
         raise ValueError(f"reduce must be one of {REDUCES}, got {reduce!r}")
     index = dst.unsqueeze(1).expand_as(message)
-    return torch.zeros_like(x).scatter_reduce(0, index, message, reduce="amax" if reduce == "max" else "amin",
+    best = torch.zeros_like(x).scatter_reduce(0, index, message, reduce="amax" if reduce == "max" else "amin",
                                               include_self=False)
+    # The value and its gradient come from one edge per (row, feature): the first (CSR order) that
+    # attains it, as the kernels do; scatter_reduce's backward would split a tie evenly.
+    with torch.no_grad():
+        edge = torch.arange(message.shape[0], device=x.device).unsqueeze(1).expand_as(message)
+        candidate = torch.where(message == best[dst], edge, message.shape[0])
+        first = torch.full(x.shape, message.shape[0], dtype=edge.dtype, device=x.device)
+        first = first.scatter_reduce(0, index, candidate, reduce="amin")
+        chosen = edge == first[dst]
+    picked = torch.zeros_like(x).index_add_(0, dst, torch.where(chosen, message, torch.zeros_like(message)))
+    return torch.where(torch.isnan(best), best, picked)  # NaN in gives NaN out
 
 
 def gcn_aggregate(graph, x, add_self_loops=True, normalize=True, edge_weight=None):
