@@ -131,8 +131,8 @@ RECIPES: dict[str, Recipe] = {
                                                                           replace_rate=0.1, alpha=1.0,
                                                                           in_drop=0.2, attn_drop=0.1))},
                        note="GraphMAE configs.yml (cosine lr schedule) except the epochs: 300 on Cora too "
-                            "(the paper's CiteSeer count; Cora's 1500 are 5x a run that already misses the "
-                            "2-minute budget on 2 CPU cores)"),
+                            "(the paper's CiteSeer count; Cora's 1500 are 5x a run of about 110 s on one CPU "
+                            "thread, against the 2-minute budget)"),
 }
 METHODS = tuple(RECIPES)
 
