@@ -15,6 +15,11 @@ TRITON_PIN  := triton==3.9.0
 TOOLS_PINS  := numpy==2.4.6 pytest==9.2.0 pytest-benchmark==5.3.1 tqdm==4.70.1 matplotlib==3.11.2 \
                ninja==1.13.2 setuptools==84.2.1 wheel scipy==1.17.1 scikit-learn==1.9.1 mlxtend==0.25.0
 LINT_PINS   := ruff==0.17.5 clang-format==23.1.3
+# The libraries sslfast drops into (parity tests). open_clip and lightly go in without their
+# dependencies: both pull torchvision, whose PyPI build does not import beside the CPU torch file;
+# the tests load only their loss modules, which need torch alone.
+COMPAT_PINS := torch_geometric==2.8.1 diffusers==0.42.1 pytorch-metric-learning==2.9.0
+COMPAT_NODEPS_PINS := open_clip_torch==3.3.0 lightly==1.6.0
 
 INSTALLED := $(VENV)/.installed
 DEPS      := $(VENV)/.deps
@@ -40,6 +45,10 @@ $(DEPS): $(PY) Makefile
 	@$(PY) -c "import triton" 2>/dev/null || $(PIP) install -q $(TRITON_PIN) || echo "triton unavailable: Triton backend disabled"
 	@$(PY) -c "import numpy, pytest, pytest_benchmark, tqdm, matplotlib, ninja, setuptools, wheel, scipy, sklearn, mlxtend" 2>/dev/null \
 		|| $(PIP) install -q $(TOOLS_PINS)
+	@$(PY) -c "import torch_geometric, diffusers, pytorch_metric_learning" 2>/dev/null || $(PIP) install -q $(COMPAT_PINS) \
+		|| echo "compat libraries unavailable: their parity tests skip"
+	@$(PY) -c "import importlib.util as u; assert u.find_spec('open_clip') and u.find_spec('lightly')" 2>/dev/null \
+		|| $(PIP) install -q --no-deps $(COMPAT_NODEPS_PINS) || echo "open_clip / lightly unavailable: their parity tests skip"
 	@[ -x $(VENV)/bin/ruff ] && [ -x $(VENV)/bin/clang-format ] || $(PIP) install -q $(LINT_PINS) \
 		|| echo "ruff / clang-format unavailable: make lint cannot run here"
 	@$(PY) -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)"

@@ -239,3 +239,25 @@ def test_racecheck_triage_keeps_only_real_races():
     assert triage.triage(same_pc + passed)[2] == ["no RACECHECK SUMMARY line: the run did not finish"]
     failed = passed.replace("4 passed", "1 failed, 3 passed")
     assert triage.triage(same_pc + failed + summary)[2] == ["pytest did not pass under racecheck"]
+
+
+def test_replot_draws_one_row_per_family_at_a_readable_width(tmp_path):
+    pytest.importorskip("matplotlib")
+    from PIL import Image
+
+    def record(family, op, speedup):
+        impl = {"peak_mib": 1.0}
+        return {"family": family, "op": op, "case": "N=8", "mode": "fwd", "device": "cpu", "dtype": "float32",
+                "speedup_vs_eager": speedup, "speedup_vs_compile": None,
+                "impls": {"sslfast": impl, "eager": impl, "compile": {"error": "skipped"}}}
+
+    records = [record("contrastive", f"op{i}", 2.0) for i in range(40)] + [record("gnn", "spmm", 0.5)]
+    src = tmp_path / "results.json"
+    src.write_text(json.dumps({"environment": {}, "records": records}))
+    assert harness.main(["--replot", str(src)]) == 0
+    with Image.open(tmp_path / "results.png") as png:
+        width, height = png.size
+    # 41 cases: the old single row of vertical bars was 47 inches wide; panels stack instead.
+    assert width == 1500 and height > width
+    with pytest.raises(SystemExit):
+        harness.main(["--replot", str(tmp_path / "missing.json")])

@@ -111,10 +111,13 @@ def test_contrastive_losses_have_no_host_sync():
     queue = randn(70, 16, seed=10)
     scale = torch.tensor(10.0, device=DEVICE, requires_grad=True)
     bias = torch.tensor(-5.0, device=DEVICE, requires_grad=True)
+    labels = torch.randint(0, 5, (66,), generator=torch.Generator().manual_seed(16)).to(DEVICE)
 
     def step():
         loss = (sslfast.nt_xent(z1, z2) + sslfast.info_nce(z1, z2, queue=queue)
                 + sslfast.clip_loss(z1, z2, scale) + sslfast.siglip_loss(z1, z2, scale, bias))
+        for pairwise in (False, True):
+            loss = loss + sslfast.supcon(torch.cat([z1, z2]), labels, pairwise=pairwise)
         loss.backward()
 
     check_sync_free(step)

@@ -766,7 +766,10 @@ def _errors(records) -> list:
 
 
 def write_plot(records, path) -> str | None:
-    """Bar charts: speedups (log scale) and peak memory per case. Returns a note if skipped."""
+    """One row of panels per family: speedup of sslfast against eager and against torch.compile
+    (log scale, horizontal bars labelled with the ratio) and peak extra memory of the three
+    implementations. Horizontal bars keep every case label readable however many cases a family
+    has (one long row of vertical bars grew to thousands of pixels). Returns a note if skipped."""
     try:
         import matplotlib
 
@@ -776,42 +779,60 @@ def write_plot(records, path) -> str | None:
         return f"matplotlib unavailable ({_error_text(error)}): no plot written"
     if not records:
         return "no records: no plot written"
+    families = {}
+    for r in records:
+        families.setdefault(r.get("family") or "other", []).append(r)
+    heights = [max(1.6, 0.36 * len(rs) + 0.9) for rs in families.values()]
+    fig, axes = plt.subplots(len(families), 2, figsize=(15, sum(heights) + 0.8), squeeze=False,
+                             gridspec_kw={"height_ratios": heights, "width_ratios": (1.25, 1)},
+                             constrained_layout=True)
     nan = float("nan")
-    labels = [f"{r['op']}\n{r['case'].replace(' ', chr(10))}\n{r['mode']}" for r in records]
-    xs = list(range(len(records)))
-    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(max(8.0, 1.1 * len(records) + 2), 9),
-                                   constrained_layout=True)
-    w = 0.38
-    for off, key, name in ((-w / 2, "speedup_vs_eager", "vs eager"),
-                           (w / 2, "speedup_vs_compile", "vs torch.compile")):
-        ys = [r[key] if r[key] else nan for r in records]
-        # Bars grow from 1x (up: sslfast faster, down: slower), labelled with the ratio.
-        bars = ax1.bar([x + off for x in xs], [y - 1.0 for y in ys], bottom=1.0, width=w,
-                       label=name)
-        for bar, y in zip(bars, ys):
-            if y == y:  # not nan
-                ax1.annotate(f"{y:.2g}", (bar.get_x() + bar.get_width() / 2, y), fontsize=6,
-                             ha="center", va="bottom" if y >= 1 else "top")
-    ax1.axhline(1.0, color="black", linewidth=0.8)
-    ax1.set_yscale("log")
-    ax1.set_ylabel("speedup of sslfast (x, log)")
-    ax1.set_xticks(xs)
-    ax1.set_xticklabels(labels, fontsize=7)
-    ax1.legend()
-    ax1.set_title(f"sslfast speedup ({records[0]['device']}, {records[0]['dtype']})")
-    w = 0.27
-    for i, name in enumerate(IMPLS):
-        ys = [r["impls"][name].get("peak_mib") or nan for r in records]
-        ax2.bar([x + (i - 1) * w for x in xs], ys, width=w, label=name)
-    ax2.set_yscale("log")
-    ax2.set_ylim(bottom=0.01)  # fused kernels may allocate only a few bytes
-    ax2.set_ylabel("peak extra memory (MiB, log)")
-    ax2.set_xticks(xs)
-    ax2.set_xticklabels(labels, fontsize=7)
-    ax2.legend()
-    fig.savefig(path, dpi=110)
+    for (family, rs), (ax_speed, ax_mem) in zip(families.items(), axes):
+        ys = list(range(len(rs)))[::-1]  # first case on top
+        labels = [f"{r['op']} {r['case']} [{r['mode']}]" for r in rs]
+        h = 0.38
+        for off, key, name, color in ((h / 2, "speedup_vs_eager", "vs eager", "tab:blue"),
+                                      (-h / 2, "speedup_vs_compile", "vs torch.compile", "tab:orange")):
+            vals = [r.get(key) or nan for r in rs]
+            # Bars grow from 1x: right = sslfast faster, left = slower.
+            ax_speed.barh([y + off for y in ys], [v - 1.0 for v in vals], left=1.0, height=h,
+                          color=color, label=name)
+            for y, v in zip(ys, vals):
+                if v == v:  # not nan
+                    ax_speed.annotate(f"{v:.2g}x", (v, y + off), fontsize=7, va="center",
+                                      ha="left" if v >= 1 else "right",
+                                      xytext=(2 if v >= 1 else -2, 0), textcoords="offset points")
+        ax_speed.axvline(1.0, color="black", linewidth=0.8)
+        ax_speed.set_xscale("log")
+        ax_speed.set_yticks(ys)
+        ax_speed.set_yticklabels(labels, fontsize=7)
+        ax_speed.set_title(f"{family}: speedup of sslfast ({rs[0]['device']}, {rs[0]['dtype']})", fontsize=9)
+        ax_speed.legend(fontsize=7, loc="best")
+        ax_speed.margins(x=0.15)
+        h = 0.27
+        for i, name in enumerate(IMPLS):
+            vals = [r["impls"].get(name, {}).get("peak_mib") or nan for r in rs]
+            ax_mem.barh([y + (1 - i) * h for y in ys], vals, height=h, label=name)
+        ax_mem.set_xscale("log")
+        ax_mem.set_xlim(left=0.01)  # fused kernels may allocate only a few bytes
+        ax_mem.set_yticks(ys)
+        ax_mem.set_yticklabels([])
+        ax_mem.set_title(f"{family}: peak extra memory (MiB, log)", fontsize=9)
+        ax_mem.legend(fontsize=7, loc="best")
+    fig.savefig(path, dpi=100)
     plt.close(fig)
     return None
+
+
+def replot(results_json: str, out: str | None = None) -> str:
+    """Redraw results.png from a recorded results.json (e.g. a committed GPU run)."""
+    with open(results_json) as f:
+        records = json.load(f)["records"]
+    path = out or os.path.join(os.path.dirname(results_json) or ".", "results.png")
+    note = write_plot(records, path)
+    if note:
+        raise RuntimeError(note)
+    return path
 
 
 def _json_clean(obj):
@@ -920,6 +941,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-ceilings", action="store_true",
                    help="skip measuring the device's copy bandwidth and matmul throughput")
     p.add_argument("--list", action="store_true", help="list the families and cases, then exit")
+    p.add_argument("--replot", default=None, metavar="RESULTS_JSON",
+                   help="only redraw results.png beside a recorded results.json, then exit")
     # Hidden: size set override for the harness's own tests (also SSLFAST_BENCH_SIZES).
     p.add_argument("--sizes", choices=SIZE_SETS, default=None, help=argparse.SUPPRESS)
     return p
@@ -969,6 +992,11 @@ def select_cases(args, parser, device, dtype) -> list:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.replot:
+        if not os.path.isfile(args.replot):
+            parser.error(f"--replot: no such file {args.replot!r}")
+        print(f"[sslfast.bench] wrote {replot(args.replot)}", file=sys.stderr)
+        return 0
     if args.repeats is not None and args.repeats < 1:
         parser.error("--repeats must be >= 1")
     device = _resolve_device(args.device, parser)
