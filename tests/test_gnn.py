@@ -397,14 +397,20 @@ def test_modules_match_pyg_formulas(backend):
     torch.testing.assert_close(gcn(x, edge_index), expected)
     torch.testing.assert_close(gcn(x, Graph.from_edge_index(edge_index, n)), expected)
 
-    improved = sslfast.nn.GCNConv(6, 5, improved=True).double().to(DEVICE)  # loops of weight 2 where none exist
+    # improved: loops of weight 2 where none exist, with edge weights only; without them PyG 2.8's
+    # add_remaining_self_loops ignores the fill value (unit loops), and so does the drop-in
+    improved = sslfast.nn.GCNConv(6, 5, improved=True).double().to(DEVICE)
     diag = torch.full((n,), 2.0, dtype=torch.float64, device=DEVICE)
     diag[edge_index[0][edge_index[0] == edge_index[1]]] = 1.0
     a_hat = a.clone()
     a_hat.diagonal().copy_(diag)
     dinv = a_hat.sum(1).pow(-0.5)
     expected = (dinv[:, None] * a_hat * dinv[None, :]) @ (x @ improved.lin.weight.t())
-    torch.testing.assert_close(improved(x, edge_index), expected)
+    ones = torch.ones(edge_index.shape[1], dtype=torch.float64, device=DEVICE)
+    torch.testing.assert_close(improved(x, edge_index, ones), expected)
+    plain = sslfast.nn.GCNConv(6, 5).double().to(DEVICE)
+    plain.load_state_dict(improved.state_dict())
+    torch.testing.assert_close(improved(x, edge_index), plain(x, edge_index))
 
     sage = sslfast.nn.SAGEConv(6, 4).double().to(DEVICE)
     mean = (a @ x) / deg.clamp(min=1)[:, None]
