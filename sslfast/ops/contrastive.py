@@ -18,12 +18,18 @@ from . import _validate as check
 __all__ = ["nt_xent", "info_nce", "clip_loss", "siglip_loss", "supcon"]
 
 
-def nt_xent(z1, z2, temperature=0.5, *, normalize=True, exclude_positive=False):
+def nt_xent(z1, z2, temperature=0.5, *, normalize=True, exclude_positive=False, process_group=None):
     """SimCLR NT-Xent over the 2N views ``cat(z1, z2)``; a float32 (float64 for float64) scalar.
 
     Row i's positive is row (i + N) mod 2N; its denominator is every other row, positive
     included, unless ``exclude_positive=True`` (DCL). Mean over the 2N rows.
+    ``process_group``: the batch is the concatenation of every rank's (``sslfast.distributed``;
+    returns this rank's share, docs/distributed.md).
     """
+    if process_group is not None:
+        from .. import distributed
+        return distributed.nt_xent(z1, z2, temperature, normalize=normalize, exclude_positive=exclude_positive,
+                                   process_group=process_group)
     check.embeddings("z1", z1)
     check.embeddings("z2", z2)
     check.same_device_and_dtype("z2", z2, "z1", z1)
@@ -36,9 +42,16 @@ def nt_xent(z1, z2, temperature=0.5, *, normalize=True, exclude_positive=False):
     return ops.nt_xent(z1, z2, temperature, bool(normalize), bool(exclude_positive))
 
 
-def info_nce(query, key, temperature=0.07, queue=None, *, normalize=True, in_batch_negatives=True):
+def info_nce(query, key, temperature=0.07, queue=None, *, normalize=True, in_batch_negatives=True,
+             process_group=None):
     """InfoNCE: the positive of query i is key i; negatives are the other keys (when
-    ``in_batch_negatives``) and every row of ``queue`` (MoCo; it gets no gradient)."""
+    ``in_batch_negatives``) and every row of ``queue`` (MoCo; it gets no gradient).
+    ``process_group``: in-batch negatives are every rank's keys; ``queue`` is shared (the same
+    rows on every rank); see docs/distributed.md."""
+    if process_group is not None:
+        from .. import distributed
+        return distributed.info_nce(query, key, temperature, queue, normalize=normalize,
+                                    in_batch_negatives=in_batch_negatives, process_group=process_group)
     check.embeddings("query", query)
     check.embeddings("key", key)
     check.same_device_and_dtype("key", key, "query", query)
@@ -68,10 +81,14 @@ def _check_pair(image, text, logit_scale, logit_bias, bias_required):
         check.scalar_tensor("logit_bias", logit_bias, "image", image)
 
 
-def clip_loss(image, text, logit_scale, logit_bias=None):
+def clip_loss(image, text, logit_scale, logit_bias=None, *, process_group=None):
     """open_clip ``ClipLoss``: (CE(image -> text) + CE(text -> image)) / 2 over
     logits = logit_scale * image @ text.T (+ logit_bias). ``logit_scale`` is already
-    exponentiated and gets a gradient; no normalization inside."""
+    exponentiated and gets a gradient; no normalization inside. ``process_group``: over every
+    rank's pairs (docs/distributed.md)."""
+    if process_group is not None:
+        from .. import distributed
+        return distributed.clip_loss(image, text, logit_scale, logit_bias, process_group=process_group)
     _check_pair(image, text, logit_scale, logit_bias, bias_required=False)
     ops = _dispatch.ops_for("clip_loss", image)
     if ops is None:
@@ -79,9 +96,16 @@ def clip_loss(image, text, logit_scale, logit_bias=None):
     return ops.clip_loss(image, text, logit_scale, logit_bias)
 
 
-def siglip_loss(image, text, logit_scale, logit_bias):
+def siglip_loss(image, text, logit_scale, logit_bias, *, process_group=None, ring=False):
     """open_clip ``SigLipLoss``: -sum(logsigmoid(z * (s * x_i . y_j + b))) / N with
-    z = +1 on the diagonal, -1 elsewhere."""
+    z = +1 on the diagonal, -1 elsewhere. ``process_group``: over every rank's pairs; ``ring``:
+    text chunks travel rank to rank instead of being all-gathered (docs/distributed.md)."""
+    if process_group is not None:
+        from .. import distributed
+        return distributed.siglip_loss(image, text, logit_scale, logit_bias, process_group=process_group,
+                                       ring=ring)
+    if ring:
+        raise ValueError("ring=True needs a process_group")
     _check_pair(image, text, logit_scale, logit_bias, bias_required=True)
     ops = _dispatch.ops_for("siglip_loss", image)
     if ops is None:
@@ -89,7 +113,7 @@ def siglip_loss(image, text, logit_scale, logit_bias):
     return ops.siglip_loss(image, text, logit_scale, logit_bias)
 
 
-def supcon(features, labels, temperature=0.1, *, normalize=True, pairwise=False):
+def supcon(features, labels, temperature=0.1, *, normalize=True, pairwise=False, process_group=None):
     """Supervised contrastive loss over the rows of ``features`` [N, D] (views stacked as rows):
     row i's positives are the other rows with label ``labels[i]``, its negatives the rows with
     other labels. A float32 (float64 for float64) scalar; no N x N matrix is built.
@@ -99,8 +123,13 @@ def supcon(features, labels, temperature=0.1, *, normalize=True, pairwise=False)
     positives contributes 0). ``pairwise=True``: pytorch-metric-learning's ``NTXentLoss`` with
     labels: one term per positive pair (i, p), -log(e^s_ip / (e^s_ip + sum of e^s_in over i's
     negatives n)), averaged over the pairs. With labels ``cat(arange(N), arange(N))`` both equal
-    ``nt_xent(features[:N], features[N:], temperature)``.
+    ``nt_xent(features[:N], features[N:], temperature)``. ``process_group``: the rows (and
+    labels) are the concatenation of every rank's (docs/distributed.md).
     """
+    if process_group is not None:
+        from .. import distributed
+        return distributed.supcon(features, labels, temperature, normalize=normalize, pairwise=pairwise,
+                                  process_group=process_group)
     check.embeddings("features", features)
     check.labels("labels", labels, features.shape[0], "features", features)
     temperature = check.positive_float("temperature", temperature)
