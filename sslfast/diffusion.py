@@ -9,6 +9,8 @@
 from .ops.diffusion import (NoiseSchedule, ddim_step, ddpm_step, diffusion_loss, dpmpp_2m_step,
                             euler_scale_model_input, euler_step, q_sample)
 from .reference.diffusion import philox_normal_like
+from .schedulers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler
 
 __all__ = ["NoiseSchedule", "q_sample", "diffusion_loss", "ddim_step", "ddpm_step", "euler_step",
-           "euler_scale_model_input", "dpmpp_2m_step", "philox_normal_like"]
+           "euler_scale_model_input", "dpmpp_2m_step", "philox_normal_like",
+           "DDPMScheduler", "DDIMScheduler", "EulerDiscreteScheduler", "DPMSolverMultistepScheduler"]
