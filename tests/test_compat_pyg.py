@@ -22,7 +22,8 @@ from helpers import DEVICE  # noqa: E402
 TOL = 1e-5  # float32, both libraries summing in their own order
 HAS_CORA = any((p / "ind.cora.graph").exists() for p in D.planetoid_candidates())
 
-# Largest error seen per test (outputs, gradients), for the report: see docs/compat-pyg.md.
+# Largest error seen per test (outputs, gradients; absolute, or relative to the largest value where
+# that exceeds 1), for docs/compat-pyg.md.
 MAX_ERRORS: dict[str, tuple[float, float]] = {}
 
 
@@ -46,7 +47,11 @@ def randn(*shape, seed, scale=1.0):
 
 
 def _max_err(a, b):
-    return float((a.detach().double() - b.detach().double()).abs().max()) if a.numel() else 0.0
+    """Largest absolute difference, relative to the largest |b| where that exceeds 1."""
+    if not a.numel():
+        return 0.0
+    a, b = a.detach().double(), b.detach().double()
+    return float((a - b).abs().max() / b.abs().max().clamp(min=1.0))
 
 
 def _close(name, got, want, tol=TOL):
@@ -132,8 +137,8 @@ def _summary(z, *args, **kwargs):
 
 @pytest.mark.parametrize("graph", graphs())
 def test_dgi_example(graph):
-    """DeepGraphInfomax(Encoder(GCNConv(cached=True) + PReLU)): two Adam steps, outputs, loss and
-    every gradient equal (the second step runs on the cached graph)."""
+    """DeepGraphInfomax(Encoder(GCNConv(cached=True) + PReLU)): two Adam steps, each from the same
+    weights; outputs, loss and every gradient equal (the second step runs on the cached graph)."""
     x, _, edge_index, _ = example_data(graph)
     hidden = 512 if graph == "cora" else 32
 
@@ -158,6 +163,9 @@ def test_dgi_example(graph):
         grad_err = max(grad_err, compare_grads(pyg_model, fast_model))
         for opt in opts:
             opt.step()
+        # the next step starts from PyG's weights: Adam's first steps are about lr * sign(grad),
+        # which would turn a 1e-9 difference in a near-zero gradient into one of lr
+        fast_model.load_state_dict(pyg_model.state_dict())
     _record(f"DGI {graph}", out_err, grad_err)
 
 
@@ -191,7 +199,8 @@ class VariationalGCNEncoder(torch.nn.Module):
 @pytest.mark.parametrize("graph", graphs())
 def test_gae_example(graph, variational):
     """GAE(GCNEncoder) / VGAE(VariationalGCNEncoder) of the autoencoder example: encode,
-    recon_loss (+ KL), two Adam steps; z, the loss and every gradient equal."""
+    recon_loss (+ KL), two Adam steps, each from the same weights; z, the loss and every gradient
+    equal."""
     _, x, edge_index, n = example_data(graph)
     wrapper, encoder = (pyg_nn.VGAE, VariationalGCNEncoder) if variational else (pyg_nn.GAE, GCNEncoder)
     pyg_model, fast_model = twins(lambda: wrapper(encoder(pyg_nn.GCNConv, x.shape[1], 16)),
@@ -216,6 +225,9 @@ def test_gae_example(graph, variational):
         grad_err = max(grad_err, compare_grads(pyg_model, fast_model))
         for opt in opts:
             opt.step()
+        # the next step starts from PyG's weights: Adam's first steps are about lr * sign(grad),
+        # which would turn a 1e-9 difference in a near-zero gradient into one of lr
+        fast_model.load_state_dict(pyg_model.state_dict())
     _record(f"{'VGAE' if variational else 'GAE'} {graph}", out_err, grad_err)
 
 
