@@ -8,6 +8,13 @@ per element, fp32 = 4 bytes): q_sample + loss forward reads x0, writes x_t and t
 prediction + target (5 x 4); backward reads prediction + target and writes the gradient (+3 x 4).
 DDIM / Euler step: read sample + model output, write prev_sample (3 x 4); DDPM with in-kernel
 noise the same; DPM-Solver++ 2M also reads the previous x0 and writes this x0 (5 x 4).
+
+Scheduler rows (``scheduler_*``): ``sslfast.diffusion.<X>Scheduler.step`` against diffusers' own
+``<X>Scheduler.step`` (the ``eager`` column; ``compile`` is torch.compile of it) from the same
+config and inputs, one step and a whole N-step loop with a trivial model (0.5 x). One torch
+thread, thread CPU clock. Both DDPM sides draw the variance noise with torch.randn (diffusers'
+way; the sslfast scheduler hands it to the fused step): 4 B/elt more to write and read.
+Skipped when diffusers is not installed.
 """
 
 from __future__ import annotations
@@ -18,6 +25,11 @@ from sslfast import diffusion as D
 from sslfast.reference import diffusion as reference
 
 from .harness import Case, Context, Inputs, backend_of, register_family
+
+try:
+    import diffusers
+except ImportError:  # the scheduler rows compare with diffusers: without it they are left out
+    diffusers = None
 
 FAMILY = "diffusion"
 SEED = 4321
@@ -131,20 +143,120 @@ def step_case(kind, shape) -> Case:
 
 STEPS = ("ddim", "ddpm", "euler", "dpmpp_2m")
 
+SCHEDULERS = {"ddim": "DDIMScheduler", "ddpm": "DDPMScheduler", "euler": "EulerDiscreteScheduler",
+              "dpmpp_2m": "DPMSolverMultistepScheduler"}
+# Stable Diffusion's schedule; clip_sample as latent diffusion (the DDPM / DDIM defaults clip).
+SCHEDULER_CONFIG = {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012}
+SCHEDULER_BYTES = {"ddim": 12, "ddpm": 20, "euler": 12, "dpmpp_2m": 20}
+
+
+def _scheduler_pair(kind, steps):
+    """(sslfast scheduler, diffusers scheduler) from one diffusers config, timesteps set."""
+    theirs = getattr(diffusers, SCHEDULERS[kind])(**SCHEDULER_CONFIG)
+    ours = getattr(D, SCHEDULERS[kind]).from_config(theirs.config)
+    for s in (ours, theirs):
+        s.set_timesteps(steps)
+    return ours, theirs
+
+
+def _at_step(s, i, prev_x0):
+    """Put a scheduler at step ``i`` of its loop (the same attributes on both sides): Euler / DPM
+    keep a step index, DPM-Solver++ the previous x0 (second order from the second step on)."""
+    if hasattr(s, "_step_index"):
+        s._step_index = i
+    if hasattr(s, "lower_order_nums"):
+        s.lower_order_nums = 1
+        s.model_outputs = [None, prev_x0]
+
+
+def scheduler_step_case(kind, shape, steps=50, index=20) -> Case:
+    """One scheduler.step at step ``index`` of a ``steps``-step schedule, epsilon prediction."""
+    pairs = {}
+
+    def make_inputs(device, dtype, requires_grad):
+        if device not in pairs:
+            pairs[device] = _scheduler_pair(kind, steps)
+        ours, theirs = pairs[device]
+        x = _randn(shape, device, dtype, SEED + 20)
+        m = _randn(shape, device, dtype, SEED + 21)
+        prev_x0 = _randn(shape, device, dtype, SEED + 22)
+        t = ours.timesteps[index].to(device)
+        return Inputs((m, t, x, prev_x0, ours, theirs), {}, [])
+
+    def fused(m, t, x, prev_x0, ours, theirs):
+        _at_step(ours, index, prev_x0)
+        return ours.step(m, t, x).prev_sample
+
+    def eager(m, t, x, prev_x0, ours, theirs):
+        _at_step(theirs, index, prev_x0)
+        return theirs.step(m, t, x).prev_sample
+
+    n = _numel(shape)
+    return Case(FAMILY, f"scheduler_{kind}_step", _label(shape), {"shape": list(shape), "vs": "diffusers"},
+                make_inputs, fused, eager, bytes=lambda mode: SCHEDULER_BYTES[kind] * n, modes=("fwd",),
+                backend=backend_of("diffusion_step" if kind in ("ddim", "ddpm") else "diffusion_sigma_step"),
+                cost=n / 3e5, model_note=MODEL_NOTE, threads=1, cpu_clock="thread")
+
+
+def scheduler_loop_case(kind, shape, steps=20) -> Case:
+    """A whole ``steps``-step sampling loop (set_timesteps, scale_model_input, step) with the
+    model 0.5 x: the scheduler's share of sampling, host work included."""
+    pairs = {}
+
+    def make_inputs(device, dtype, requires_grad):
+        if device not in pairs:
+            pairs[device] = _scheduler_pair(kind, steps)
+        ours, theirs = pairs[device]
+        return Inputs((_randn(shape, device, dtype, SEED + 30), ours, theirs), {}, [])
+
+    def loop(s, noise):
+        s.set_timesteps(steps)
+        x = noise * s.init_noise_sigma
+        for t in s.timesteps:
+            x = s.step(0.5 * s.scale_model_input(x, t), t, x).prev_sample
+        return x
+
+    def fused(noise, ours, theirs):
+        return loop(ours, noise)
+
+    def eager(noise, ours, theirs):
+        return loop(theirs, noise)
+
+    n = _numel(shape)
+    return Case(FAMILY, f"scheduler_{kind}_loop{steps}", _label(shape), {"shape": list(shape), "steps": steps,
+                                                                        "vs": "diffusers"},
+                make_inputs, fused, eager, bytes=lambda mode: steps * SCHEDULER_BYTES[kind] * n, modes=("fwd",),
+                backend=backend_of("diffusion_step" if kind in ("ddim", "ddpm") else "diffusion_sigma_step"),
+                cost=steps * n / 3e5, model_note=MODEL_NOTE, threads=1, cpu_clock="thread")
+
+
+def scheduler_cases(sizes):
+    """The scheduler-vs-diffusers rows; none without diffusers."""
+    if diffusers is None:
+        return []
+    if sizes == "tiny":
+        return [scheduler_step_case("ddim", (2, 4, 8, 8)), scheduler_loop_case("dpmpp_2m", (2, 4, 8, 8), steps=4)]
+    steps = [scheduler_step_case(k, (16, 4, 64, 64)) for k in STEPS]
+    loops = [scheduler_loop_case(k, (4, 4, 64, 64)) for k in STEPS]
+    if sizes == "quick":
+        return steps[:1] + loops[:1]
+    return steps + loops
+
 
 @register_family(FAMILY)
 def cases(ctx: Context) -> list:
     if ctx.sizes == "tiny":
-        return [train_case((2, 3, 8, 8)), *[step_case(k, (2, 4, 8, 8)) for k in STEPS]]
+        return [train_case((2, 3, 8, 8)), *[step_case(k, (2, 4, 8, 8)) for k in STEPS], *scheduler_cases("tiny")]
     if ctx.device.type == "cuda":
         train = [train_case((64, 4, 64, 64)), train_case((64, 3, 64, 64), headline=True),
                  train_case((256, 3, 256, 256))]
         steps = [step_case(k, shape) for k in STEPS for shape in ((64, 4, 64, 64), (256, 4, 128, 128))]
         if ctx.sizes == "quick":
             return train[:2] + [step_case(k, (64, 4, 64, 64)) for k in STEPS]
-        return train + steps
+        return train + steps + scheduler_cases(ctx.sizes)
     # CPU: the issue's targets (B = 64, 3x64x64 and 4x64x64); the full run stays ~3 minutes.
     if ctx.sizes == "quick":
-        return [train_case((64, 3, 64, 64), headline=True), step_case("ddim", (64, 4, 64, 64))]
+        return ([train_case((64, 3, 64, 64), headline=True), step_case("ddim", (64, 4, 64, 64))]
+                + scheduler_cases("quick"))
     return ([train_case((64, 3, 64, 64), headline=True), train_case((64, 4, 64, 64))]
-            + [step_case(k, (64, 4, 64, 64)) for k in STEPS])
+            + [step_case(k, (64, 4, 64, 64)) for k in STEPS] + scheduler_cases("full"))
