@@ -400,6 +400,14 @@ def test_prebuilt_graph_and_same_tensor_pairs():
         _close("prebuilt Graph", fast_conv(x, graph), want)
         if not isinstance(fast_conv, fast_nn.GCNConv):
             _close("(x, x)", fast_conv((x, x), edge_index), want)
+    for add_self_loops in (True, False):  # return_attention_weights with a Graph: the Graph's input order
+        pyg_conv = pyg_nn.GATConv(6, 2, heads=2, add_self_loops=add_self_loops).to(DEVICE)
+        fast_conv = fast_nn.GATConv(6, 2, heads=2, add_self_loops=add_self_loops).to(DEVICE)
+        fast_conv.load_state_dict(pyg_conv.state_dict())
+        want, (want_edges, want_alpha) = pyg_conv(x, edge_index, return_attention_weights=True)
+        got, (edges, alpha) = fast_conv(x, graph, return_attention_weights=True)
+        assert torch.equal(edges, want_edges)
+        _close("alpha with a Graph", alpha, want_alpha)
 
 
 # ---------------------------------------------------------------- attention dropout

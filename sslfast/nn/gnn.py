@@ -272,6 +272,12 @@ class GINConv(_GraphCache):
         return self.nn(spmm(graph, x, "sum") + (1 + self.eps) * x)
 
 
+def _input_edges(edge_index, graph: Graph):
+    """The edges in the order the graph was built from: edge_index itself, or a prebuilt Graph's
+    CSR edges put back in its input order (the order ``_attention`` returns alpha in)."""
+    return edge_index if isinstance(edge_index, torch.Tensor) else graph.edge_index()[:, graph.inv_perm]
+
+
 class GATConv(_GraphCache):
     """PyG ``GATConv``: x' = lin(x) as [N, H, C]; alpha_src / alpha_dst = <x', att>; softmax over
     each target's in-edges (``add_self_loops``: self loops removed, then one added per node, as
@@ -317,11 +323,10 @@ class GATConv(_GraphCache):
         ``add_self_loops`` its loop-free edges (input order) + one loop per node, cached while the
         input graph is (the loop removal is a boolean mask: a host sync, once per graph)."""
         graph = self.graph_of(edge_index, num_nodes)  # validates edge_index
-        source = edge_index if isinstance(edge_index, torch.Tensor) else graph.edge_index()
         if not self.add_self_loops:
-            return graph, source
+            return graph, None  # the edges are the input's, gathered only if asked for
         if self._loops_key is not graph:
-            source = source.long()
+            source = _input_edges(edge_index, graph).long()
             loops = torch.arange(graph.num_nodes, device=source.device).expand(2, -1)
             with_loops = torch.cat([source[:, source[0] != source[1]], loops], dim=1)
             self._loop_graph = (Graph.from_edge_index(with_loops, graph.num_nodes), with_loops)
@@ -346,6 +351,7 @@ class GATConv(_GraphCache):
             out = out + self.bias
         if not return_attention_weights:
             return out
+        edges = _input_edges(edge_index, graph) if edges is None else edges
         return out, (edges, self._attention(graph, alpha_src, alpha_dst, p, seed))
 
     def _attention(self, graph: Graph, alpha_src, alpha_dst, p, seed):
