@@ -13,11 +13,11 @@ full-batch loss (docs/distributed.md). The gathered tensors' backward all-reduce
 and hands each rank the rows it owns: the gradient of the sum over ranks.
 
 The math runs in Python, not in the fused C++ / Triton kernels (they take one concatenated batch
-and have no row-offset argument): ``_BlockReduce`` streams over column blocks of at most
-``BLOCK`` global rows, reduces each block of local-row x global-column logits (logsumexp,
-SigLIP's softplus sum, or PML's per-pair softplus) in float32 (float64 for float64 inputs), and
-recomputes the blocks in backward. No rank ever holds an N x N matrix: memory is
-O((N_local + N_global) * D) plus one N_local x BLOCK block. SigLIP's ``ring=True`` passes the
+and have no row-offset argument): ``_BlockReduce`` streams over tiles of at most ``BLOCK`` local
+rows x ``BLOCK`` global columns, reduces each tile of logits (logsumexp, SigLIP's softplus sum, or
+PML's per-pair softplus) in float32 (float64 for float64 inputs), and recomputes the tiles in
+backward. No rank ever holds an N x N matrix: memory is O((N_local + N_global) * D) plus a few
+BLOCK x BLOCK tiles. SigLIP's ``ring=True`` passes the
 text chunks around the ring instead (big_vision style), so no rank holds the global text.
 
 Inputs are checked before any collective, and the result of every rank's checks (plus D, dtype,
@@ -35,7 +35,7 @@ from .ops import _validate as check
 
 __all__ = ["all_gather", "all_gather_with_grad", "is_process_group", "BLOCK"]
 
-BLOCK = 1024  # global columns per streamed block: bounds the N_local x BLOCK scratch
+BLOCK = 1024  # rows and columns of a streamed tile: bounds the scratch to a few BLOCK x BLOCK tensors
 _INF = float("inf")
 
 
@@ -174,7 +174,7 @@ def all_gather(x, process_group):
 
 
 class _Masks:
-    """Which (row, column) pairs count, described per row so a block's mask is built on the fly:
+    """Which (row, column) pairs count, described per row so a tile's mask is built on the fly:
     ``exclude`` [M] or [M, k] global column indices left out (self, a positive); ``labels``
     (row labels [M], column labels [K], "different" | "same") keeps columns by label;
     ``positive`` [M]: SigLIP's +1 column."""
@@ -183,27 +183,27 @@ class _Masks:
         self.exclude = None if exclude is None else (exclude if exclude.dim() == 2 else exclude[:, None])
         self.labels, self.positive = labels, positive
 
-    def keep(self, c0, c1, device):
+    def keep(self, r0, r1, c0, c1, device):
         cols = torch.arange(c0, c1, device=device)
         keep = None
         if self.exclude is not None:
-            keep = (self.exclude[:, :, None] != cols[None, None, :]).all(dim=1)
+            keep = (self.exclude[r0:r1, :, None] != cols[None, None, :]).all(dim=1)
         if self.labels is not None:
             row_labels, col_labels, how = self.labels
-            same = row_labels[:, None] == col_labels[None, c0:c1]
+            same = row_labels[r0:r1, None] == col_labels[None, c0:c1]
             by_label = ~same if how == "different" else same
             keep = by_label if keep is None else keep & by_label
         return keep
 
-    def sign(self, c0, c1, rows, device):
-        cols = torch.arange(c0, c1, device=device)
+    def sign(self, r0, r1, c0, c1, device, dtype):
         if self.positive is None:
-            return torch.full((rows, c1 - c0), -1.0, device=device)
-        return torch.where(self.positive[:, None] == cols[None, :], 1.0, -1.0)
+            return torch.full((r1 - r0, c1 - c0), -1.0, device=device, dtype=dtype)
+        cols = torch.arange(c0, c1, device=device)
+        return torch.where(self.positive[r0:r1, None] == cols[None, :], 1.0, -1.0).to(dtype)
 
 
 def _block_values(mode, logits, keep, sign, extra):
-    """Per-row reduction of one block: logsumexp (mode "lse"), sum of -logsigmoid(sign * l)
+    """Per-row reduction of one tile: logsumexp (mode "lse"), sum of -logsigmoid(sign * l)
     ("siglip"), or sum of softplus(extra - l) over kept columns ("pair")."""
     if mode == "lse":
         if keep is not None:
@@ -216,7 +216,7 @@ def _block_values(mode, logits, keep, sign, extra):
 
 
 def _block_grad(mode, logits, keep, sign, extra, out, g):
-    """d(sum_r g_r out_r) / d logits of one block, and (mode "pair") d / d extra."""
+    """d(sum_r g_r out_r) / d logits of one tile, and (mode "pair") d / d extra."""
     if mode == "lse":
         p = torch.exp(logits - out[:, None])
         if keep is not None:
@@ -232,28 +232,31 @@ def _scalar(t, dtype):
     return None if t is None else t.detach().to(dtype).reshape(())
 
 
+def _tiles(m, k, block):
+    for r0 in range(0, m, block):
+        for c0 in range(0, k, block):
+            yield r0, min(r0 + block, m), c0, min(c0 + block, k)
+
+
 class _BlockReduce(torch.autograd.Function):
     """out[r] = reduce over global columns c of f(logit_rc), logit_rc = scale * <a_r, c_c> + bias,
-    in blocks of ``block`` columns; backward recomputes each block (flash style). Gradients to
-    a, c, scale, bias and (mode "pair") extra."""
+    over tiles of at most ``block`` x ``block`` (rows x columns); backward recomputes each tile
+    (flash style). Gradients to a, c, scale, bias and (mode "pair") extra."""
 
     @staticmethod
     def forward(ctx, mode, a, c, scale, bias, extra, masks, block):
         dt = _compute_dtype(a)
         a_, s_, b_ = a.detach().to(dt), _scalar(scale, dt), _scalar(bias, dt)
         x_ = None if extra is None else extra.detach().to(dt)
-        m = a.shape[0]
-        out = torch.full((m,), -_INF if mode == "lse" else 0.0, dtype=dt, device=a.device)
-        for c0 in range(0, c.shape[0], block):
-            cb = c[c0:c0 + block].detach().to(dt)
-            logits = (a_ @ cb.T) * s_
+        out = torch.full((a.shape[0],), -_INF if mode == "lse" else 0.0, dtype=dt, device=a.device)
+        for r0, r1, c0, c1 in _tiles(a.shape[0], c.shape[0], block):
+            logits = (a_[r0:r1] @ c[c0:c1].detach().to(dt).T) * s_
             if b_ is not None:
                 logits = logits + b_
-            c1 = c0 + cb.shape[0]
-            keep = masks.keep(c0, c1, a.device)
-            sign = masks.sign(c0, c1, m, a.device).to(dt) if mode == "siglip" else None
-            value = _block_values(mode, logits, keep, sign, x_)
-            out = torch.logaddexp(out, value) if mode == "lse" else out + value
+            keep = masks.keep(r0, r1, c0, c1, a.device)
+            sign = masks.sign(r0, r1, c0, c1, a.device, dt) if mode == "siglip" else None
+            value = _block_values(mode, logits, keep, sign, None if x_ is None else x_[r0:r1])
+            out[r0:r1] = torch.logaddexp(out[r0:r1], value) if mode == "lse" else out[r0:r1] + value
         ctx.mode, ctx.masks, ctx.block = mode, masks, block
         ctx.save_for_backward(a, c, scale, bias, extra, out)
         return out
@@ -263,7 +266,7 @@ class _BlockReduce(torch.autograd.Function):
         a, c, scale, bias, extra, out = ctx.saved_tensors
         mode, masks, block = ctx.mode, ctx.masks, ctx.block
         dt = out.dtype
-        a_, s_, b_ = a.to(dt), _scalar(scale, dt), _scalar(bias, dt)
+        a_, s_, b_ = a.detach().to(dt), _scalar(scale, dt), _scalar(bias, dt)
         x_ = None if extra is None else extra.detach().to(dt)
         g = g.to(dt)
         need_a, need_c, need_s, need_b, need_x = (ctx.needs_input_grad[i] for i in (1, 2, 3, 4, 5))
@@ -272,26 +275,25 @@ class _BlockReduce(torch.autograd.Function):
         gs = torch.zeros((), dtype=dt, device=a.device)
         gb = torch.zeros((), dtype=dt, device=a.device)
         gx = torch.zeros_like(out) if need_x else None
-        m = a.shape[0]
-        for c0 in range(0, c.shape[0], block):
-            cb = c[c0:c0 + block].detach().to(dt)
-            dots = a_ @ cb.T
+        for r0, r1, c0, c1 in _tiles(a.shape[0], c.shape[0], block):
+            cb = c[c0:c1].detach().to(dt)
+            dots = a_[r0:r1] @ cb.T
             logits = dots * s_ if b_ is None else dots * s_ + b_
-            c1 = c0 + cb.shape[0]
-            keep = masks.keep(c0, c1, a.device)
-            sign = masks.sign(c0, c1, m, a.device).to(dt) if mode == "siglip" else None
-            G, g_extra = _block_grad(mode, logits, keep, sign, x_, out, g)
+            keep = masks.keep(r0, r1, c0, c1, a.device)
+            sign = masks.sign(r0, r1, c0, c1, a.device, dt) if mode == "siglip" else None
+            G, g_extra = _block_grad(mode, logits, keep, sign, None if x_ is None else x_[r0:r1], out[r0:r1],
+                                     g[r0:r1])
             if need_s:
                 gs += (G * dots).sum()
             if need_b:
                 gb += G.sum()
             if need_x:
-                gx += g_extra
+                gx[r0:r1] += g_extra
             G = G * s_  # d logit / d a_r = scale * c_c
             if need_a:
-                ga += G @ cb
+                ga[r0:r1] += G @ cb
             if need_c:
-                gc[c0:c1] = G.T @ a_
+                gc[c0:c1] += G.T @ a_[r0:r1]
         return (None, None if ga is None else ga.to(a.dtype), None if gc is None else gc.to(c.dtype),
                 gs.reshape(scale.shape).to(scale.dtype) if need_s else None,
                 gb.reshape(bias.shape).to(bias.dtype) if need_b else None,
