@@ -410,6 +410,23 @@ def test_prebuilt_graph_and_same_tensor_pairs():
         _close("alpha with a Graph", alpha, want_alpha)
 
 
+def test_cache_follows_edits_and_inference_mode():
+    """The Graph cached per edge_index tensor is rebuilt after an in-place edit of it; tensors made
+    under inference_mode (no version counter) work too."""
+    edge_index, n = random_graph(seed=22)
+    x = randn(n, 4, seed=23)
+    torch.manual_seed(0)
+    pyg_conv, fast_conv = pyg_nn.SAGEConv(4, 3).to(DEVICE), fast_nn.SAGEConv(4, 3).to(DEVICE)
+    fast_conv.load_state_dict(pyg_conv.state_dict())
+    _close("before the edit", fast_conv(x, edge_index), pyg_conv(x, edge_index))
+    edge_index[1] = edge_index[1].roll(1)
+    _close("after the edit", fast_conv(x, edge_index), pyg_conv(x, edge_index))
+    with torch.inference_mode():
+        edges, features = edge_index.clone(), x.clone()
+        for conv in (fast_nn.GCNConv(4, 3, cached=True), fast_nn.GATConv(4, 3), fast_conv):
+            assert conv.to(DEVICE)(features, edges).shape == (n, 3)
+
+
 # ---------------------------------------------------------------- attention dropout
 
 

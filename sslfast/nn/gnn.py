@@ -91,7 +91,8 @@ class _GraphCache(nn.Module):
         if self._keep_first and self._graph is not None:  # GCNConv's cached=True: the first graph, kept
             return self._graph
         _check_adjacency(edge_index)
-        key = (edge_index, edge_index._version, num_nodes)  # an in-place edit of edge_index rebuilds
+        # an in-place edit of edge_index rebuilds (inference tensors have no version counter)
+        key = (edge_index, -1 if edge_index.is_inference() else edge_index._version, num_nodes)
         if self._key is None or self._key[0] is not edge_index or self._key[1:] != key[1:]:
             self._graph = Graph.from_edge_index(edge_index, num_nodes=num_nodes)
             self._key = key
