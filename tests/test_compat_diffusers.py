@@ -6,7 +6,6 @@ prev_sample and pred_original_sample. Then the pipelines: DDPMPipeline / DDIMPip
 random UNet2DModel give the same images with either scheduler. Bad configs raise naming the key.
 Run with ``-s`` to see the max abs differences."""
 
-
 import numpy as np
 import pytest
 import torch
