@@ -233,7 +233,10 @@ def _timesteps_tensor(timesteps, like):
         return timesteps
     if not isinstance(timesteps, torch.Tensor):
         raise TypeError(f"timesteps must be an int or an integer tensor, got {type(timesteps).__name__}")
-    return timesteps.to(like.device).reshape(-1) if timesteps.dim() else timesteps.to(like.device)
+    if timesteps.is_floating_point() or timesteps.dtype == torch.bool:
+        raise TypeError(f"timesteps must be an integer tensor, got dtype {timesteps.dtype}")
+    timesteps = timesteps.to(device=like.device, dtype=torch.int64)  # the kernels index with int64
+    return timesteps.reshape(-1) if timesteps.dim() else timesteps
 
 
 def _check_steps(num_inference_steps, total):

@@ -124,6 +124,12 @@ def test_ddpm_custom_timesteps_and_no_set_timesteps():
     got = ours.step(fake_model(x, 500), 500, x, generator=torch.Generator().manual_seed(2))
     want = theirs.step(fake_model(x, 500), 500, x, generator=torch.Generator().manual_seed(2))
     assert max_err([got.to_tuple()], [want.to_tuple()], "DDPM t -> t - 1") < 2e-5
+    # A list of generators (one per sample) draws row by row, as diffusers' randn_tensor.
+    gens = [torch.Generator().manual_seed(s) for s in (3, 4)]
+    got = ours.step(fake_model(x, 500), 500, x, generator=gens)
+    gens = [torch.Generator().manual_seed(s) for s in (3, 4)]
+    want = theirs.step(fake_model(x, 500), 500, x, generator=gens)
+    assert max_err([got.to_tuple()], [want.to_tuple()], "DDPM list of generators") < 2e-5
 
 
 # ------------------------------------------------------------------------------------ DDIM
@@ -251,6 +257,8 @@ def test_add_noise(name):
     noise = torch.randn(SHAPE, generator=torch.Generator().manual_seed(1))
     t = ours.timesteps[[2, 7]]
     got, want = ours.add_noise(x0, noise, t), theirs.add_noise(x0, noise, t)
+    if name in ("DDPMScheduler", "DDIMScheduler"):  # int32 timesteps too
+        assert torch.allclose(ours.add_noise(x0, noise, t.int()), got)
     assert max_err([(got,)], [(want,)], f"{name}.add_noise") < 2e-6
     if name in ("DDPMScheduler", "DDIMScheduler"):
         got, want = ours.get_velocity(x0, noise, t), theirs.get_velocity(x0, noise, t)
