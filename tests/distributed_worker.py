@@ -184,13 +184,77 @@ def open_clip_parity(rank, world, group):
             "grad_scale": float((s1.grad - s2.grad).abs())}
 
 
+class _TinyEncoder(torch.nn.Sequential):
+    out_dim = 8
+
+    def __init__(self):
+        super().__init__(torch.nn.Flatten(), torch.nn.Linear(16, 8))
+
+
+def method_cases(rank, world, group):
+    """SimCLR, CLIP and MoCo v2 given the process group (augmentation off, so both runs see the
+    same views): the mean loss over ranks and the DDP-averaged parameter gradients equal one
+    process on the global batch; MoCo's queue, fed every rank's keys, equals the single-process
+    queue after the same step."""
+    from sslfast import methods
+
+    sizes = SIZES[world]
+    g = torch.Generator().manual_seed(99)
+    images = torch.rand(sum(sizes), 1, 4, 4, generator=g, dtype=torch.float64)
+    top, bottom = images[:, :, :2].contiguous(), images[:, :, 2:].contiguous()
+
+    class _HalfEncoder(torch.nn.Sequential):
+        out_dim = 8
+
+        def __init__(self):
+            super().__init__(torch.nn.Flatten(), torch.nn.Linear(8, 8))
+
+    builders = {
+        "SimCLR": (lambda pg: methods.SimCLR(_TinyEncoder(), hidden_dim=8, out_dim=4, augment=torch.nn.Identity(),
+                                             process_group=pg), lambda rows: images[rows]),
+        "CLIP": (lambda pg: methods.CLIP(_HalfEncoder(), _HalfEncoder(), embed_dim=4, process_group=pg),
+                 lambda rows: (top[rows], bottom[rows])),
+        "MoCo v2": (lambda pg: methods.MoCo(_TinyEncoder(), hidden_dim=8, out_dim=4, queue_size=7,
+                                            augment=torch.nn.Identity(), process_group=pg),
+                    lambda rows: images[rows]),
+    }
+    out = {}
+    for name, (build, batch) in builders.items():
+        torch.manual_seed(5)
+        ref = build(None).double()
+        torch.manual_seed(5)
+        mine = build(group).double()
+        everything = torch.arange(sum(sizes))
+        ref_loss = ref(batch(everything))
+        ref_loss.backward()
+        start = sum(sizes[:rank])
+        loss = mine(batch(everything[start:start + sizes[rank]]))
+        loss.backward()
+        total = loss.detach().clone()
+        dist.all_reduce(total, group=group)
+        errors = {"loss": float((total / world - ref_loss.detach()).abs())}
+        grad_error = 0.0
+        for p_ref, p_mine in zip(ref.parameters(), mine.parameters()):
+            if p_ref.grad is None:
+                continue
+            averaged = p_mine.grad.clone()
+            dist.all_reduce(averaged, group=group)
+            grad_error = max(grad_error, float((averaged / world - p_ref.grad).abs().max()))
+        errors["grad_params"] = grad_error
+        if name == "MoCo v2":
+            errors["queue"] = float((mine.queue - ref.queue).abs().max())
+            errors["queue_ptr"] = float(mine.queue_ptr != ref.queue_ptr)
+        out[name] = errors
+    return out
+
+
 def main():
     rank, world, init_file, out_dir = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world,
                             timeout=datetime.timedelta(seconds=60))
     group = dist.group.WORLD
-    results = {"exact": {}, "low_precision": {}, "bad_input": {}, "open_clip": {}}
+    results = {"exact": {}, "low_precision": {}, "methods": {}, "bad_input": {}, "open_clip": {}}
     for name, (make, fn) in cases().items():
         try:
             results["exact"][name] = run_case(rank, world, group, make, fn)
@@ -203,6 +267,10 @@ def main():
         except Exception:
             results["low_precision"][name] = {"error": traceback.format_exc()}
             break
+    try:
+        results["methods"] = method_cases(rank, world, group)
+    except Exception:
+        results["methods"] = {"error": {"error": traceback.format_exc()}}
     try:
         results["bad_input"] = bad_input_cases(rank, world, group)
     except Exception:

@@ -76,6 +76,14 @@ def test_low_precision_inputs_accumulate_in_float32(ranks):
     assert max(errors["clip_loss bfloat16"].values()) < 4e-3  # bf16 gradients: a few ulps
 
 
+def test_methods_with_a_process_group_match_one_process(ranks):
+    errors = _errors(ranks, "methods")
+    assert sorted(errors) == ["CLIP", "MoCo v2", "SimCLR"]
+    for case, values in errors.items():
+        for key, value in values.items():
+            assert value < 1e-12, (case, key, value)
+
+
 def test_bad_input_raises_on_every_rank(ranks):
     world, results = ranks
     for rank, result in enumerate(results):

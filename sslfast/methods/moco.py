@@ -12,6 +12,9 @@ v3 (``version=3``): no queue; 3-layer projector (hidden 4096, out 256, BN) and a
 predictor on the query side, symmetrized InfoNCE over in-batch keys at T = 1.0 (the ResNet
 setting; 0.2 for ViTs) scaled by 2T as in the reference, key momentum 0.99 increased to 1 along
 a cosine (``schedule_momentum``).
+
+``process_group`` (DDP): InfoNCE over every rank's keys (v3) and one queue shared by all ranks:
+each step enqueues the keys of every rank, gathered (docs/distributed.md).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import sslfast
+from sslfast.distributed import all_gather
 
 from ._common import (ImageAugment, cosine_momentum, encoder_dim, fraction, images_of, mlp, momentum_copy,
                       positive, positive_int)
@@ -34,7 +38,8 @@ _DEFAULTS = {2: dict(temperature=0.2, momentum=0.999, hidden_dim=2048, out_dim=1
 class MoCo(nn.Module):
     def __init__(self, encoder: nn.Module, *, version: int = 2, feature_dim: int | None = None,
                  hidden_dim: int | None = None, out_dim: int | None = None, temperature: float | None = None,
-                 momentum: float | None = None, queue_size: int | None = None, augment: nn.Module | None = None):
+                 momentum: float | None = None, queue_size: int | None = None, augment: nn.Module | None = None,
+                 process_group=None):
         super().__init__()
         if version not in _DEFAULTS:
             raise ValueError(f"version must be 2 or 3, got {version!r}")
@@ -65,6 +70,7 @@ class MoCo(nn.Module):
         elif size:
             raise ValueError(f"queue_size must be 0 for MoCo v3, got {size!r}")
         self.augment = augment if augment is not None else ImageAugment()
+        self.process_group = process_group
 
     @torch.no_grad()
     def update_momentum(self, momentum: float | None = None):
@@ -81,6 +87,8 @@ class MoCo(nn.Module):
 
     @torch.no_grad()
     def _enqueue(self, keys):
+        if self.process_group is not None:  # every rank enqueues the global batch's keys: one shared queue
+            keys = all_gather(keys, self.process_group)
         size = self.queue.shape[0]
         idx = (self.queue_ptr + torch.arange(keys.shape[0], device=keys.device)) % size
         self.queue.index_copy_(0, idx, F.normalize(keys.to(self.queue.dtype), dim=1))
@@ -98,7 +106,8 @@ class MoCo(nn.Module):
         if self.version == 2:
             q = self.projection(self.encoder(v1))
             k = self._keys(v2)
-            loss = sslfast.info_nce(q, k, self.temperature, self.queue.clone(), in_batch_negatives=False)
+            loss = sslfast.info_nce(q, k, self.temperature, self.queue.clone(), in_batch_negatives=False,
+                                    process_group=self.process_group)
             if self.training:
                 self._enqueue(k)
             return loss
@@ -106,7 +115,9 @@ class MoCo(nn.Module):
         q2 = self.predictor(self.projection(self.encoder(v2)))
         k1, k2 = self._keys(v1), self._keys(v2)
         scale = 2 * self.temperature
-        return scale * (sslfast.info_nce(q1, k2, self.temperature) + sslfast.info_nce(q2, k1, self.temperature))
+        pg = self.process_group
+        return scale * (sslfast.info_nce(q1, k2, self.temperature, process_group=pg)
+                        + sslfast.info_nce(q2, k1, self.temperature, process_group=pg))
 
     def embed(self, images):
         return self.encoder(images)

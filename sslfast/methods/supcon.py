@@ -20,13 +20,14 @@ __all__ = ["SupCon"]
 
 class SupCon(nn.Module):
     def __init__(self, encoder: nn.Module, *, feature_dim: int | None = None, out_dim: int = 128,
-                 temperature: float = 0.1, augment: nn.Module | None = None):
+                 temperature: float = 0.1, augment: nn.Module | None = None, process_group=None):
         super().__init__()
         d = encoder_dim(encoder, feature_dim, "feature_dim")
         self.encoder = encoder
         self.projection = mlp([d, d, positive_int("out_dim", out_dim)], batch_norm=False)
         self.temperature = positive("temperature", temperature)
         self.augment = augment if augment is not None else ImageAugment()
+        self.process_group = process_group  # under DDP: the loss over every rank's rows
 
     def forward(self, batch):
         if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
@@ -34,7 +35,8 @@ class SupCon(nn.Module):
         images, labels = batch
         z1 = self.projection(self.encoder(self.augment(images)))
         z2 = self.projection(self.encoder(self.augment(images)))
-        return sslfast.supcon(torch.cat([z1, z2]), torch.cat([labels, labels]), self.temperature)
+        return sslfast.supcon(torch.cat([z1, z2]), torch.cat([labels, labels]), self.temperature,
+                              process_group=self.process_group)
 
     def embed(self, images):
         return self.encoder(images)
