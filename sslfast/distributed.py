@@ -165,11 +165,12 @@ def all_gather(x, process_group):
     """``cat`` over the ranks of each rank's ``x``, without gradient (MoCo: the keys every rank
     enqueues into the shared queue). Uneven row counts allowed."""
     group = _group(process_group)
-    return _gather_rows(x.detach(), group, _row_sizes(x, group))
+    sizes = _row_sizes(x, group)  # checks x on every rank first
+    return _gather_rows(x.detach(), group, sizes)
 
 
 # --------------------------------------------------------------------------------------------
-# Local rows x global columns, streamed over column blocks
+# Local rows x global columns, streamed over tiles
 # --------------------------------------------------------------------------------------------
 
 
@@ -195,37 +196,48 @@ class _Masks:
             keep = by_label if keep is None else keep & by_label
         return keep
 
-    def sign(self, r0, r1, c0, c1, device, dtype):
+    def flip_positives(self, x, r0, r1, c0, c1):
+        """Negate, in place, each row's SigLIP positive entry that falls in the tile: x = -z * l
+        with z = +1 there and -1 elsewhere."""
         if self.positive is None:
-            return torch.full((r1 - r0, c1 - c0), -1.0, device=device, dtype=dtype)
-        cols = torch.arange(c0, c1, device=device)
-        return torch.where(self.positive[r0:r1, None] == cols[None, :], 1.0, -1.0).to(dtype)
+            return x
+        pos = self.positive[r0:r1]
+        rows = torch.nonzero((pos >= c0) & (pos < c1)).squeeze(1)
+        x[rows, pos[rows] - c0] *= -1
+        return x
 
 
-def _block_values(mode, logits, keep, sign, extra):
-    """Per-row reduction of one tile: logsumexp (mode "lse"), sum of -logsigmoid(sign * l)
+# The tile helpers work in place on the logits tile they are given (one tile-sized buffer, not
+# several): peak memory is what docs/distributed.md promises.
+
+
+def _block_values(mode, logits, keep, masks, tile, extra):
+    """Per-row reduction of one tile: logsumexp (mode "lse"), sum of -logsigmoid(z * l)
     ("siglip"), or sum of softplus(extra - l) over kept columns ("pair")."""
     if mode == "lse":
         if keep is not None:
-            logits = logits.masked_fill(~keep, -_INF)
+            logits.masked_fill_(~keep, -_INF)
         return torch.logsumexp(logits, dim=1)
     if mode == "siglip":
-        return F.softplus(-sign * logits).sum(dim=1)
-    values = F.softplus(extra[:, None] - logits)
-    return torch.where(keep, values, 0.0).sum(dim=1)
+        return F.softplus(masks.flip_positives(logits, *tile)).sum(dim=1)
+    values = F.softplus(logits.neg_().add_(extra[:, None]))
+    return values.masked_fill_(~keep, 0.0).sum(dim=1)
 
 
-def _block_grad(mode, logits, keep, sign, extra, out, g):
-    """d(sum_r g_r out_r) / d logits of one tile, and (mode "pair") d / d extra."""
+def _block_grad(mode, logits, keep, masks, tile, extra, out, g):
+    """d(sum_r g_r out_r) / d logits of one tile (in place of ``logits``), and (mode "pair") the
+    gradient of ``extra``."""
     if mode == "lse":
-        p = torch.exp(logits - out[:, None])
+        p = logits.sub_(out[:, None]).exp_()
         if keep is not None:
-            p = torch.where(keep, p, 0.0)  # also kills exp(-inf - -inf) = nan of rows with no column
-        return g[:, None] * p, None
-    if mode == "siglip":
-        return g[:, None] * (-sign) * torch.sigmoid(-sign * logits), None
-    s = torch.where(keep, torch.sigmoid(extra[:, None] - logits), 0.0) * g[:, None]
-    return -s, s.sum(dim=1)
+            p.masked_fill_(~keep, 0.0)  # also kills exp(-inf - -inf) = nan of rows with no column
+        return p.mul_(g[:, None]), None
+    if mode == "siglip":  # d softplus(-z l) / d l = -z sigmoid(-z l)
+        x = masks.flip_positives(logits, *tile).sigmoid_()
+        return masks.flip_positives(x, *tile).mul_(g[:, None]), None
+    s = logits.neg_().add_(extra[:, None]).sigmoid_().masked_fill_(~keep, 0.0).mul_(g[:, None])
+    g_extra = s.sum(dim=1)
+    return s.neg_(), g_extra
 
 
 def _scalar(t, dtype):
@@ -250,12 +262,11 @@ class _BlockReduce(torch.autograd.Function):
         x_ = None if extra is None else extra.detach().to(dt)
         out = torch.full((a.shape[0],), -_INF if mode == "lse" else 0.0, dtype=dt, device=a.device)
         for r0, r1, c0, c1 in _tiles(a.shape[0], c.shape[0], block):
-            logits = (a_[r0:r1] @ c[c0:c1].detach().to(dt).T) * s_
+            logits = (a_[r0:r1] @ c[c0:c1].detach().to(dt).T).mul_(s_)
             if b_ is not None:
-                logits = logits + b_
+                logits.add_(b_)
             keep = masks.keep(r0, r1, c0, c1, a.device)
-            sign = masks.sign(r0, r1, c0, c1, a.device, dt) if mode == "siglip" else None
-            value = _block_values(mode, logits, keep, sign, None if x_ is None else x_[r0:r1])
+            value = _block_values(mode, logits, keep, masks, (r0, r1, c0, c1), None if x_ is None else x_[r0:r1])
             out[r0:r1] = torch.logaddexp(out[r0:r1], value) if mode == "lse" else out[r0:r1] + value
         ctx.mode, ctx.masks, ctx.block = mode, masks, block
         ctx.save_for_backward(a, c, scale, bias, extra, out)
@@ -278,18 +289,18 @@ class _BlockReduce(torch.autograd.Function):
         for r0, r1, c0, c1 in _tiles(a.shape[0], c.shape[0], block):
             cb = c[c0:c1].detach().to(dt)
             dots = a_[r0:r1] @ cb.T
-            logits = dots * s_ if b_ is None else dots * s_ + b_
+            logits = dots * s_ if b_ is None else (dots * s_).add_(b_)
             keep = masks.keep(r0, r1, c0, c1, a.device)
-            sign = masks.sign(r0, r1, c0, c1, a.device, dt) if mode == "siglip" else None
-            G, g_extra = _block_grad(mode, logits, keep, sign, None if x_ is None else x_[r0:r1], out[r0:r1],
-                                     g[r0:r1])
+            G, g_extra = _block_grad(mode, logits, keep, masks, (r0, r1, c0, c1),
+                                     None if x_ is None else x_[r0:r1], out[r0:r1], g[r0:r1])
             if need_s:
-                gs += (G * dots).sum()
+                gs += torch.vdot(G.reshape(-1), dots.reshape(-1))  # sum(G * dots) without a third tile
             if need_b:
                 gb += G.sum()
             if need_x:
                 gx[r0:r1] += g_extra
-            G = G * s_  # d logit / d a_r = scale * c_c
+            del dots
+            G.mul_(s_)  # d logit / d a_r = scale * c_c
             if need_a:
                 ga[r0:r1] += G @ cb
             if need_c:

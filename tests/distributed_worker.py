@@ -106,7 +106,15 @@ def cases():
                 lambda n, g: ([_rand(g, n, d) * 0.5, torch.randint(0, 3, (n,), generator=g)], []),
                 lambda f, y, pg, pw=pairwise, nm=normalize: sslfast.supcon(f, y, 0.3, normalize=nm, pairwise=pw,
                                                                            process_group=pg))
+    out["all_gather_with_grad"] = (lambda n, g: ([_rand(g, n, d)], []), _gathered_weighted_sum)
     return out
+
+
+def _gathered_weighted_sum(x, pg):
+    """Every rank's loss reads all rows: the gradient each rank gets is the sum over ranks."""
+    rows = sd.all_gather_with_grad(x, pg) if pg is not None else x
+    weights = torch.randn(rows.shape, generator=torch.Generator().manual_seed(3), dtype=rows.dtype)
+    return (rows * weights).sum()
 
 
 def low_precision_cases():

@@ -61,7 +61,7 @@ def _errors(ranks, section):
 
 def test_every_op_and_option_matches_the_single_process_loss_and_gradients(ranks):
     errors = _errors(ranks, "exact")
-    assert len(errors) == 15, sorted(errors)
+    assert len(errors) == 16, sorted(errors)
     for case, values in errors.items():
         for key, value in values.items():
             assert value < 1e-12, (case, key, value)  # float64 inputs

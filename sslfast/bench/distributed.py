@@ -108,6 +108,7 @@ def worker(rank, world, init, out, args):
                 continue
             peak, t = _measure(run(group_, "eager" if impl == "eager" else "sslfast"), args.steps, device)
             record[f"{impl}_peak_mib"], record[f"{impl}_step_s"] = peak, t
+    record["load_average"] = os.getloadavg()[0]  # other processes on the machine stretch the step times
     with open(os.path.join(out, f"{args.n}-{world}-{rank}.json"), "w") as f:
         json.dump(record, f)
     dist.destroy_process_group()
@@ -132,11 +133,11 @@ def _launch(world, n, args, tmp):
 def _table(rows, args):
     lines = [f"op {args.op}{' ring' if args.ring else ''}, D = {args.dim}, {args.device}, {args.threads} thread(s)"
              " per rank", "", "| N global | world | N local | peak MiB / rank (max) | step s (median, max over ranks) "
-             "| N x N fp32 MiB | fused 1-proc MiB | eager 1-proc MiB |", "|---|---|---|---|---|---|---|---|"]
+             "| N x N fp32 MiB | fused 1-proc MiB | eager 1-proc MiB | load avg |", "|---" * 9 + "|"]
     for r in rows:
         lines.append(f"| {r['n_global']} | {r['world']} | {r['n_local']} | {r['peak_mib']:.1f} | {r['step_s']:.3f} | "
                      f"{r['n_global'] ** 2 * 4 / 2 ** 20:.1f} | {r.get('fused_peak_mib', float('nan')):.1f} | "
-                     f"{r.get('eager_peak_mib', float('nan')):.1f} |")
+                     f"{r.get('eager_peak_mib', float('nan')):.1f} | {r.get('load_average', float('nan')):.1f} |")
     return "\n".join(lines)
 
 
@@ -172,7 +173,8 @@ def main(argv=None) -> int:
             for world in worlds:
                 ranks = _launch(world, n, args, tmp)
                 row = dict(ranks[0], peak_mib=max(r["peak_mib"] for r in ranks),
-                           step_s=max(r["step_s"] for r in ranks), n_local=max(r["n_local"] for r in ranks))
+                           step_s=max(r["step_s"] for r in ranks), n_local=max(r["n_local"] for r in ranks),
+                       load_average=max(r["load_average"] for r in ranks))
                 rows.append(row)
                 print(_table([row], args).splitlines()[-1], flush=True)
     table = _table(rows, args)
