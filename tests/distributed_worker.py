@@ -166,9 +166,9 @@ def bad_input_cases(rank, world, group):
 
 
 def open_clip_parity(rank, world, group):
-    """open_clip ClipLoss(local_loss=True, gather_with_grad=True) on even local batches: the same
-    loss per rank and the same gradients as sslfast (loaded from its loss.py: importing open_clip
-    pulls torchvision)."""
+    """open_clip ClipLoss(local_loss=True, gather_with_grad=True) and SigLipLoss (its exchanges) on
+    even local batches: the same loss per rank and the same gradients as sslfast (loaded from its
+    loss.py: importing open_clip pulls torchvision)."""
     spec = importlib.util.find_spec("open_clip")
     if spec is None:
         return {"skipped": "open_clip not installed"}
@@ -187,9 +187,23 @@ def open_clip_parity(rank, world, group):
     ref = module.ClipLoss(local_loss=True, gather_with_grad=True, rank=rank, world_size=world)(*theirs, s2)
     ours.backward()
     ref.backward()
-    return {"loss": float((ours - ref).abs()), "grad_image": float((mine[0].grad - theirs[0].grad).abs().max()),
-            "grad_text": float((mine[1].grad - theirs[1].grad).abs().max()),
-            "grad_scale": float((s1.grad - s2.grad).abs())}
+    out = {"loss": float((ours - ref).abs()), "grad_image": float((mine[0].grad - theirs[0].grad).abs().max()),
+           "grad_text": float((mine[1].grad - theirs[1].grad).abs().max()),
+           "grad_scale": float((s1.grad - s2.grad).abs())}
+    # SigLIP: open_clip's neighbour exchanges ("bidir", "shift") against sslfast's ring and gather
+    for impl in ("bidir", "shift", "gather"):
+        mine = [t[rank * n:(rank + 1) * n].clone().requires_grad_() for t in (image, text)]
+        theirs = [t[rank * n:(rank + 1) * n].clone().requires_grad_() for t in (image, text)]
+        scalars = [torch.tensor(v, dtype=torch.float64, requires_grad=True) for v in (5.0, -3.0, 5.0, -3.0)]
+        ours = sslfast.nn.SigLipLoss(rank=rank, world_size=world, dist_impl=impl, learn_scale=False)(
+            *mine, *scalars[:2])
+        ref = module.SigLipLoss(rank=rank, world_size=world, dist_impl=impl)(*theirs, *scalars[2:])
+        ours.backward()
+        ref.backward()
+        out[f"siglip {impl} loss"] = float((ours - ref).abs())
+        out[f"siglip {impl} grads"] = max(float((a.grad - b.grad).abs().max())
+                                          for a, b in zip(mine + scalars[:2], theirs + scalars[2:]))
+    return out
 
 
 class _TinyEncoder(torch.nn.Sequential):
@@ -289,7 +303,12 @@ def main():
         results["open_clip"] = {"error": traceback.format_exc()}
     with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
         json.dump(results, f, indent=1)
-    dist.destroy_process_group()
+    dist.barrier()
+    # Leave without running C++ static destructors: once in a while gloo aborted there ("terminate
+    # called without an active exception") after every result was written.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":
