@@ -184,6 +184,8 @@ def test_bad_arguments_name_the_argument():
         M.MAE(_tiny_cnn())
     with pytest.raises(ValueError, match="mask_patch_size"):
         M.SimMIM(_tiny_vit(), mask_patch_size=3)
+    with pytest.raises(ValueError, match="loss"):
+        M.SimMIM(_tiny_vit(), mask_patch_size=2, loss="huber")
     with pytest.raises(ValueError, match="mask_rate"):
         M.GraphMAE(backbones.GATEncoder(12, 16, 2, 2), 12, mask_rate=1.5)
     with pytest.raises(TypeError, match=r"\(images, labels\)"):
