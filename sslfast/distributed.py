@@ -27,6 +27,8 @@ ValueError / TypeError on EVERY rank instead of a hang.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -72,16 +74,21 @@ def _sync(group, op, checks, same, rows, expect=None):
     """Run the local ``checks`` (a callable), then exchange every rank's outcome and metadata in
     one all_gather_object, and raise on every rank if any rank failed or disagrees.
 
-    ``same``: {name: value} that must be equal on all ranks (dtype, D, options); ``rows``:
-    {name: local row count}; ``expect``: (rank, world_size) this rank was told (open_clip's
-    constructor arguments), or None. Returns {name: [rows of rank 0, rank 1, ...]}."""
-    error = None
+    ``same``: a callable returning {name: value} that must be equal on all ranks (dtype, D,
+    options; compared as repr strings); ``rows``: {name: local row count}; ``expect``: (rank,
+    world_size) this rank was told (open_clip's constructor arguments), or None. Returns
+    {name: [rows of rank 0, rank 1, ...]}.
+
+    Any exception of the checks or of building ``same`` is caught and sent: one rank raising
+    before the collective would leave the others blocked in all_gather_object."""
+    error, values = None, {}
     try:
         checks()
-    except (TypeError, ValueError) as e:
+        values = {name: repr(value) for name, value in same().items()}
+    except Exception as e:  # any local failure: reported to every rank, re-raised here below
         error = e
     world = dist.get_world_size(group)
-    mine = (None if error is None else f"{type(error).__name__}: {error}", same,
+    mine = (None if error is None else f"{type(error).__name__}: {error}", values,
             rows if error is None else None, expect)
     everyone = [None] * world
     dist.all_gather_object(everyone, mine, group=group)
@@ -94,16 +101,26 @@ def _sync(group, op, checks, same, rows, expect=None):
         if expected is not None and tuple(expected) != (r, world):
             raise ValueError(f"rank / world_size: the process of rank {r} in a group of {world} was told rank "
                              f"{expected[0]} of world_size {expected[1]}")
-    for name in same:
-        values = [s[name] for _, s, _, _ in everyone]
-        if any(v != values[0] for v in values):
+    for name in values:
+        seen = [s[name] for _, s, _, _ in everyone]
+        if any(v != seen[0] for v in seen):
             raise ValueError(f"{op}: {name} differs across ranks: " + ", ".join(
-                f"rank {r}: {v}" for r, v in enumerate(values)))
+                f"rank {r}: {v}" for r, v in enumerate(seen)))
     return {name: [rw[name] for _, _, rw, _ in everyone] for name in rows}
 
 
 def _compute_dtype(t):
     return torch.float64 if t.dtype == torch.float64 else torch.float32
+
+
+def _autocast_off(device):
+    """Autocast disabled on ``device``'s type. An autograd.Function's forward runs under the
+    caller's autocast (its tile matmuls would be bf16 / fp16) while backward usually does not:
+    a bf16 forward with a float32 backward gives wrong gradients, and the single-process fused op
+    computes in float32 under autocast anyway."""
+    if torch.amp.is_autocast_available(device.type):
+        return torch.autocast(device.type, enabled=False)
+    return contextlib.nullcontext()
 
 
 # --------------------------------------------------------------------------------------------
@@ -123,20 +140,23 @@ def _gather_rows(x, group, sizes):
 
 
 class _AllGather(torch.autograd.Function):
-    """Forward: the rows of every rank. Backward: every rank's loss used every row, so each row's
-    gradient is the sum over ranks (all_reduce), of which a rank keeps its own rows."""
+    """Forward: the rows of every rank, cast to ``dtype`` (None: x's). Backward: every rank's loss
+    used every row, so each row's gradient is the sum over ranks (all_reduce), of which a rank
+    keeps its own rows. The cast is inside so that the gradient is summed in ``dtype`` (float32
+    for bf16 / fp16 inputs) and rounded to x's dtype only once, after the sum."""
 
     @staticmethod
-    def forward(ctx, x, group, sizes, rank):
-        ctx.group, ctx.sizes, ctx.rank = group, sizes, rank
-        return _gather_rows(x, group, sizes)
+    def forward(ctx, x, group, sizes, rank, dtype=None):
+        ctx.group, ctx.sizes, ctx.rank, ctx.x_dtype = group, sizes, rank, x.dtype
+        rows = _gather_rows(x, group, sizes)
+        return rows if dtype is None else rows.to(dtype)
 
     @staticmethod
     def backward(ctx, grad):
         grad = grad.contiguous().clone()  # all_reduce is in place; the incoming grad may be shared
         dist.all_reduce(grad, group=ctx.group)
         start = sum(ctx.sizes[:ctx.rank])
-        return grad[start:start + ctx.sizes[ctx.rank]], None, None, None
+        return grad[start:start + ctx.sizes[ctx.rank]].to(ctx.x_dtype), None, None, None, None
 
 
 def _row_sizes(x, group, name="x"):
@@ -145,8 +165,9 @@ def _row_sizes(x, group, name="x"):
         if x.dim() == 0:
             raise ValueError(f"{name} must have at least one dimension (the rows), got a 0-D tensor")
 
-    shape = tuple(x.shape[1:]) if isinstance(x, torch.Tensor) and x.dim() > 0 else None
-    same = {f"{name}.dtype": str(getattr(x, "dtype", None)), f"{name}.shape[1:]": shape}
+    def same():
+        return {f"{name}.dtype": str(x.dtype), f"{name}.shape[1:]": tuple(x.shape[1:])}
+
     return _sync(group, "all_gather", checks, same, {name: _rows(x)})[name]
 
 
@@ -202,9 +223,12 @@ class _Masks:
         if self.positive is None:
             return x
         pos = self.positive[r0:r1]
-        rows = torch.nonzero((pos >= c0) & (pos < c1)).squeeze(1)
-        x[rows, pos[rows] - c0] *= -1
-        return x
+        # gather / scatter one entry per row (rows whose positive is not in the tile write their
+        # entry back unchanged): no nonzero, so no host sync per tile on CUDA
+        hit = ((pos >= c0) & (pos < c1))[:, None]
+        idx = (pos - c0).clamp(0, c1 - c0 - 1)[:, None]
+        entry = x.gather(1, idx)
+        return x.scatter_(1, idx, torch.where(hit, -entry, entry))
 
 
 # The tile helpers work in place on the logits tile they are given (one tile-sized buffer, not
@@ -257,6 +281,11 @@ class _BlockReduce(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, mode, a, c, scale, bias, extra, masks, block):
+        with _autocast_off(a.device):
+            return _BlockReduce._forward(ctx, mode, a, c, scale, bias, extra, masks, block)
+
+    @staticmethod
+    def _forward(ctx, mode, a, c, scale, bias, extra, masks, block):
         dt = _compute_dtype(a)
         a_, s_, b_ = a.detach().to(dt), _scalar(scale, dt), _scalar(bias, dt)
         x_ = None if extra is None else extra.detach().to(dt)
@@ -274,6 +303,11 @@ class _BlockReduce(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g):
+        with _autocast_off(g.device):
+            return _BlockReduce._backward(ctx, g)
+
+    @staticmethod
+    def _backward(ctx, g):
         a, c, scale, bias, extra, out = ctx.saved_tensors
         mode, masks, block = ctx.mode, ctx.masks, ctx.block
         dt = out.dtype
@@ -344,13 +378,13 @@ def nt_xent(z1, z2, temperature=0.5, *, normalize=True, exclude_positive=False, 
         check.same_shape("z2", z2, "z1", z1)
         check.positive_float("temperature", temperature)
 
-    sizes = _sync(group, "nt_xent", checks, {"z1": _describe(z1), "temperature": temperature,
+    sizes = _sync(group, "nt_xent", checks, lambda: {"z1": _describe(z1), "temperature": temperature,
                                              "normalize": bool(normalize), "exclude_positive": bool(exclude_positive)},
                   {"z1": _rows(z1)}, expect)["z1"]
     rank, world, dt = _setup(group, z1)
     n, n_global, offset = z1.shape[0], sum(sizes), sum(sizes[:rank])
     a = torch.cat([z1, z2]).to(dt)
-    columns = torch.cat([_AllGather.apply(z1, group, sizes, rank), _AllGather.apply(z2, group, sizes, rank)]).to(dt)
+    columns = torch.cat([_AllGather.apply(z1, group, sizes, rank, dt), _AllGather.apply(z2, group, sizes, rank, dt)])
     if normalize:
         a, columns = F.normalize(a, dim=1), F.normalize(columns, dim=1)
     ids = _local_ids(offset, n, z1.device)
@@ -378,9 +412,11 @@ def info_nce(query, key, temperature=0.07, queue=None, *, normalize=True, in_bat
             check.same_dim("queue", queue, "query", query)
         check.positive_float("temperature", temperature)
 
-    same = {"query": _describe(query), "queue": _describe(queue),
-            "queue rows": _rows(queue), "temperature": temperature,
-            "normalize": bool(normalize), "in_batch_negatives": bool(in_batch_negatives)}
+    def same():
+        return {"query": _describe(query), "queue": _describe(queue), "queue rows": _rows(queue),
+                "temperature": temperature, "normalize": bool(normalize),
+                "in_batch_negatives": bool(in_batch_negatives)}
+
     sizes = _sync(group, "info_nce", checks, same, {"query": _rows(query)}, expect)["query"]
     rank, world, dt = _setup(group, query)
     n_global = sum(sizes)
@@ -391,7 +427,7 @@ def info_nce(query, key, temperature=0.07, queue=None, *, normalize=True, in_bat
     positive = (q * k).sum(dim=1) * scale
     lse = positive
     if in_batch_negatives:  # every rank's keys; the own key is the positive column, counted once
-        keys = _AllGather.apply(key, group, sizes, rank).to(dt)
+        keys = _AllGather.apply(key, group, sizes, rank, dt)
         lse = _reduce("lse", q, F.normalize(keys, dim=1) if normalize else keys, scale)
     if queue is not None:  # the shared queue, the same rows on every rank; no gradient (MoCo)
         negatives = queue.detach().to(dt)
@@ -417,12 +453,12 @@ def _pair_checks(image, text, logit_scale, logit_bias, bias_required):
 def clip_loss(image, text, logit_scale, logit_bias=None, *, process_group=None, expect=None):
     group = _group(process_group)
     sizes = _sync(group, "clip_loss", _pair_checks(image, text, logit_scale, logit_bias, False),
-                  {"image": _describe(image), "logit_bias": logit_bias is None}, {"image": _rows(image)},
+                  lambda: {"image": _describe(image), "logit_bias": logit_bias is None}, {"image": _rows(image)},
                   expect)["image"]
     rank, world, dt = _setup(group, image)
     n_global = sum(sizes)
-    images = _AllGather.apply(image, group, sizes, rank)
-    texts = _AllGather.apply(text, group, sizes, rank)
+    images = _AllGather.apply(image, group, sizes, rank, dt)
+    texts = _AllGather.apply(text, group, sizes, rank, dt)
     lse_image = _reduce("lse", image, texts, logit_scale, logit_bias)
     lse_text = _reduce("lse", text, images, logit_scale, logit_bias)
     positive = (image.to(dt) * text.to(dt)).sum(dim=1) * logit_scale.to(dt).reshape(())
@@ -434,13 +470,13 @@ def clip_loss(image, text, logit_scale, logit_bias=None, *, process_group=None, 
 def siglip_loss(image, text, logit_scale, logit_bias, *, process_group=None, ring=False, expect=None):
     group = _group(process_group)
     sizes = _sync(group, "siglip_loss", _pair_checks(image, text, logit_scale, logit_bias, True),
-                  {"image": _describe(image), "ring": bool(ring)}, {"image": _rows(image)}, expect)["image"]
+                  lambda: {"image": _describe(image), "ring": bool(ring)}, {"image": _rows(image)}, expect)["image"]
     rank, world, dt = _setup(group, image)
     n_global = sum(sizes)
     if ring:
         rows = _SigLipRing.apply(image, text, logit_scale, logit_bias, group, sizes, rank)
     else:
-        texts = _AllGather.apply(text, group, sizes, rank)
+        texts = _AllGather.apply(text, group, sizes, rank, dt)
         masks = _Masks(positive=_local_ids(sum(sizes[:rank]), image.shape[0], image.device))
         rows = _reduce("siglip", image, texts, logit_scale, logit_bias, masks=masks)
     return rows.sum() * (world / n_global)
@@ -455,13 +491,15 @@ def supcon(features, labels, temperature=0.1, *, normalize=True, pairwise=False,
         check.labels("labels", labels, features.shape[0], "features", features)
         check.positive_float("temperature", temperature)
 
-    same = {"features": _describe(features), "labels": str(getattr(labels, "dtype", None)),
-            "temperature": temperature, "normalize": bool(normalize), "pairwise": bool(pairwise)}
+    def same():
+        return {"features": _describe(features), "labels": str(getattr(labels, "dtype", None)),
+                "temperature": temperature, "normalize": bool(normalize), "pairwise": bool(pairwise)}
+
     sizes = _sync(group, "supcon", checks, same, {"features": _rows(features)}, expect)["features"]
     rank, world, dt = _setup(group, features)
     n, n_global, offset = features.shape[0], sum(sizes), sum(sizes[:rank])
     a = features.to(dt)
-    columns = _AllGather.apply(features, group, sizes, rank).to(dt)
+    columns = _AllGather.apply(features, group, sizes, rank, dt)
     if normalize:
         a, columns = F.normalize(a, dim=1), F.normalize(columns, dim=1)
     all_labels = _gather_rows(labels, group, sizes)
@@ -509,6 +547,11 @@ class _SigLipRing(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, image, text, scale, bias, group, sizes, rank):
+        with _autocast_off(image.device):
+            return _SigLipRing._forward(ctx, image, text, scale, bias, group, sizes, rank)
+
+    @staticmethod
+    def _forward(ctx, image, text, scale, bias, group, sizes, rank):
         world, dt = len(sizes), _compute_dtype(image)
         chunk = text.detach().to(dt)
         out = torch.zeros(image.shape[0], dtype=dt, device=image.device)
@@ -525,6 +568,11 @@ class _SigLipRing(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g):
+        with _autocast_off(g.device):
+            return _SigLipRing._backward(ctx, g)
+
+    @staticmethod
+    def _backward(ctx, g):
         image, text, scale, bias = ctx.saved_tensors
         group, sizes, rank = ctx.group, ctx.sizes, ctx.rank
         world, dt = len(sizes), _compute_dtype(image)

@@ -10,6 +10,7 @@ of shared tensors (logit_scale, logit_bias) summed over ranks and divided by the
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import importlib.util
 import json
@@ -33,9 +34,10 @@ def _split(t, sizes, rank):
     return t[start:start + sizes[rank]]
 
 
-def run_case(rank, world, group, make, fn, dtype=torch.float64):
+def run_case(rank, world, group, make, fn, dtype=torch.float64, forward_context=contextlib.nullcontext):
     """make(n_global, generator) -> (rows: list of global [N, ...] tensors, shared: list);
-    fn(*rows, *shared, process_group) -> loss. Returns {name: max abs error}."""
+    fn(*rows, *shared, process_group) -> loss, called (both runs) under ``forward_context()``;
+    backward runs outside it, as in a training loop. Returns {name: max abs error}."""
     sizes = SIZES[world]
     g = torch.Generator().manual_seed(1234)
     rows, shared = make(sum(sizes), g)
@@ -46,11 +48,13 @@ def run_case(rank, world, group, make, fn, dtype=torch.float64):
         return t.clone().requires_grad_(True) if t is not None and t.is_floating_point() else t
 
     ref_rows, ref_shared = [leaf(r) for r in rows], [leaf(s) for s in shared]
-    ref = fn(*ref_rows, *ref_shared, None)
+    with forward_context():
+        ref = fn(*ref_rows, *ref_shared, None)
     ref.backward()
     local_rows = [leaf(_split(r, sizes, rank)) for r in rows]
     local_shared = [leaf(s) for s in shared]
-    loss = fn(*local_rows, *local_shared, group)
+    with forward_context():
+        loss = fn(*local_rows, *local_shared, group)
     loss.backward()
     errors = {}
     mean_loss = loss.detach().clone()
@@ -129,11 +133,36 @@ def low_precision_cases():
     }
 
 
+def autocast_cases():
+    """float32 inputs under CPU autocast (bfloat16): the single-process op computes in float32
+    there, so the distributed op must too, in forward and in backward (a bf16 forward with an
+    fp32 backward gave gradients off by 16-28%). Large logits make bf16 rounding visible."""
+    d = 8
+
+    def unit(g, n):
+        return torch.nn.functional.normalize(_rand(g, n, d), dim=1)
+
+    def pair(scale, bias):
+        return lambda n, g: ([unit(g, n), unit(g, n)],
+                             [torch.tensor(scale), None if bias is None else torch.tensor(bias)])
+
+    return {
+        "clip_loss": (pair(100.0, None), lambda i, t, s, b, pg: sslfast.clip_loss(i, t, s, process_group=pg)),
+        "siglip_loss gather": (pair(30.0, -10.0), lambda i, t, s, b, pg: sslfast.siglip_loss(
+            i, t, s, b, **({} if pg is None else {"process_group": pg}))),
+        "siglip_loss ring": (pair(30.0, -10.0), lambda i, t, s, b, pg: sslfast.siglip_loss(
+            i, t, s, b, **({} if pg is None else {"process_group": pg, "ring": True}))),
+        "nt_xent": (lambda n, g: ([_rand(g, n, d), _rand(g, n, d)], []),
+                    lambda z1, z2, pg: sslfast.nt_xent(z1, z2, 0.05, process_group=pg)),
+    }
+
+
 def expect_error(rank, world, group, label, call):
-    """Every rank must raise ValueError / TypeError (not hang, not pass)."""
+    """Every rank must raise (not hang, not pass): ValueError / TypeError, or the rank's own
+    error where its input fails otherwise."""
     try:
         call()
-    except (ValueError, TypeError) as error:
+    except Exception as error:
         result = f"{type(error).__name__}: {error}"
         ok = True
     else:
@@ -160,6 +189,8 @@ def bad_input_cases(rank, world, group):
         torch.randn(3, d), torch.arange(3), 0.1 * (rank + 1), process_group=group)
     out["queue rows differ"] = lambda: sslfast.info_nce(
         torch.randn(3, d), torch.randn(3, d), 0.1, torch.randn(4 + rank, d), process_group=group)
+    out["other error on one rank"] = lambda: sslfast.nt_xent(  # bool() of a 2-element tensor: RuntimeError
+        torch.randn(3, d), torch.randn(3, d), normalize=torch.ones(2) if rank == 0 else True, process_group=group)
     out["not a process group"] = lambda: sslfast.siglip_loss(
         torch.randn(3, d), torch.randn(3, d), scale, scale, process_group="world")
     return {k: expect_error(rank, world, group, k, v) for k, v in out.items()}
@@ -276,7 +307,7 @@ def main():
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world,
                             timeout=datetime.timedelta(seconds=60))
     group = dist.group.WORLD
-    results = {"exact": {}, "low_precision": {}, "methods": {}, "bad_input": {}, "open_clip": {}}
+    results = {"exact": {}, "low_precision": {}, "autocast": {}, "methods": {}, "bad_input": {}, "open_clip": {}}
     for name, (make, fn) in cases().items():
         try:
             results["exact"][name] = run_case(rank, world, group, make, fn)
@@ -288,6 +319,13 @@ def main():
             results["low_precision"][name] = run_case(rank, world, group, make, fn, dtype)
         except Exception:
             results["low_precision"][name] = {"error": traceback.format_exc()}
+            break
+    for name, (make, fn) in autocast_cases().items():
+        try:
+            results["autocast"][name] = run_case(rank, world, group, make, fn, torch.float32,
+                                                 lambda: torch.autocast("cpu", dtype=torch.bfloat16))
+        except Exception:
+            results["autocast"][name] = {"error": traceback.format_exc()}
             break
     try:
         results["methods"] = method_cases(rank, world, group)

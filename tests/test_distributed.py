@@ -76,6 +76,14 @@ def test_low_precision_inputs_accumulate_in_float32(ranks):
     assert max(errors["clip_loss bfloat16"].values()) < 4e-3  # bf16 gradients: a few ulps
 
 
+def test_autocast_matches_the_single_process_op_under_autocast(ranks):
+    errors = _errors(ranks, "autocast")
+    assert sorted(errors) == ["clip_loss", "nt_xent", "siglip_loss gather", "siglip_loss ring"]
+    for case, values in errors.items():
+        for key, value in values.items():
+            assert value < 2e-4, (case, key, value)  # float32 math on both sides: only the summation order differs
+
+
 def test_methods_with_a_process_group_match_one_process(ranks):
     errors = _errors(ranks, "methods")
     assert sorted(errors) == ["CLIP", "MoCo v2", "SimCLR"]
@@ -88,7 +96,7 @@ def test_bad_input_raises_on_every_rank(ranks):
     world, results = ranks
     for rank, result in enumerate(results):
         assert "error" not in result["bad_input"], result["bad_input"]
-        assert len(result["bad_input"]) == 7
+        assert len(result["bad_input"]) == 8
         for case, outcome in result["bad_input"].items():
             assert outcome["ok"], (rank, case, outcome["message"])
     first = results[0]["bad_input"]
@@ -99,6 +107,8 @@ def test_bad_input_raises_on_every_rank(ranks):
     assert "world_size" in first["world_size mismatch"]["message"]
     assert "temperature differs" in first["temperature differs"]["message"]
     assert "process_group" in first["not a process group"]["message"]
+    assert first["other error on one rank"]["message"].startswith("RuntimeError")
+    assert "rank 0 rejected its input (RuntimeError" in results[1]["bad_input"]["other error on one rank"]["message"]
 
 
 def test_open_clip_distributed_parity(ranks):
