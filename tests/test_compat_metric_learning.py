@@ -113,3 +113,29 @@ def test_ntxent_rejects_unsupported_arguments():
         sslfast.nn.NTXentLoss(process_group=1)
     with pytest.raises(ValueError, match="labels"):  # labels of the wrong length, named
         sslfast.nn.NTXentLoss()(x, torch.arange(5, device=DEVICE))
+
+
+def test_ntxent_positional_arguments_are_lightlys():
+    """lightly 1.6: NTXentLoss(temperature, memory_bank_size, gather_distributed); a positional
+    memory bank size must not land in another argument."""
+    import inspect
+
+    names = [p.name for p in inspect.signature(sslfast.nn.NTXentLoss.__init__).parameters.values()
+             if p.kind == p.POSITIONAL_OR_KEYWORD][1:]
+    assert names == ["temperature", "memory_bank_size", "gather_distributed"]
+    with pytest.raises(ValueError, match="memory_bank_size"):
+        sslfast.nn.NTXentLoss(0.5, 16)
+    loss = sslfast.nn.NTXentLoss(0.5, 0, False)
+    assert loss.normalize is True and loss.gather_distributed is False
+    with pytest.raises(TypeError, match="normalize"):
+        sslfast.nn.NTXentLoss(normalize=16)
+    with pytest.raises(TypeError, match="exclude_positive"):
+        sslfast.nn.NTXentLoss(exclude_positive=1)
+    with pytest.raises(TypeError, match="gather_distributed"):
+        sslfast.nn.NTXentLoss(0.5, 0, "yes")
+
+
+def test_ntxent_labels_with_exclude_positive_raises():
+    x = torch.randn(6, 4, device=DEVICE)
+    with pytest.raises(ValueError, match="exclude_positive"):
+        sslfast.nn.NTXentLoss(exclude_positive=True)(x, torch.tensor([0, 0, 1, 1, 2, 2], device=DEVICE))

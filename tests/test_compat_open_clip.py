@@ -120,3 +120,26 @@ def test_bad_arguments_name_themselves():
         sslfast.nn.ClipLoss(rank=0, world_size=2)(image, text, torch.tensor(1.0, device=DEVICE))
     with pytest.raises(TypeError, match="logit_scale"):
         sslfast.nn.SigLipLoss(learn_scale=False)(image, text)
+
+
+def test_siglip_default_constructor_with_a_scale_and_no_bias_is_open_clips(open_clip_loss):
+    """The module's own (learnable) bias is used only when the scale is omitted too: open_clip's
+    forward(image, text, scale, None) has no bias term."""
+    image, text = _pair(seed=6)
+    scale = torch.tensor(10.0, dtype=torch.float64, device=DEVICE)
+    ours = sslfast.nn.SigLipLoss()(image, text, scale, None)
+    theirs = open_clip_loss.SigLipLoss()(image, text, scale, None)
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-12)
+
+
+def test_siglip_positional_arguments_are_open_clips(open_clip_loss):
+    import inspect
+
+    theirs = list(inspect.signature(open_clip_loss.SigLipLoss.__init__).parameters)[1:]
+    ours = [p.name for p in inspect.signature(sslfast.nn.SigLipLoss.__init__).parameters.values()
+            if p.kind == p.POSITIONAL_OR_KEYWORD][1:]
+    assert ours == theirs
+    assert sslfast.nn.SigLipLoss(False, 0, 1, "gather").dist_impl == "gather"
+    assert sslfast.nn.SigLipLoss(bidir=False).dist_impl == "shift"  # older open_clip's keyword
+    with pytest.raises(ValueError, match="dist_impl"):
+        sslfast.nn.SigLipLoss(False, 0, 1, True)  # older open_clip's positional bidir

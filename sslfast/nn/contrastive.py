@@ -23,22 +23,28 @@ class NTXentLoss(nn.Module):
       loss: per positive pair, -log(e^s_ap / (e^s_ap + sum of e^s_an over a's negatives)),
       averaged over the pairs). PML's ``indices_tuple`` / ``ref_emb`` are not supported.
 
-    ``gather_distributed=True`` (lightly) or a ``process_group``: the batch is every rank's
-    (sslfast.distributed; each rank returns its share, docs/distributed.md). lightly's memory
-    bank is not supported (``memory_bank_size`` must be 0).
+    Positional arguments are lightly's (``temperature, memory_bank_size, gather_distributed``),
+    so lightly code keeps its meaning. ``gather_distributed=True`` (lightly) or a
+    ``process_group``: the batch is every rank's (sslfast.distributed; each rank returns its
+    share, docs/distributed.md). lightly's memory bank is not supported (``memory_bank_size``
+    must be 0). sslfast's keyword-only ``normalize`` and ``exclude_positive`` (DCL; two-view
+    form only: PML's labelled loss has no such option, so it raises there).
     """
 
-    def __init__(self, temperature: float = 0.5, normalize: bool = True, exclude_positive: bool = False, *,
-                 memory_bank_size: int = 0, gather_distributed: bool = False, process_group=None):
+    def __init__(self, temperature: float = 0.5, memory_bank_size: int = 0, gather_distributed: bool = False, *,
+                 normalize: bool = True, exclude_positive: bool = False, process_group=None):
         super().__init__()
-        self.temperature, self.normalize, self.exclude_positive = temperature, normalize, exclude_positive
-        if memory_bank_size:
+        if memory_bank_size != 0:
             raise ValueError(f"memory_bank_size must be 0 (sslfast has no NT-Xent memory bank), "
                              f"got {memory_bank_size!r}")
+        self.temperature = temperature
+        self.normalize = check.boolean("normalize", normalize)
+        self.exclude_positive = check.boolean("exclude_positive", exclude_positive)
         if process_group is not None and not distributed.is_process_group(process_group):
             raise TypeError(f"process_group must be a torch.distributed ProcessGroup, "
                             f"got {type(process_group).__name__}")
-        self.gather_distributed, self.process_group = bool(gather_distributed), process_group
+        self.gather_distributed = check.boolean("gather_distributed", gather_distributed)
+        self.process_group = process_group
 
     def _group(self):
         if self.process_group is not None:
@@ -54,6 +60,9 @@ class NTXentLoss(nn.Module):
                              "embeddings) are not supported")
         group = self._group()
         if isinstance(z2, torch.Tensor) and z2.dim() == 1 and not z2.is_floating_point():  # PML: (embeddings, labels)
+            if self.exclude_positive:
+                raise ValueError("exclude_positive=True applies to two views (lightly / DCL); with labels "
+                                 "(pytorch-metric-learning's form) it has no meaning")
             return ops.supcon(z1, z2, self.temperature, normalize=self.normalize, pairwise=True, process_group=group)
         return ops.nt_xent(z1, z2, self.temperature, normalize=self.normalize, exclude_positive=self.exclude_positive,
                            process_group=group)
@@ -140,8 +149,9 @@ def _group_of(process_group, world_size):
 
 class SigLipLoss(nn.Module):
     """open_clip ``SigLipLoss``: ``forward(image_features, text_features, logit_scale, logit_bias,
-    output_dict=False)`` with open_clip's constructor arguments (``cache_labels``, ``rank``,
-    ``world_size``, ``bidir``, ``use_horovod``; newer open_clip's ``dist_impl``).
+    output_dict=False)`` with open_clip's constructor arguments: positionally open_clip 3.x's
+    (``cache_labels``, ``rank``, ``world_size``, ``dist_impl``); older releases' ``bidir`` and
+    ``use_horovod`` by keyword.
 
     Distributed (``world_size > 1`` or ``process_group``): the exact share of this rank's images
     against every rank's text (docs/distributed.md). ``dist_impl`` "bidir" / "shift" (open_clip's
@@ -150,11 +160,12 @@ class SigLipLoss(nn.Module):
 
     sslfast's own arguments: with ``learn_scale`` (default) it owns a log-scale (init
     log(``init_scale``) = log 10) and a bias (init ``init_bias`` = -10), used when ``forward``
-    gets no ``logit_scale`` / ``logit_bias``; ``learn_scale=False`` owns no parameters.
+    gets no ``logit_scale``; a given ``logit_scale`` with ``logit_bias=None`` means no bias, as
+    in open_clip. ``learn_scale=False`` owns no parameters.
     """
 
-    def __init__(self, cache_labels: bool = False, rank: int = 0, world_size: int = 1, bidir: bool = True,
-                 use_horovod: bool = False, *, dist_impl: str | None = None, learn_scale: bool = True,
+    def __init__(self, cache_labels: bool = False, rank: int = 0, world_size: int = 1, dist_impl: str | None = None,
+                 *, bidir: bool = True, use_horovod: bool = False, learn_scale: bool = True,
                  init_scale: float = 10.0, init_bias: float = -10.0, process_group=None):
         super().__init__()
         if learn_scale:
@@ -164,7 +175,8 @@ class SigLipLoss(nn.Module):
             self.log_scale = self.bias = None
         impl = dist_impl if dist_impl is not None else ("bidir" if bidir else "shift")
         if impl not in ("bidir", "shift", "reduce", "gather"):
-            raise ValueError(f"dist_impl must be 'bidir', 'shift', 'reduce' or 'gather', got {dist_impl!r}")
+            raise ValueError(f"dist_impl must be 'bidir', 'shift', 'reduce' or 'gather', got {dist_impl!r} "
+                             "(older open_clip's bidir is keyword-only here)")
         self.dist_impl, self.ring = impl, impl in ("bidir", "shift")
         self.cache_labels = bool(cache_labels)
         self.rank, self.world_size, self.process_group = _distributed_args(rank, world_size, use_horovod,
@@ -175,9 +187,10 @@ class SigLipLoss(nn.Module):
             if self.log_scale is None:
                 raise TypeError("logit_scale must be given when SigLipLoss(learn_scale=False)")
             logit_scale = self.log_scale.exp()
-        if logit_bias is None:  # open_clip: no bias term; ours, when the module owns one
-            logit_bias = self.bias if self.bias is not None else torch.zeros((), dtype=logit_scale.dtype,
-                                                                                device=logit_scale.device)
+            if logit_bias is None:  # the module's own (scale, bias) pair
+                logit_bias = self.bias
+        if logit_bias is None:  # a caller's scale without a bias: open_clip has no bias term then
+            logit_bias = torch.zeros((), dtype=logit_scale.dtype, device=logit_scale.device)
         group = _group_of(self.process_group, self.world_size)
         if group is None:
             loss = ops.siglip_loss(image_features, text_features, logit_scale, logit_bias)
