@@ -427,6 +427,45 @@ def test_cache_follows_edits_and_inference_mode():
             assert conv.to(DEVICE)(features, edges).shape == (n, 3)
 
 
+def test_inference_mode_edge_index_edited_in_place_is_read_again():
+    """An inference tensor has no version counter, so an in-place edit of it cannot be detected:
+    the conv must read it again on every call (SAGE, GCN, and GAT's loop graph)."""
+    edge_index, n = random_graph(seed=24)
+    x = randn(n, 4, seed=25)
+    torch.manual_seed(0)
+    pairs = [(pyg_nn.SAGEConv(4, 3, aggr="sum"), fast_nn.SAGEConv(4, 3, aggr="sum")),
+             (pyg_nn.GCNConv(4, 3), fast_nn.GCNConv(4, 3)),
+             (pyg_nn.GATConv(4, 3, heads=2), fast_nn.GATConv(4, 3, heads=2))]
+    for pyg_conv, fast_conv in pairs:
+        pyg_conv, fast_conv = pyg_conv.to(DEVICE), fast_conv.to(DEVICE)
+        fast_conv.load_state_dict(pyg_conv.state_dict())
+        with torch.inference_mode():
+            edges = edge_index.clone()
+            fast_conv(x, edges)
+            edges[1] = edges[1].roll(1)
+            _close(f"{type(fast_conv).__name__} after an inference-mode edit", fast_conv(x, edges),
+                   pyg_conv(x, edges))
+
+
+def test_gcn_cached_keeps_the_first_prebuilt_graph_and_weights():
+    """cached=True with sslfast.graph.Graph inputs: the first call's graph and edge weights are
+    used for every later call, as with edge_index tensors (a later Graph of another edge count
+    must not meet the first call's weights)."""
+    edge_index, n = random_graph(seed=26)
+    x = randn(n, 4, seed=27)
+    g = torch.Generator().manual_seed(28)
+    weight = torch.rand(edge_index.shape[1], generator=g).to(DEVICE)
+    torch.manual_seed(0)
+    pyg_conv, fast_conv = pyg_nn.GCNConv(4, 3, cached=True).to(DEVICE), fast_nn.GCNConv(4, 3, cached=True).to(DEVICE)
+    fast_conv.load_state_dict(pyg_conv.state_dict())
+    want = pyg_conv(x, edge_index, weight)
+    _close("first Graph", fast_conv(x, sslfast.Graph.from_edge_index(edge_index, num_nodes=n), weight), want)
+    other = edge_index[:, : edge_index.shape[1] // 2].clone()
+    other_weight = torch.rand(other.shape[1], generator=g).to(DEVICE)
+    _close("second Graph", fast_conv(x, sslfast.Graph.from_edge_index(other, num_nodes=n), other_weight), want)
+    _close("then an edge_index", fast_conv(x, other, other_weight), want)
+
+
 # ---------------------------------------------------------------- attention dropout
 
 

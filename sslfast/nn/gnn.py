@@ -86,13 +86,18 @@ class _GraphCache(nn.Module):
         self._key = self._graph = None
 
     def graph_of(self, edge_index, num_nodes) -> Graph:
-        if isinstance(edge_index, Graph):
-            return edge_index
         if self._keep_first and self._graph is not None:  # GCNConv's cached=True: the first graph, kept
             return self._graph
+        if isinstance(edge_index, Graph):
+            if self._keep_first:  # a prebuilt Graph is "the first graph" too (its weights are kept with it)
+                self._graph = edge_index
+            return edge_index
         _check_adjacency(edge_index)
-        # an in-place edit of edge_index rebuilds (inference tensors have no version counter)
-        key = (edge_index, -1 if edge_index.is_inference() else edge_index._version, num_nodes)
+        if edge_index.is_inference() and not self._keep_first:
+            # no version counter: an in-place edit could not be seen, so build every call
+            return Graph.from_edge_index(edge_index, num_nodes=num_nodes)
+        # an in-place edit of edge_index changes its version: rebuild
+        key = (edge_index, None if edge_index.is_inference() else edge_index._version, num_nodes)
         if self._key is None or self._key[0] is not edge_index or self._key[1:] != key[1:]:
             self._graph = Graph.from_edge_index(edge_index, num_nodes=num_nodes)
             self._key = key
