@@ -241,6 +241,16 @@ def test_racecheck_triage_keeps_only_real_races():
     assert triage.triage(same_pc + failed + summary)[2] == ["pytest did not pass under racecheck"]
 
 
+def test_replot_without_matplotlib_is_a_usage_error(tmp_path, monkeypatch, capsys):
+    src = tmp_path / "results.json"
+    src.write_text(json.dumps({"environment": {}, "records": []}))
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib raises ImportError
+    with pytest.raises(SystemExit) as exit_info:
+        harness.main(["--replot", str(src)])
+    assert exit_info.value.code == 2
+    assert "matplotlib" in capsys.readouterr().err
+
+
 def test_replot_draws_one_row_per_family_at_a_readable_width(tmp_path):
     pytest.importorskip("matplotlib")
     from PIL import Image

@@ -20,3 +20,21 @@ def test_world_sizes_run_and_write(tmp_path, capsys):
     assert all(r["peak_mib"] >= 0 and r["step_s"] > 0 for r in rows)
     assert "fused_peak_mib" in rows[0] and "eager_peak_mib" in rows[0]
     assert "| 24 | 2 | 12 |" in (tmp_path / "results.md").read_text()
+
+
+def test_a_hung_group_is_killed_whole_after_the_timeout(tmp_path, monkeypatch):
+    """--timeout bounds the whole group, and every worker is ended, not only the one waited on."""
+    import subprocess
+    import sys
+
+    started, popen = [], subprocess.Popen
+
+    def hanging_worker(cmd, *args, **kwargs):  # stands in for a rank stuck in a collective
+        started.append(popen([sys.executable, "-c", "import time; time.sleep(120)"]))
+        return started[-1]
+
+    monkeypatch.setattr(bench.subprocess, "Popen", hanging_worker)
+    args = bench.build_parser().parse_args(["--timeout", "1"])
+    with pytest.raises(RuntimeError, match="timeout"):
+        bench._launch(3, 24, args, str(tmp_path))
+    assert len(started) == 3 and all(p.poll() is not None for p in started)

@@ -124,7 +124,18 @@ def _launch(world, n, args, tmp):
         c = list(cmd)
         c[c.index("--worker") + 1] = f"{rank},{world},{init},{tmp}"
         procs.append(subprocess.Popen(c))
-    codes = [p.wait(timeout=args.timeout) for p in procs]
+    deadline = time.monotonic() + args.timeout  # one budget for the group, not per rank
+    try:
+        codes = [p.wait(timeout=max(0.0, deadline - time.monotonic())) for p in procs]
+    except subprocess.TimeoutExpired:
+        # a rank stuck in a collective holds the others there: end every worker, not just the first
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+        for p in procs:
+            p.wait()
+        raise RuntimeError(f"world {world}, N {n}: the ranks did not finish within --timeout "
+                           f"{args.timeout} s") from None
     if any(codes):
         raise RuntimeError(f"world {world}, N {n}: a rank exited with {codes}")
     return [json.load(open(os.path.join(tmp, f"{n}-{world}-{r}.json"))) for r in range(world)]

@@ -995,7 +995,11 @@ def main(argv=None) -> int:
     if args.replot:
         if not os.path.isfile(args.replot):
             parser.error(f"--replot: no such file {args.replot!r}")
-        print(f"[sslfast.bench] wrote {replot(args.replot)}", file=sys.stderr)
+        try:
+            path = replot(args.replot)
+        except RuntimeError as error:  # matplotlib missing: a usage message and exit 2, not a traceback
+            parser.error(f"--replot: {error}")
+        print(f"[sslfast.bench] wrote {path}", file=sys.stderr)
         return 0
     if args.repeats is not None and args.repeats < 1:
         parser.error("--repeats must be >= 1")
