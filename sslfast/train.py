@@ -85,12 +85,14 @@ RECIPES: dict[str, Recipe] = {
     # dominate the step, and the optimizer is Adam (LARS / large-batch SGD need the large batch).
     "simclr": Recipe("image", "mnist5k", IMAGES, epochs=30, lr=1e-3, batch_size=256, weight_decay=1e-6,
                      note="NT-Xent T=0.5, projection hidden=encoder width, out 128"),
-    "moco": Recipe("image", "mnist5k", IMAGES, epochs=30, lr=1e-3, batch_size=256, weight_decay=1e-6,
+    "moco": Recipe("image", "mnist5k", IMAGES, epochs=30, lr=1e-3, batch_size=64, weight_decay=1e-6,
                    options=dict(version=2, queue_size=1024, momentum=0.99),
                    note="v2: T=0.2, MLP head 2048->128; queue 1024 (a quarter of the 4000 training images: "
                         "with 4096 each image's own key from the previous epoch sits in the queue as a "
-                        "negative; probe 0.928 at seed 0) and m=0.99 for a 450-step run (paper: 65536 and "
-                        "0.999 over 200 ImageNet epochs)"),
+                        "negative; probe 0.928 at seed 0) and m=0.99 (paper: 65536 and 0.999 over 200 "
+                        "ImageNet epochs); batch 64: the queue supplies the negatives, and 1,860 steps learn "
+                        "more than batch 256's 450 at the same cost (probe 0.942 against 0.929 at seed 0); v3 (no "
+                        "queue) keeps batch 256"),
     "byol": Recipe("image", "mnist5k", IMAGES, epochs=30, lr=1e-3, batch_size=256, weight_decay=1e-6,
                    options=dict(hidden_dim=1024, momentum=0.99),
                    note="tau 0.99 -> 1 cosine (paper 0.996 over 1000 epochs), heads 1024->256"),
@@ -104,11 +106,13 @@ RECIPES: dict[str, Recipe] = {
                    optimizer="adamw", options=dict(embed_dim=128),
                    note="two towers on paired halves of each image (top: 'image', bottom: 'text'); "
                         "learnable logit scale init 1/0.07, max 100; AdamW wd 0.1 (CLIP)"),
-    "mae": Recipe("image", "mnist5k", IMAGES, epochs=60, lr=1e-3, batch_size=256, weight_decay=0.05,
+    "mae": Recipe("image", "mnist5k", IMAGES, epochs=20, lr=1e-3, batch_size=64, weight_decay=0.05,
                   optimizer="adamw", options=dict(mask_ratio=0.75, decoder_dim=64, decoder_depth=2,
                                                   decoder_heads=4),
                   note="mask 0.75, norm-pix loss, ViT 128x4 (patch 4), decoder 64x2; AdamW (0.9, 0.95) "
-                       "wd 0.05, warmup + cosine"),
+                       "wd 0.05, warmup + cosine; batch 64 for 20 epochs: the same MSE as batch 256 for 60 "
+                       "(0.755x against 0.75x the baseline at seed 0) in a quarter of the time (123 against "
+                       "486 CPU s), inside the 5-minute budget"),
     "simmim": Recipe("image", "mnist5k", IMAGES, epochs=20, lr=1e-3, batch_size=32, weight_decay=0.05,
                      optimizer="adamw", options=dict(mask_ratio=0.6, mask_patch_size=4, loss="l2"),
                      note="mask 0.6 of 4x4 cells (28 px images have no 32 px cells), L2 on raw pixels (the "
@@ -599,6 +603,8 @@ def train(method: str, data: str | None = None, *, epochs=None, batch_size=None,
     if data not in base.accepts:
         raise ValueError(f"{method} trains on {', '.join(base.accepts)}; got --data {data!r}")
     recipe = base.for_data(data)
+    if method == "moco" and moco_version == 3:  # no queue: its negatives are the batch (v2's batch 64 would starve it)
+        recipe = dataclasses.replace(recipe, batch_size=256)
     if threads:
         torch.set_num_threads(threads)
     device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
