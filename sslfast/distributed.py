@@ -436,18 +436,8 @@ def info_nce(query, key, temperature=0.07, queue=None, *, normalize=True, in_bat
 
 
 def _pair_checks(image, text, logit_scale, logit_bias, bias_required):
-    def checks():
-        check.embeddings("image", image)
-        check.embeddings("text", text)
-        check.same_device_and_dtype("text", text, "image", image)
-        check.same_shape("text", text, "image", image)
-        check.scalar_tensor("logit_scale", logit_scale, "image", image)
-        if logit_bias is None:
-            if bias_required:
-                raise TypeError("logit_bias must be a tensor, got None")
-        else:
-            check.scalar_tensor("logit_bias", logit_bias, "image", image)
-    return checks
+    from .ops.contrastive import _check_pair  # the single-process op's checks, run before the collective
+    return lambda: _check_pair(image, text, logit_scale, logit_bias, bias_required)
 
 
 def clip_loss(image, text, logit_scale, logit_bias=None, *, process_group=None, expect=None):
