@@ -93,9 +93,10 @@ RECIPES: dict[str, Recipe] = {
                         "ImageNet epochs); batch 64: the queue supplies the negatives, and 1,860 steps learn "
                         "more than batch 256's 450 at the same cost (probe 0.942 against 0.929 at seed 0); v3 (no "
                         "queue) keeps batch 256"),
-    "byol": Recipe("image", "mnist5k", IMAGES, epochs=30, lr=1e-3, batch_size=256, weight_decay=1e-6,
+    "byol": Recipe("image", "mnist5k", IMAGES, epochs=30, lr=1e-3, batch_size=64, weight_decay=1e-6,
                    options=dict(hidden_dim=1024, momentum=0.99),
-                   note="tau 0.99 -> 1 cosine (paper 0.996 over 1000 epochs), heads 1024->256"),
+                   note="tau 0.99 -> 1 cosine (paper 0.996 over 1000 epochs), heads 1024->256; batch 64: "
+                        "1,860 steps where 256 gives 450 at the same cost (probe 0.957 against 0.937 at seed 0)"),
     "simsiam": Recipe("image", "mnist5k", IMAGES, epochs=30, lr=0.05, batch_size=256, weight_decay=1e-4,
                       optimizer="sgd", options=dict(dim=512, pred_dim=128),
                       note="SGD lr 0.05 x bs/256, momentum 0.9, wd 1e-4, cosine (paper); width 512/128 "
