@@ -34,6 +34,8 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from .ops import _validate as check
+# the single-process ops' argument checks: every rank runs them before its first collective
+from .ops.contrastive import _check_info_nce, _check_nt_xent, _check_pair, _check_supcon
 
 __all__ = ["all_gather", "all_gather_with_grad", "is_process_group", "BLOCK"]
 
@@ -372,11 +374,7 @@ def nt_xent(z1, z2, temperature=0.5, *, normalize=True, exclude_positive=False, 
     group = _group(process_group)
 
     def checks():
-        check.embeddings("z1", z1)
-        check.embeddings("z2", z2)
-        check.same_device_and_dtype("z2", z2, "z1", z1)
-        check.same_shape("z2", z2, "z1", z1)
-        check.positive_float("temperature", temperature)
+        _check_nt_xent(z1, z2, temperature)
 
     sizes = _sync(group, "nt_xent", checks, lambda: {"z1": _describe(z1), "temperature": temperature,
                                              "normalize": bool(normalize), "exclude_positive": bool(exclude_positive)},
@@ -402,15 +400,7 @@ def info_nce(query, key, temperature=0.07, queue=None, *, normalize=True, in_bat
     group = _group(process_group)
 
     def checks():
-        check.embeddings("query", query)
-        check.embeddings("key", key)
-        check.same_device_and_dtype("key", key, "query", query)
-        check.same_shape("key", key, "query", query)
-        if queue is not None:
-            check.embeddings("queue", queue)
-            check.same_device_and_dtype("queue", queue, "query", query)
-            check.same_dim("queue", queue, "query", query)
-        check.positive_float("temperature", temperature)
+        _check_info_nce(query, key, queue, temperature)
 
     def same():
         return {"query": _describe(query), "queue": _describe(queue), "queue rows": _rows(queue),
@@ -436,7 +426,6 @@ def info_nce(query, key, temperature=0.07, queue=None, *, normalize=True, in_bat
 
 
 def _pair_checks(image, text, logit_scale, logit_bias, bias_required):
-    from .ops.contrastive import _check_pair  # the single-process op's checks, run before the collective
     return lambda: _check_pair(image, text, logit_scale, logit_bias, bias_required)
 
 
@@ -477,9 +466,7 @@ def supcon(features, labels, temperature=0.1, *, normalize=True, pairwise=False,
     group = _group(process_group)
 
     def checks():
-        check.embeddings("features", features)
-        check.labels("labels", labels, features.shape[0], "features", features)
-        check.positive_float("temperature", temperature)
+        _check_supcon(features, labels, temperature)
 
     def same():
         return {"features": _describe(features), "labels": str(getattr(labels, "dtype", None)),

@@ -30,11 +30,7 @@ def nt_xent(z1, z2, temperature=0.5, *, normalize=True, exclude_positive=False, 
         from .. import distributed
         return distributed.nt_xent(z1, z2, temperature, normalize=normalize, exclude_positive=exclude_positive,
                                    process_group=process_group)
-    check.embeddings("z1", z1)
-    check.embeddings("z2", z2)
-    check.same_device_and_dtype("z2", z2, "z1", z1)
-    check.same_shape("z2", z2, "z1", z1)
-    temperature = check.positive_float("temperature", temperature)
+    temperature = _check_nt_xent(z1, z2, temperature)
     ops = _dispatch.ops_for("nt_xent", z1)
     if ops is None:
         return reference.nt_xent(z1, z2, temperature, normalize=bool(normalize),
@@ -52,6 +48,25 @@ def info_nce(query, key, temperature=0.07, queue=None, *, normalize=True, in_bat
         from .. import distributed
         return distributed.info_nce(query, key, temperature, queue, normalize=normalize,
                                     in_batch_negatives=in_batch_negatives, process_group=process_group)
+    temperature = _check_info_nce(query, key, queue, temperature)
+    ops = _dispatch.ops_for("info_nce", query)
+    if ops is None:
+        return reference.info_nce(query, key, temperature, queue, normalize=bool(normalize),
+                                  in_batch_negatives=bool(in_batch_negatives))
+    return ops.info_nce(query, key, queue, temperature, bool(normalize), bool(in_batch_negatives))
+
+
+# Argument checks, shared with the process_group path (sslfast/distributed.py runs them on every
+# rank before its first collective). Each returns the validated temperature.
+def _check_nt_xent(z1, z2, temperature):
+    check.embeddings("z1", z1)
+    check.embeddings("z2", z2)
+    check.same_device_and_dtype("z2", z2, "z1", z1)
+    check.same_shape("z2", z2, "z1", z1)
+    return check.positive_float("temperature", temperature)
+
+
+def _check_info_nce(query, key, queue, temperature):
     check.embeddings("query", query)
     check.embeddings("key", key)
     check.same_device_and_dtype("key", key, "query", query)
@@ -60,12 +75,13 @@ def info_nce(query, key, temperature=0.07, queue=None, *, normalize=True, in_bat
         check.embeddings("queue", queue)
         check.same_device_and_dtype("queue", queue, "query", query)
         check.same_dim("queue", queue, "query", query)
-    temperature = check.positive_float("temperature", temperature)
-    ops = _dispatch.ops_for("info_nce", query)
-    if ops is None:
-        return reference.info_nce(query, key, temperature, queue, normalize=bool(normalize),
-                                  in_batch_negatives=bool(in_batch_negatives))
-    return ops.info_nce(query, key, queue, temperature, bool(normalize), bool(in_batch_negatives))
+    return check.positive_float("temperature", temperature)
+
+
+def _check_supcon(features, labels, temperature):
+    check.embeddings("features", features)
+    check.labels("labels", labels, features.shape[0], "features", features)
+    return check.positive_float("temperature", temperature)
 
 
 def _check_pair(image, text, logit_scale, logit_bias, bias_required):
@@ -130,9 +146,7 @@ def supcon(features, labels, temperature=0.1, *, normalize=True, pairwise=False,
         from .. import distributed
         return distributed.supcon(features, labels, temperature, normalize=normalize, pairwise=pairwise,
                                   process_group=process_group)
-    check.embeddings("features", features)
-    check.labels("labels", labels, features.shape[0], "features", features)
-    temperature = check.positive_float("temperature", temperature)
+    temperature = _check_supcon(features, labels, temperature)
     ops = _dispatch.ops_for("supcon", features)
     if ops is None:
         return reference.supcon(features, labels, temperature, normalize=bool(normalize), pairwise=bool(pairwise))
