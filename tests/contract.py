@@ -1209,6 +1209,22 @@ def _bad_drop():
     ]
 
 
+def _nan_drop():
+    """Dropped entries are x * 0, as the reference: a NaN stays NaN whether it is kept or dropped."""
+    x = randn(40, 33)
+    x[::3, ::2] = float("nan")
+
+    def run():
+        return sslfast.drop_mask(x, 0.5, seed=9), sslfast.drop_mask(x, 0.5, per_column=True, seed=9)
+
+    def check(outs):
+        for out in outs:
+            assert torch.equal(torch.isnan(out), torch.isnan(x))
+            assert (out[~torch.isnan(x)] == 0).any()  # and something was dropped
+
+    return run, check
+
+
 DROP_SHAPES = ((1,), (7, 5), (3, 4, 33), (64, 300))
 SMALL_DROP_SHAPES = DROP_SHAPES[:3]
 DROP_MASK = Row(
@@ -1221,6 +1237,7 @@ DROP_MASK = Row(
     compile_modes=("entries", "columns"),
     opcheck=_opcheck_drop,
     bad=_bad_drop,
+    nan=_nan_drop,
 )
 DROP_MASK_EDGES = Row(  # p = 0 keeps everything, p = 1 drops everything: no seed matters
     "drop_mask-p0-p1", "drop_mask", _make_drop, call=DROP_MASK.call, reference=DROP_MASK.reference,

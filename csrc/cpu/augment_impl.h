@@ -165,16 +165,23 @@ at::Tensor drop_mask_fwd(const at::Tensor& x_, double p, int64_t seed, bool per_
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "drop_mask_fwd", [&] {
     const scalar_t* in = x.const_data_ptr<scalar_t>();
     scalar_t* o = out.data_ptr<scalar_t>();
+    // x times a 0 / 1 factor, as the reference (x * keep): a dropped NaN stays NaN, and the
+    // per-column rows are one multiply the compiler vectorizes.
     if (per_column) {
-      std::vector<uint8_t> keep(columns);
-      for (int64_t c = 0; c < columns; ++c) keep[c] = hash_keep(uint64_t(seed), uint64_t(c), pf);
+      std::vector<scalar_t> keep(columns);
+      for (int64_t c = 0; c < columns; ++c) keep[c] = scalar_t(hash_keep(uint64_t(seed), uint64_t(c), pf) ? 1 : 0);
+      const scalar_t* k = keep.data();
       at::parallel_for(0, n / columns, std::max<int64_t>(1, 16384 / columns), [&](int64_t r0, int64_t r1) {
-        for (int64_t r = r0; r < r1; ++r)
-          for (int64_t c = 0; c < columns; ++c) o[r * columns + c] = keep[c] ? in[r * columns + c] : scalar_t(0);
+        for (int64_t r = r0; r < r1; ++r) {
+          const scalar_t* row = in + r * columns;
+          scalar_t* dst = o + r * columns;
+          for (int64_t c = 0; c < columns; ++c) dst[c] = row[c] * k[c];
+        }
       });
     } else {
       at::parallel_for(0, n, 16384, [&](int64_t i0, int64_t i1) {
-        for (int64_t i = i0; i < i1; ++i) o[i] = hash_keep(uint64_t(seed), uint64_t(i), pf) ? in[i] : scalar_t(0);
+        for (int64_t i = i0; i < i1; ++i)
+          o[i] = in[i] * scalar_t(hash_keep(uint64_t(seed), uint64_t(i), pf) ? 1 : 0);
       });
     }
   });
