@@ -44,6 +44,8 @@ AUG = dict(augment=M.ImageAugment(scale=(0.5, 1.0), flip_p=0.5, noise_std=0.02))
 BUILDERS = {
     "simclr": lambda: (M.SimCLR(_tiny_cnn(), **AUG), _images()[0]),
     "moco2": lambda: (M.MoCo(_tiny_cnn(), queue_size=64, momentum=0.9, hidden_dim=32, **AUG), _images()[0]),
+    "moco2_shuffle_bn": lambda: (M.MoCo(_tiny_cnn(), queue_size=64, momentum=0.9, hidden_dim=32, shuffle_bn=2,
+                                        **AUG), _images()[0]),
     "moco3": lambda: (M.MoCo(_tiny_cnn(), version=3, hidden_dim=32, out_dim=16, **AUG), _images()[0]),
     "byol": lambda: (M.BYOL(_tiny_cnn(), hidden_dim=32, out_dim=16, momentum=0.9, **AUG), _images()[0]),
     "simsiam": lambda: (M.SimSiam(_tiny_cnn(), dim=32, pred_dim=8, **AUG), _images()[0]),
@@ -148,6 +150,34 @@ def test_moco_queue_stays_on_device_and_rotates():
     assert torch.allclose(method.queue.norm(dim=1), torch.ones(method.queue.shape[0]), atol=1e-5)
 
 
+def test_moco_shuffle_bn_keys_come_from_groups_of_a_permutation():
+    """shuffle_bn=G: each key is the key encoder's output on its group of a random permutation of
+    the batch (that group's BatchNorm statistics), put back in batch order; queries use contiguous
+    groups. In eval mode, or with G = 1, one pass over the whole batch."""
+    torch.manual_seed(0)
+    method, images = BUILDERS["moco2_shuffle_bn"]()
+    method.train()
+    key_net = lambda v: method.key_projection(method.key_encoder(v))  # noqa: E731
+    torch.manual_seed(7)
+    keys = method._keys(images)
+    torch.manual_seed(7)
+    perm = torch.randperm(images.shape[0])
+    expected = torch.empty_like(keys)
+    with torch.no_grad():
+        for group in perm.tensor_split(2):
+            expected[group] = key_net(images[group])
+        whole = key_net(images)
+    torch.testing.assert_close(keys, expected)
+    assert not torch.allclose(keys, whole)  # the groups' statistics differ from the batch's
+    queries = method._grouped(lambda v: method.projection(method.encoder(v)), images)
+    with torch.no_grad():
+        halves = torch.cat([method.projection(method.encoder(h)) for h in images.tensor_split(2)])
+    torch.testing.assert_close(queries.detach(), halves)
+    method.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(method._keys(images), key_net(images))
+
+
 def test_byol_target_follows_online_by_ema():
     torch.manual_seed(0)
     method, _ = BUILDERS["byol"]()
@@ -178,6 +208,10 @@ def test_bad_arguments_name_the_argument():
         M.MoCo(_tiny_cnn(), version=4)
     with pytest.raises(ValueError, match="queue_size"):
         M.MoCo(_tiny_cnn(), version=3, queue_size=10)
+    with pytest.raises(ValueError, match="shuffle_bn"):
+        M.MoCo(_tiny_cnn(), version=3, shuffle_bn=2)
+    with pytest.raises(ValueError, match="shuffle_bn"):
+        M.MoCo(_tiny_cnn(), shuffle_bn=0)
     with pytest.raises(ValueError, match="mask_ratio"):
         M.MAE(_tiny_vit(), mask_ratio=1.0)
     with pytest.raises(TypeError, match="ViT"):

@@ -6,7 +6,10 @@ v2 (``version=2``): a query encoder + 2-layer MLP head (hidden 2048, out 128), a
 that follows it by EMA (m = 0.999), a queue of K = 65536 normalized keys kept on the device,
 InfoNCE at T = 0.2 over the positive key and the queue (``sslfast.info_nce`` with
 ``in_batch_negatives=False``). The queue is written in place at a device-side pointer, so a
-step never syncs with the host.
+step never syncs with the host. ``shuffle_bn=G`` emulates MoCo's shuffling BN on one device: the
+queries' BatchNorm statistics come from G contiguous groups of the batch, the keys' from G groups
+of a random permutation of it, so a query never shares statistics with its own key (the
+paper's 8 GPUs give each BN 32 images).
 
 v3 (``version=3``): no queue; 3-layer projector (hidden 4096, out 256, BN) and a 2-layer
 predictor on the query side, symmetrized InfoNCE over in-batch keys at T = 1.0 (the ResNet
@@ -39,7 +42,7 @@ class MoCo(nn.Module):
     def __init__(self, encoder: nn.Module, *, version: int = 2, feature_dim: int | None = None,
                  hidden_dim: int | None = None, out_dim: int | None = None, temperature: float | None = None,
                  momentum: float | None = None, queue_size: int | None = None, augment: nn.Module | None = None,
-                 process_group=None):
+                 shuffle_bn: int = 1, process_group=None):
         super().__init__()
         if version not in _DEFAULTS:
             raise ValueError(f"version must be 2 or 3, got {version!r}")
@@ -70,6 +73,10 @@ class MoCo(nn.Module):
         elif size:
             raise ValueError(f"queue_size must be 0 for MoCo v3, got {size!r}")
         self.augment = augment if augment is not None else ImageAugment()
+        self.shuffle_bn = positive_int("shuffle_bn", shuffle_bn)
+        if version == 3 and self.shuffle_bn != 1:
+            raise ValueError(f"shuffle_bn is a MoCo v2 option (v3 uses one BatchNorm over the global batch), "
+                             f"got shuffle_bn={shuffle_bn!r} with version=3")
         self.process_group = process_group
 
     @torch.no_grad()
@@ -96,7 +103,20 @@ class MoCo(nn.Module):
 
     def _keys(self, view):
         with torch.no_grad():
-            return self.key_projection(self.key_encoder(view))
+            if self.shuffle_bn == 1 or not self.training:
+                return self.key_projection(self.key_encoder(view))
+            # Shuffle BN: the keys' BatchNorm statistics come from groups of a random permutation of the
+            # batch, the queries' from contiguous groups, so a query and its key never share statistics
+            # (MoCo's multi-GPU shuffle, on one device).
+            perm = torch.randperm(view.shape[0], device=view.device)
+            keys = self._grouped(lambda v: self.key_projection(self.key_encoder(v)), view[perm])
+            return torch.empty_like(keys).index_copy_(0, perm, keys)
+
+    def _grouped(self, fn, x):
+        """fn per group of ``shuffle_bn`` contiguous groups of x (their own BatchNorm statistics)."""
+        if self.shuffle_bn == 1 or not self.training:
+            return fn(x)
+        return torch.cat([fn(part) for part in x.tensor_split(min(self.shuffle_bn, x.shape[0]))])
 
     def forward(self, batch):
         images = images_of(batch)
@@ -104,7 +124,7 @@ class MoCo(nn.Module):
             self.update_momentum()
         v1, v2 = self.augment(images), self.augment(images)
         if self.version == 2:
-            q = self.projection(self.encoder(v1))
+            q = self._grouped(lambda v: self.projection(self.encoder(v)), v1)
             k = self._keys(v2)
             loss = sslfast.info_nce(q, k, self.temperature, self.queue.clone(), in_batch_negatives=False,
                                     process_group=self.process_group)
