@@ -51,6 +51,7 @@ from sslfast.methods import backbones
 __all__ = ["RECIPES", "METHODS", "train", "main", "build_parser"]
 
 METRICS = ("linear_probe_acc", "knn_acc", "link_auc", "mmd", "recon_mse")
+AUGMENTED = ("simclr", "moco", "byol", "simsiam", "supcon")  # two augmented views of each image
 DDP_METHODS = ("simclr", "clip", "moco", "supcon")  # contrastive losses with a process_group
 
 
@@ -68,6 +69,7 @@ class Recipe:
     weight_decay: float = 0.0
     optimizer: str = "adam"
     options: dict = dataclasses.field(default_factory=dict)
+    augment: dict = dataclasses.field(default_factory=dict)  # image methods: ImageAugment overrides
     per_data: dict = dataclasses.field(default_factory=dict)  # data name -> overrides of the fields above
     note: str = ""
 
@@ -170,18 +172,16 @@ def _vit(images):
                          num_heads=4)
 
 
-def _augment(data_name):
+def _augment(data_name, overrides=None):
     # Digits: no flips (a mirrored 2 is no digit), crops that keep most of the stroke.
-    return M.ImageAugment(scale=(0.4, 1.0), flip_p=0.0, noise_std=0.05)
+    return M.ImageAugment(**{"scale": (0.4, 1.0), "flip_p": 0.0, "noise_std": 0.05, **(overrides or {})})
 
 
 def build_method(name, recipe, data, args):
     opts = dict(recipe.options)
-    if name in ("simclr", "moco", "byol", "simsiam", "supcon"):
+    if name in AUGMENTED:
         cls = {"simclr": M.SimCLR, "moco": M.MoCo, "byol": M.BYOL, "simsiam": M.SimSiam, "supcon": M.SupCon}[name]
-        if name == "moco" and args.moco_version == 3:
-            opts = dict(version=3, hidden_dim=1024)
-        return cls(_image_encoder(data.train_images), augment=_augment(data.name), **opts)
+        return cls(_image_encoder(data.train_images), augment=_augment(data.name, recipe.augment), **opts)
     if name == "clip":
         half = data.train_images[:, :, : data.train_images.shape[2] // 2]
         return M.CLIP(_image_encoder(half), _image_encoder(half), **opts)
@@ -590,6 +590,22 @@ def _load_average():
         return None
 
 
+def _source_commit():
+    """The git commit of the sslfast checkout that ran (+ "-dirty" with uncommitted changes to
+    tracked files), or None outside a git checkout: which code a results.json came from."""
+    import subprocess
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        commit = subprocess.run(["git", "-C", here, "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", here, "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return commit + ("-dirty" if dirty else "") if commit else None
+
+
 def train(method: str, data: str | None = None, *, epochs=None, batch_size=None, lr=None, seed=0, device="cpu",
           backend="auto", out=None, data_root=None, progress=True, moco_version=2, threads=None, nproc=1) -> dict:
     """Train ``method`` with its recipe, evaluate, write results.json / results.png to ``out``
@@ -605,7 +621,7 @@ def train(method: str, data: str | None = None, *, epochs=None, batch_size=None,
         raise ValueError(f"{method} trains on {', '.join(base.accepts)}; got --data {data!r}")
     recipe = base.for_data(data)
     if method == "moco" and moco_version == 3:  # no queue: its negatives are the batch (v2's batch 64 would starve it)
-        recipe = dataclasses.replace(recipe, batch_size=256)
+        recipe = dataclasses.replace(recipe, batch_size=256, options=dict(version=3, hidden_dim=1024))
     if threads:
         torch.set_num_threads(threads)
     device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
@@ -639,8 +655,11 @@ def train(method: str, data: str | None = None, *, epochs=None, batch_size=None,
               "value": value, "seed": seed, "epochs": args.epochs, "seconds": round(seconds, 2),
               "cpu_seconds": round(cpu_seconds, 2), "load_average": _load_average(),
               "device": str(device), "backend": backend, **extras,
-              "batch_size": args.batch_size, "lr": args.lr, "recipe_note": recipe.note,
-              "torch": torch.__version__, "sslfast": sslfast.__version__, "threads": torch.get_num_threads(),
+              "batch_size": args.batch_size, "lr": args.lr, "options": recipe.options,
+              **({"augment": _augment(data, recipe.augment).settings()} if method in AUGMENTED else {}),
+              "recipe_note": recipe.note,
+              "torch": torch.__version__, "sslfast": sslfast.__version__, "commit": _source_commit(),
+              "threads": torch.get_num_threads(),
               "nproc": world, "loss_curve": losses}
     if out:
         os.makedirs(out, exist_ok=True)

@@ -43,6 +43,9 @@ def test_train_writes_results(tmp_path, capsys, argv, metric):
     assert REQUIRED <= set(result) and result["metric"] == metric and result["seed"] == 3
     assert result["method"] == argv[0] and result["epochs"] == int(argv[argv.index("--epochs") + 1])
     assert len(result["loss_curve"]) >= 1 and result["seconds"] > 0
+    # what ran: the recipe's options, the augmentations of the two-view methods, the source commit
+    assert result["options"] == json.loads(json.dumps(T.RECIPES[argv[0]].for_data(result["data"]).options))
+    assert ("augment" in result) == (argv[0] in T.AUGMENTED) and "commit" in result
     if metric in ("linear_probe_acc", "link_auc"):
         assert 0.0 <= result["value"] <= 1.0
     if metric in ("mmd", "recon_mse") or argv[0] == "simclr":

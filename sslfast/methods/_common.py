@@ -74,8 +74,11 @@ class ImageAugment(nn.Module):
                       generator=generator)
         return out.clamp(0, 1)
 
+    def settings(self) -> dict:
+        return {"scale": self.scale, "ratio": self.ratio, "flip_p": self.flip_p, "noise_std": self.noise_std}
+
     def extra_repr(self):
-        return f"scale={self.scale}, ratio={self.ratio}, flip_p={self.flip_p}, noise_std={self.noise_std}"
+        return ", ".join(f"{k}={v}" for k, v in self.settings().items())
 
 
 def images_of(batch, name="batch"):
