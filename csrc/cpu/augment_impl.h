@@ -180,8 +180,7 @@ at::Tensor drop_mask_fwd(const at::Tensor& x_, double p, int64_t seed, bool per_
       });
     } else {
       at::parallel_for(0, n, 16384, [&](int64_t i0, int64_t i1) {
-        for (int64_t i = i0; i < i1; ++i)
-          o[i] = in[i] * scalar_t(hash_keep(uint64_t(seed), uint64_t(i), pf) ? 1 : 0);
+        for (int64_t i = i0; i < i1; ++i) o[i] = in[i] * scalar_t(hash_keep(uint64_t(seed), uint64_t(i), pf) ? 1 : 0);
       });
     }
   });
