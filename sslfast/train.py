@@ -591,15 +591,17 @@ def _load_average():
 
 
 def _source_commit():
-    """The git commit of the sslfast checkout that ran (+ "-dirty" with uncommitted changes to
-    tracked files), or None outside a git checkout: which code a results.json came from."""
+    """The git commit of the sslfast checkout that ran (+ "-dirty" with uncommitted changes to its
+    code: the package, csrc/, kernels/), or None outside a git checkout: which code a results.json
+    came from."""
     import subprocess
 
     here = os.path.dirname(os.path.abspath(__file__))
     try:
         commit = subprocess.run(["git", "-C", here, "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                                 timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", here, "status", "--porcelain", "--untracked-files=no"],
+        dirty = subprocess.run(["git", "-C", here, "status", "--porcelain", "--untracked-files=no", "--", ".",
+                                "../csrc", "../kernels"],
                                capture_output=True, text=True, timeout=10, check=True).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
