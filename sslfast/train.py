@@ -603,8 +603,8 @@ def _source_commit():
     try:
         commit = subprocess.run(["git", "-C", here, "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                                 timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", here, "status", "--porcelain", "--untracked-files=no", "--", ".",
-                                "../csrc", "../kernels"],
+        dirty = subprocess.run(["git", "--no-optional-locks", "-C", here, "status", "--porcelain",
+                                "--untracked-files=no", "--", ".", "../csrc", "../kernels"],
                                capture_output=True, text=True, timeout=10, check=True).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
@@ -639,6 +639,7 @@ def train(method: str, data: str | None = None, *, epochs=None, batch_size=None,
         raise ValueError(f"--epochs must be >= 1, got {args.epochs}")
     if args.batch_size is not None and args.batch_size < 2:
         raise ValueError(f"--batch-size must be >= 2, got {args.batch_size}")
+    commit = _source_commit()  # before training: the code imported now, not whatever HEAD is at the end
     t0, cpu0 = time.perf_counter(), time.process_time()
     torch.manual_seed(seed)
     with sslfast.use_backend(backend):
@@ -660,10 +661,10 @@ def train(method: str, data: str | None = None, *, epochs=None, batch_size=None,
               "value": value, "seed": seed, "epochs": args.epochs, "seconds": round(seconds, 2),
               "cpu_seconds": round(cpu_seconds, 2), "load_average": _load_average(),
               "device": str(device), "backend": backend, **extras,
-              "batch_size": args.batch_size, "lr": args.lr, "options": recipe.options,
+              "batch_size": args.batch_size, "lr": args.lr, "options": dict(recipe.options),
               **({"augment": _augment(data, recipe.augment).settings()} if method in AUGMENTED else {}),
               "recipe_note": recipe.note,
-              "torch": torch.__version__, "sslfast": sslfast.__version__, "commit": _source_commit(),
+              "torch": torch.__version__, "sslfast": sslfast.__version__, "commit": commit,
               "threads": torch.get_num_threads(),
               "nproc": world, "loss_curve": losses}
     if out:

@@ -42,6 +42,11 @@ def cpu(rs):
     return (f"{max(values):.0f}" if values else "n/a") + ", " + "/".join(str(t) for t in threads)
 
 
+def commits(rs):
+    """The source commits the runs came from (results.json ``commit``; "-" for runs before it was recorded)."""
+    return "/".join(sorted({r.get("commit") or "-" for r in rs}))
+
+
 def main():
     runs = {}
     for path in sorted(HERE.glob("*/results.json")):
@@ -50,8 +55,8 @@ def main():
             continue
         runs.setdefault((r["method"], r["data"]), []).append((path.parent.name, r))
     lines = ["| method | data | metric | mean ± std (seeds) | baseline | target | met | published | wall s (max) "
-             "| CPU s (max), threads | command |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| CPU s (max), threads | commit | command |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for (method, data), items in sorted(runs.items(), key=lambda kv: (list(TARGETS).index(kv[0])
                                                                       if kv[0] in TARGETS else 99, kv[0])):
         rs = [r for _, r in items]
@@ -76,7 +81,8 @@ def main():
         command = f"`sslfast train {name} --data {data}{extra} --seed S`"
         lines.append(f"| {method} | {data} | {rs[0]['metric']} | {fmt(values)} ({seeds}) | "
                      f"{fmt(baselines) if baselines else '-'} | {target[0] if target else '-'} | {met} | "
-                     f"{target[1] if target else '-'} | {max(r['seconds'] for r in rs):.0f} | {cpu(rs)} | {command} |")
+                     f"{target[1] if target else '-'} | {max(r['seconds'] for r in rs):.0f} | {cpu(rs)} | "
+                     f"{commits(rs)} | {command} |")
     text = "\n".join(lines)
     print(text)
     return text
