@@ -8,7 +8,7 @@ InfoNCE at T = 0.2 over the positive key and the queue (``sslfast.info_nce`` wit
 ``in_batch_negatives=False``). The queue is written in place at a device-side pointer, so a
 step never syncs with the host. ``shuffle_bn=G`` emulates MoCo's shuffling BN on one device: the
 queries' BatchNorm statistics come from G contiguous groups of the batch, the keys' from G groups
-of a random permutation of it, so a query never shares statistics with its own key (the
+of a random permutation of it, so a query and its own key rarely share statistics (the
 paper's 8 GPUs give each BN 32 images).
 
 v3 (``version=3``): no queue; 3-layer projector (hidden 4096, out 256, BN) and a 2-layer
@@ -103,18 +103,22 @@ class MoCo(nn.Module):
 
     def _keys(self, view):
         with torch.no_grad():
-            if self.shuffle_bn == 1 or not self.training:
-                return self.key_projection(self.key_encoder(view))
+            key_net = lambda v: self.key_projection(self.key_encoder(v))  # noqa: E731
+            if not self._shuffling():
+                return key_net(view)
             # Shuffle BN: the keys' BatchNorm statistics come from groups of a random permutation of the
-            # batch, the queries' from contiguous groups, so a query and its key never share statistics
+            # batch, the queries' from contiguous groups, so a query and its key do not share statistics
             # (MoCo's multi-GPU shuffle, on one device).
             perm = torch.randperm(view.shape[0], device=view.device)
-            keys = self._grouped(lambda v: self.key_projection(self.key_encoder(v)), view[perm])
+            keys = self._grouped(key_net, view[perm])
             return torch.empty_like(keys).index_copy_(0, perm, keys)
+
+    def _shuffling(self):
+        return self.shuffle_bn > 1 and self.training
 
     def _grouped(self, fn, x):
         """fn per group of ``shuffle_bn`` contiguous groups of x (their own BatchNorm statistics)."""
-        if self.shuffle_bn == 1 or not self.training:
+        if not self._shuffling():
             return fn(x)
         return torch.cat([fn(part) for part in x.tensor_split(min(self.shuffle_bn, x.shape[0]))])
 
