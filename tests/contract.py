@@ -1210,17 +1210,22 @@ def _bad_drop():
 
 
 def _nan_drop():
-    """Dropped entries are x * 0, as the reference: a NaN stays NaN whether it is kept or dropped."""
-    x = randn(40, 33)
-    x[::3, ::2] = float("nan")
+    """Dropped entries are x * 0, as the reference: a NaN stays NaN whether it is kept or dropped,
+    in every dtype the op takes."""
+    base = randn(40, 33)
+    base[::3, ::2] = float("nan")
+    xs = [base.to(dtype) for dtype in AUGMENT_DTYPES]
 
     def run():
-        return sslfast.drop_mask(x, 0.5, seed=9), sslfast.drop_mask(x, 0.5, per_column=True, seed=9)
+        return [(x, sslfast.drop_mask(x, 0.5, seed=9), sslfast.drop_mask(x, 0.5, per_column=True, seed=9))
+                for x in xs]
 
     def check(outs):
-        for out in outs:
-            assert torch.equal(torch.isnan(out), torch.isnan(x))
-            assert (out[~torch.isnan(x)] == 0).any()  # and something was dropped
+        for x, *dropped in outs:
+            for out in dropped:
+                assert out.dtype == x.dtype
+                assert torch.equal(torch.isnan(out), torch.isnan(x))
+                assert (out[~torch.isnan(x)] == 0).any()  # and something was dropped
 
     return run, check
 

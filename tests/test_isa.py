@@ -27,9 +27,9 @@ def _library():
 
 @pytest.mark.skipif(not X86 or shutil.which("objdump") is None, reason="x86-64 with objdump")
 def test_no_avx_instruction_outside_the_avx2_kernels():
-    """Only functions of namespace sslfast::cpu::avx2 may hold AVX (VEX / EVEX) instructions: the
-    rest of the library runs on any x86-64 CPU, and the avx2 functions only run on CPUs that have
-    AVX2 and FMA."""
+    """Only functions of namespace sslfast::cpu::avx2 (and the AVX-512 build of the dropout keep
+    factors, csrc/cpu/keep_factors.h) may hold AVX (VEX / EVEX) instructions: the rest of the
+    library runs on any x86-64 CPU, and those functions only run on CPUs that have the extensions."""
     listing = subprocess.run(["objdump", "-d", "--no-show-raw-insn", "-C", str(_library())],
                              capture_output=True, text=True, check=True).stdout
     function, offenders, avx2_instructions = None, {}, 0
@@ -45,7 +45,7 @@ def test_no_avx_instruction_outside_the_avx2_kernels():
         if mnemonic.startswith("v") and mnemonic not in ("verr", "verw"):
             if "sslfast::cpu::avx2::" in function:
                 avx2_instructions += 1
-            else:
+            elif not function.startswith("sslfast::cpu::keep_detail::avx512("):
                 offenders[function] = mnemonic
     assert not offenders, f"AVX instructions outside the avx2 kernels: {list(offenders.items())[:5]}"
     assert avx2_instructions > 1000  # the AVX2 paths exist (and the check can see them)
@@ -100,6 +100,10 @@ for dtype in (torch.float32, torch.float64):
     record("gcn" + d, lambda a: sslfast.gcn_aggregate(g, a), torch.randn(30, 24, dtype=dtype))
     record("gat" + d, lambda h, a, c: sslfast.gat_aggregate(g, h, a, c), torch.randn(30, 8, 8, dtype=dtype),
            torch.randn(30, 8, dtype=dtype), torch.randn(30, 8, dtype=dtype))
+    # the keep factors' AVX-512 build (keep_factors.h) against the scalar one: the same mask bits
+    record("drop" + d, lambda a: sslfast.drop_mask(a, 0.3, seed=5), torch.randn(70, 333, dtype=dtype))
+    record("drop_columns" + d, lambda a: sslfast.drop_mask(a, 0.3, per_column=True, seed=5),
+           torch.randn(7, 333, dtype=dtype))
 json.dump(results, sys.stdout)
 '''
 
@@ -114,7 +118,8 @@ def _run(isa):
 
 @pytest.mark.skipif(not X86, reason="one instruction set only")
 def test_baseline_and_avx2_paths_agree():
-    """Every family's kernels, forward and backward, on both paths: float64 agrees to rounding,
+    """Every family's kernels, forward and backward, on both paths (the drop mask: with and without
+    its AVX-512 keep factors, where the CPU has AVX-512): float64 agrees to rounding,
     float32 within the float32 error of the vectorized exp / log (a few ulp). In-kernel noise is a
     float32 stream in every dtype (Box-Muller as Triton's randn4x), so q_sample agrees to float32."""
     baseline, avx2 = _run("baseline"), _run("auto")

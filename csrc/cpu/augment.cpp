@@ -16,6 +16,7 @@
 #include "../checks.h"
 #include "alloc.h"
 #include "isa.h"
+#include "keep_factors.h"
 #include "philox.h"
 
 #define SSLFAST_IMPL "augment_impl.h"

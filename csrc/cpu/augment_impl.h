@@ -165,11 +165,13 @@ at::Tensor drop_mask_fwd(const at::Tensor& x_, double p, int64_t seed, bool per_
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "drop_mask_fwd", [&] {
     const scalar_t* in = x.const_data_ptr<scalar_t>();
     scalar_t* o = out.data_ptr<scalar_t>();
-    // x times a 0 / 1 factor, as the reference (x * keep): a dropped NaN stays NaN, and the
-    // per-column rows are one multiply the compiler vectorizes.
+    // x times a 0 / 1 factor, as the reference (x * keep): a dropped NaN stays NaN. The factors
+    // come from keep_factors (vectorized hash, keep_factors.h) a block at a time, then one
+    // multiply per entry that the compiler vectorizes.
     if (per_column) {
-      std::vector<scalar_t> keep(columns);
-      for (int64_t c = 0; c < columns; ++c) keep[c] = scalar_t(hash_keep(uint64_t(seed), uint64_t(c), pf) ? 1 : 0);
+      std::vector<float> factors(columns);
+      keep_factors(uint64_t(seed), 0, columns, pf, 1.0f, factors.data());
+      std::vector<scalar_t> keep(factors.begin(), factors.end());
       const scalar_t* k = keep.data();
       at::parallel_for(0, n / columns, std::max<int64_t>(1, 16384 / columns), [&](int64_t r0, int64_t r1) {
         for (int64_t r = r0; r < r1; ++r) {
@@ -179,8 +181,14 @@ at::Tensor drop_mask_fwd(const at::Tensor& x_, double p, int64_t seed, bool per_
         }
       });
     } else {
+      constexpr int64_t kBlock = 4096;
       at::parallel_for(0, n, 16384, [&](int64_t i0, int64_t i1) {
-        for (int64_t i = i0; i < i1; ++i) o[i] = in[i] * scalar_t(hash_keep(uint64_t(seed), uint64_t(i), pf) ? 1 : 0);
+        float factors[kBlock];
+        for (int64_t b = i0; b < i1; b += kBlock) {
+          const int64_t len = std::min(kBlock, i1 - b);
+          keep_factors(uint64_t(seed), uint64_t(b), len, pf, 1.0f, factors);
+          for (int64_t k = 0; k < len; ++k) o[b + k] = in[b + k] * scalar_t(factors[k]);
+        }
       });
     }
   });

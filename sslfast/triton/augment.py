@@ -78,7 +78,10 @@ def _drop_mask_kernel(x_ptr, out_ptr, n, columns, seed, p, PER_COLUMN: tl.conste
     index = i % columns if PER_COLUMN else i
     keep = _hash_uniform(seed, index) >= p
     v = tl.load(x_ptr + i, mask=ok, other=0.0)
-    tl.store(out_ptr + i, tl.where(keep, v, v * 0.0), mask=ok)  # x * 0 where dropped, as the reference: NaN stays NaN
+    # x * 0 where dropped, as the reference: NaN and inf give NaN. Multiplied in fp32: Triton's
+    # interpreter turns a bf16 NaN * 0 into 0.
+    zeroed = (v.to(tl.float32) * 0.0).to(v.dtype)
+    tl.store(out_ptr + i, tl.where(keep, v, zeroed), mask=ok)
 
 
 def _acc(x):
