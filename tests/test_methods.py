@@ -46,6 +46,8 @@ BUILDERS = {
     "moco2": lambda: (M.MoCo(_tiny_cnn(), queue_size=64, momentum=0.9, hidden_dim=32, **AUG), _images()[0]),
     "moco2_shuffle_bn": lambda: (M.MoCo(_tiny_cnn(), queue_size=64, momentum=0.9, hidden_dim=32, shuffle_bn=2,
                                         **AUG), _images()[0]),
+    "moco2_symmetric": lambda: (M.MoCo(_tiny_cnn(), queue_size=64, momentum=0.9, hidden_dim=32, symmetric=True,
+                                       **AUG), _images()[0]),
     "moco3": lambda: (M.MoCo(_tiny_cnn(), version=3, hidden_dim=32, out_dim=16, **AUG), _images()[0]),
     "byol": lambda: (M.BYOL(_tiny_cnn(), hidden_dim=32, out_dim=16, momentum=0.9, **AUG), _images()[0]),
     "simsiam": lambda: (M.SimSiam(_tiny_cnn(), dim=32, pred_dim=8, **AUG), _images()[0]),
@@ -178,6 +180,60 @@ def test_moco_shuffle_bn_keys_come_from_groups_of_a_permutation():
         torch.testing.assert_close(method._keys(images), key_net(images))
 
 
+def test_moco_shuffle_bn_in_forward_runs_each_encoder_on_groups():
+    """Through forward: the query encoder sees the first view in G contiguous groups, the key
+    encoder the second view in G groups that together are a permutation of it (not contiguous)."""
+    torch.manual_seed(0)
+    method, images = BUILDERS["moco2_shuffle_bn"]()
+    method.train()
+    seen = {"encoder": [], "key_encoder": []}
+    for name in seen:
+        getattr(method, name).register_forward_hook(lambda m, args, out, name=name: seen[name].append(args[0]))
+    probe = copy.deepcopy(method.augment)
+    torch.manual_seed(3)
+    method(images)
+    torch.manual_seed(3)
+    v1, v2 = probe(images), probe(images)
+    b = images.shape[0]
+    assert [x.shape[0] for x in seen["encoder"]] == [b // 2, b // 2]
+    torch.testing.assert_close(torch.cat(seen["encoder"]), v1)
+    keys_in = torch.cat(seen["key_encoder"])
+    assert [x.shape[0] for x in seen["key_encoder"]] == [b // 2, b // 2] and not torch.equal(keys_in, v2)
+    match = (keys_in.flatten(1)[:, None] == v2.flatten(1)[None]).all(-1)  # row i of the groups = row j of v2
+    assert torch.equal(match.sum(0), torch.ones(b, dtype=torch.int64))
+    assert torch.equal(match.sum(1), torch.ones(b, dtype=torch.int64))
+    # fewer than 2G images: fewer groups, of 2 or more each (a BatchNorm1d needs 2)
+    method.shuffle_bn = 8
+    seen["encoder"].clear()
+    method(images[:7])
+    assert [x.shape[0] for x in seen["encoder"]] == [3, 2, 2]
+
+
+def test_moco_symmetric_is_the_mean_of_both_directions_and_enqueues_both_keys():
+    """symmetric=True: 0.5 * (InfoNCE(q1, k2) + InfoNCE(q2, k1)), both against the queue as it was
+    before the step; then the 2B keys [k1, k2] enter the queue at the pointer."""
+    torch.manual_seed(0)
+    method, images = BUILDERS["moco2_symmetric"]()
+    method.train()
+    before = copy.deepcopy(method)
+    torch.manual_seed(5)
+    loss = method(images)
+    before.update_momentum()  # the step's own EMA update comes first in forward
+    torch.manual_seed(5)
+    v1, v2 = before.augment(images), before.augment(images)
+    with torch.no_grad():
+        k1, k2 = (before.key_projection(before.key_encoder(v)) for v in (v1, v2))
+        q1, q2 = (before.projection(before.encoder(v)) for v in (v1, v2))
+    queue = before.queue
+    expected = 0.5 * (sslfast.info_nce(q1, k2, before.temperature, queue, in_batch_negatives=False)
+                      + sslfast.info_nce(q2, k1, before.temperature, queue, in_batch_negatives=False))
+    torch.testing.assert_close(loss.detach(), expected)
+    b = images.shape[0]
+    torch.testing.assert_close(method.queue[:2 * b], nn.functional.normalize(torch.cat([k1, k2]), dim=1))
+    torch.testing.assert_close(method.queue[2 * b:], queue[2 * b:])
+    assert int(method.queue_ptr) == 2 * b
+
+
 def test_byol_target_follows_online_by_ema():
     torch.manual_seed(0)
     method, _ = BUILDERS["byol"]()
@@ -212,6 +268,8 @@ def test_bad_arguments_name_the_argument():
         M.MoCo(_tiny_cnn(), version=3, shuffle_bn=2)
     with pytest.raises(ValueError, match="shuffle_bn"):
         M.MoCo(_tiny_cnn(), shuffle_bn=0)
+    with pytest.raises(TypeError, match="symmetric"):
+        M.MoCo(_tiny_cnn(), symmetric=1)
     with pytest.raises(ValueError, match="mask_ratio"):
         M.MAE(_tiny_vit(), mask_ratio=1.0)
     with pytest.raises(TypeError, match="ViT"):

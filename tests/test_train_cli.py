@@ -54,6 +54,25 @@ def test_train_writes_results(tmp_path, capsys, argv, metric):
     assert f"{metric} = " in capsys.readouterr().out
 
 
+@pytest.mark.skipif(importlib.util.find_spec("sklearn") is None, reason="no scikit-learn")
+def test_results_record_what_ran_not_the_recipe_defaults(tmp_path, capsys):
+    """results.json's options and augment are the ones the method was built with: MoCo v3's
+    options (version 3, no queue, batch 256) where the recipe holds v2's, and SimSiam's own
+    stronger views where the other methods share the default views."""
+    out = tmp_path / "v3"
+    assert main(["train", "moco", "--data", "digits", "--epochs", "1", "--moco-version", "3", "--seed", "1",
+                 "--out", str(out), "--no-progress"]) == 0, capsys.readouterr().err
+    result = json.loads((out / "results.json").read_text())
+    assert result["method"] == "moco-v3" and result["options"]["version"] == 3
+    assert "queue_size" not in result["options"] and T.RECIPES["moco"].options["version"] == 2
+    out = tmp_path / "simsiam"
+    assert main(["train", "simsiam", "--data", "digits", "--epochs", "1", "--seed", "1", "--out", str(out),
+                 "--no-progress"]) == 0, capsys.readouterr().err
+    augment = json.loads((out / "results.json").read_text())["augment"]
+    assert augment["scale"] == [0.2, 1.0] and augment["noise_std"] == 0.1
+    assert list(T._augment("digits").settings()["scale"]) != augment["scale"]  # not the shared default views
+
+
 def test_failures_exit_nonzero_and_say_why(tmp_path, capsys):
     assert main(["train", "dgi", "--data-root", str(tmp_path / "nowhere"), "--out", str(tmp_path / "a"),
                  "--no-progress"]) == 1

@@ -9,7 +9,12 @@ InfoNCE at T = 0.2 over the positive key and the queue (``sslfast.info_nce`` wit
 step never syncs with the host. ``shuffle_bn=G`` emulates MoCo's shuffling BN on one device: the
 queries' BatchNorm statistics come from G contiguous groups of the batch, the keys' from G groups
 of a random permutation of it, so a query and its own key rarely share statistics (the
-paper's 8 GPUs give each BN 32 images).
+paper's 8 GPUs give each BN 32 images). A batch of fewer than 2G images is split into fewer
+groups, of at least 2 each. Under DDP each rank groups its own batch (a BatchNorm already sees one
+rank's batch there; G > 1 splits it further); with SyncBatchNorm, group g's statistics are pooled
+over every rank's group g. ``symmetric=True`` is the symmetrized loss of the
+MoCo v2 reproduction in the SimSiam paper (Table 4) and solo-learn's ``mocov2plus``: each view is
+the query once, against the other view's key and the queue; both views' keys are enqueued.
 
 v3 (``version=3``): no queue; 3-layer projector (hidden 4096, out 256, BN) and a 2-layer
 predictor on the query side, symmetrized InfoNCE over in-batch keys at T = 1.0 (the ResNet
@@ -42,7 +47,7 @@ class MoCo(nn.Module):
     def __init__(self, encoder: nn.Module, *, version: int = 2, feature_dim: int | None = None,
                  hidden_dim: int | None = None, out_dim: int | None = None, temperature: float | None = None,
                  momentum: float | None = None, queue_size: int | None = None, augment: nn.Module | None = None,
-                 shuffle_bn: int = 1, process_group=None):
+                 shuffle_bn: int = 1, symmetric: bool = False, process_group=None):
         super().__init__()
         if version not in _DEFAULTS:
             raise ValueError(f"version must be 2 or 3, got {version!r}")
@@ -77,6 +82,9 @@ class MoCo(nn.Module):
         if version == 3 and self.shuffle_bn != 1:
             raise ValueError(f"shuffle_bn is a MoCo v2 option (v3 uses one BatchNorm over the global batch), "
                              f"got shuffle_bn={shuffle_bn!r} with version=3")
+        if not isinstance(symmetric, bool):
+            raise TypeError(f"symmetric must be a bool, got {type(symmetric).__name__}")
+        self.symmetric = symmetric or version == 3  # v3's loss is always symmetrized
         self.process_group = process_group
 
     @torch.no_grad()
@@ -120,7 +128,8 @@ class MoCo(nn.Module):
         """fn per group of ``shuffle_bn`` contiguous groups of x (their own BatchNorm statistics)."""
         if not self._shuffling():
             return fn(x)
-        return torch.cat([fn(part) for part in x.tensor_split(min(self.shuffle_bn, x.shape[0]))])
+        groups = max(1, min(self.shuffle_bn, x.shape[0] // 2))  # >= 2 images per group: a BatchNorm1d needs 2
+        return torch.cat([fn(part) for part in x.tensor_split(groups)])
 
     def forward(self, batch):
         images = images_of(batch)
@@ -128,12 +137,22 @@ class MoCo(nn.Module):
             self.update_momentum()
         v1, v2 = self.augment(images), self.augment(images)
         if self.version == 2:
-            q = self._grouped(lambda v: self.projection(self.encoder(v)), v1)
-            k = self._keys(v2)
-            loss = sslfast.info_nce(q, k, self.temperature, self.queue.clone(), in_batch_negatives=False,
-                                    process_group=self.process_group)
+            query_net = lambda v: self.projection(self.encoder(v))  # noqa: E731
+            queue = self.queue.clone()  # the negatives of this step, before its keys enter
+
+            def nce(q, k):
+                return sslfast.info_nce(q, k, self.temperature, queue, in_batch_negatives=False,
+                                        process_group=self.process_group)
+
+            k2 = self._keys(v2)
+            if not self.symmetric:
+                loss, keys = nce(self._grouped(query_net, v1), k2), k2
+            else:
+                k1 = self._keys(v1)
+                loss = 0.5 * (nce(self._grouped(query_net, v1), k2) + nce(self._grouped(query_net, v2), k1))
+                keys = torch.cat([k1, k2])
             if self.training:
-                self._enqueue(k)
+                self._enqueue(keys)
             return loss
         q1 = self.predictor(self.projection(self.encoder(v1)))
         q2 = self.predictor(self.projection(self.encoder(v2)))
