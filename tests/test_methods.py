@@ -15,6 +15,7 @@ from sslfast import methods as M
 from sslfast.data import make_sbm
 from sslfast import functional
 from sslfast.methods import backbones
+from sslfast.methods.dgi import permute_rows
 
 supcon, ema_ = sslfast.supcon, sslfast.ema_
 
@@ -381,6 +382,59 @@ def test_augmentations():
         functional.mask_features(x, 1.5)
     with pytest.raises(ValueError, match="images"):
         functional.random_flip(torch.rand(3, 4))
+
+
+def test_dropout_is_f_dropout_on_the_hash_mask():
+    """functional.dropout: drop_mask's entries scaled by 1 / (1 - p), F.dropout's distribution
+    (keep rate, scale, mean), the same mask on the gradient; identity when not training or p = 0,
+    zeros (x * 0) at p = 1; a new seed draws a new mask."""
+    x = torch.rand(300, 200, dtype=torch.float64) + 0.5
+    out = functional.dropout(x, 0.2, seed=11)
+    torch.testing.assert_close(out, sslfast.drop_mask(x, 0.2, seed=11) / 0.8)
+    kept = out != 0
+    assert 0.78 < float(kept.double().mean()) < 0.82
+    torch.testing.assert_close(out[kept], x[kept] / 0.8)
+    assert abs(float(out.mean() / x.mean()) - 1) < 0.02
+    assert not torch.equal(kept, functional.dropout(x, 0.2, seed=12) != 0)
+    leaf = x.clone().requires_grad_()
+    functional.dropout(leaf, 0.2, seed=11).sum().backward()
+    torch.testing.assert_close(leaf.grad, kept.double() / 0.8)
+    assert functional.dropout(x, 0.2, training=False) is x and functional.dropout(x, 0.0) is x
+    y = x.clone()
+    y[0, 0] = float("nan")
+    dropped = functional.dropout(y, 1.0, seed=3)
+    assert torch.isnan(dropped[0, 0]) and (dropped.flatten()[1:] == 0).all()
+    with pytest.raises(ValueError, match="p must"):
+        functional.dropout(x, -0.1)
+
+
+def test_sparse_csr_features_give_the_dense_results():
+    """Bag-of-words features as a sparse CSR tensor (what ``sslfast train`` feeds the GCN methods):
+    mask_features masks the same columns, DGI's corruption permutes the same rows (an empty row
+    included), and each GCN method's loss and gradients match the dense run under the same seed."""
+    g = torch.Generator().manual_seed(0)
+    x = (torch.rand(60, 12, generator=g) < 0.3).float() * torch.rand(60, 12, generator=g)
+    x[5] = 0.0
+    sparse = x.to_sparse_csr()
+    perm = torch.randperm(60, generator=g)
+    assert torch.equal(permute_rows(sparse, perm).to_dense(), x[perm])
+    dense_masked = functional.mask_features(x, 0.4, generator=torch.Generator().manual_seed(1))
+    sparse_masked = functional.mask_features(sparse, 0.4, generator=torch.Generator().manual_seed(1))
+    assert sparse_masked.layout == torch.sparse_csr and torch.equal(sparse_masked.to_dense(), dense_masked)
+    _, edge_index = _graph()
+    for name in ("gae", "vgae", "dgi", "grace"):
+        losses, grads = [], []
+        for features in (x, sparse):
+            torch.manual_seed(0)
+            method, _ = BUILDERS[name]()
+            torch.manual_seed(1)
+            loss = method(features, edge_index)
+            loss.backward()
+            losses.append(loss.detach())
+            grads.append([p.grad for p in method.parameters() if p.grad is not None])
+        torch.testing.assert_close(losses[1], losses[0], msg=name)
+        for a, b in zip(*grads):
+            torch.testing.assert_close(b, a, msg=name)
 
 
 def test_grace_edge_weights_equal_rebuilt_graph():

@@ -89,7 +89,7 @@ def _image_data(size, n):
 
 def _make_batch(name, kind, data, batch_size, device):
     if kind in ("node", "link"):
-        x = datasets.row_normalize(data.x).to(device)
+        x = recipes.node_features(name, data.x, device)  # as sslfast train feeds it
         edge_index = data.edge_index.to(device)
         return (x, edge_index, edge_index) if kind == "link" else (x, edge_index)
     if kind == "points":

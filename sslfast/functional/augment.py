@@ -3,7 +3,8 @@
 Images: ``random_resized_crop`` (torchvision ``RandomResizedCrop``'s box sampling, vectorized
 over the batch), ``random_flip``, ``gaussian_noise``, and ``augment`` doing all three in one
 kernel pass. Graphs: ``drop_edges`` (as edge weights, so the graph and its CSR stay fixed: feed
-them to ``gcn_aggregate`` / ``spmm``) and ``mask_features`` (GRACE). Every random draw happens
+them to ``gcn_aggregate`` / ``spmm``), ``mask_features`` (GRACE) and ``dropout`` (``F.dropout``
+on the hash-keyed mask: the GAT encoders' feature dropout). Every random draw happens
 on the data's device (or as a host-side key): no host sync, static shapes.
 """
 
@@ -17,7 +18,7 @@ from ..ops import _validate as check
 from ..ops.augment import augment_images, drop_mask
 
 __all__ = ["sample_crop_boxes", "augment", "random_resized_crop", "random_flip", "gaussian_noise",
-           "drop_edges", "mask_features"]
+           "drop_edges", "mask_features", "dropout"]
 
 ATTEMPTS = 10  # torchvision RandomResizedCrop.get_params
 
@@ -134,6 +135,27 @@ def drop_edges(edges, p, *, generator=None):
 
 
 def mask_features(x, p, *, generator=None):
-    """GRACE ``drop_feature``: each feature column zeroed (for every node) with probability ``p``."""
+    """GRACE ``drop_feature``: each feature column zeroed (for every node) with probability ``p``.
+    ``x`` may be a sparse CSR tensor (bag-of-words features): its stored values are masked, the
+    same columns as for the dense ``x`` under the same seed."""
     check.tensor("x", x, ndim=2)
-    return drop_mask(x, p, per_column=True, generator=generator)
+    if x.layout != torch.sparse_csr:
+        return drop_mask(x, p, per_column=True, generator=generator)
+    # column c is kept where uniform(seed, c) >= p: entry c of a drop_mask over a row of ones
+    keep = drop_mask(torch.ones(x.shape[1], dtype=x.dtype, device=x.device), p, generator=generator)
+    values = x.values() * keep[x.col_indices()]
+    return torch.sparse_csr_tensor(x.crow_indices(), x.col_indices(), values, x.shape, check_invariants=False)
+
+
+def dropout(x, p, training=True, *, seed=None, generator=None):
+    """``F.dropout(x, p, training)`` with ``drop_mask``'s hash-keyed mask: each entry zeroed with
+    probability ``p``, the kept ones scaled by 1 / (1 - p). The mask is regenerated in backward,
+    never stored, and on CPU the hash is vectorized (AVX-512), where ``F.dropout`` draws and keeps
+    a Bernoulli mask. A different random stream from ``F.dropout``'s; the same distribution."""
+    check.tensor("x", x)
+    p = check.fraction("p", p, closed=True)
+    if not training or p == 0.0:
+        return x
+    if p == 1.0:
+        return drop_mask(x, 1.0, seed=seed, generator=generator)  # x * 0: zeros, NaN stays NaN
+    return drop_mask(x, p, seed=seed, generator=generator) * (1.0 / (1.0 - p))

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from sslfast import nn as fast_nn
+from sslfast.functional import dropout
 
 
 __all__ = ["ConvNet", "ViT", "TransformerBlock", "MLPDenoiser", "GCNEncoder", "GATEncoder",
@@ -192,7 +193,8 @@ class GCNEncoder(nn.Module):
 class GATEncoder(nn.Module):
     """GraphMAE's GAT encoder: ``num_layers`` GAT layers of ``heads`` heads x (hidden // heads)
     features, concatenated, each followed by PReLU (``encoding=True``: the last one too); feature
-    dropout ``in_drop`` before each layer, attention dropout ``attn_drop``; self loops added."""
+    dropout ``in_drop`` before each layer (``sslfast.functional.dropout``: the hash-keyed mask),
+    attention dropout ``attn_drop``; self loops added."""
 
     def __init__(self, in_dim: int, hidden: int = 512, heads: int = 4, num_layers: int = 2,
                  in_drop: float = 0.2, attn_drop: float = 0.1, negative_slope: float = 0.2):
@@ -208,5 +210,5 @@ class GATEncoder(nn.Module):
 
     def forward(self, x, edge_index):
         for conv, act in zip(self.convs, self.acts):
-            x = act(conv(F.dropout(x, self.in_drop, self.training), edge_index))
+            x = act(conv(dropout(x, self.in_drop, self.training), edge_index))
         return x

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import sslfast
+from sslfast.functional import dropout
 from sslfast.graph import Graph
 
 from ._common import encoder_dim, fraction, graph_of, positive, positive_int
@@ -60,7 +61,7 @@ class _GATDecoderLayer(nn.Module):
 
     def forward(self, h, edge_index, rows):
         graph = self._loop_graph(edge_index, h.shape[0])
-        h = F.dropout(h, self.feat_drop, self.training)
+        h = dropout(h, self.feat_drop, self.training)
         alpha_src = (h @ (self.weight.t() @ self.att_src)).unsqueeze(1)
         alpha_dst = (h @ (self.weight.t() @ self.att_dst)).unsqueeze(1)
         agg = sslfast.gat_aggregate(graph, h.unsqueeze(1), alpha_src, alpha_dst, self.negative_slope,

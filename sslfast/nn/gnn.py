@@ -152,7 +152,9 @@ class GCNConv(_GraphCache):
     weights as given, no self loops) and cannot add loops (PyG raises the same).
     ``edge_weight`` [E] is in the order of ``edge_index`` (or of the Graph's input).
     ``cached=True`` (transductive training, as PyG): the graph and edge weights of the first call
-    are reused for every later call, whatever is passed, until ``reset_parameters()``."""
+    are reused for every later call, whatever is passed, until ``reset_parameters()``.
+    ``x`` may be a sparse CSR tensor [N, in_channels] (bag-of-words features): x W^T is then a
+    sparse x dense product, with the gradient to W."""
 
     def __init__(self, in_channels, out_channels, improved=False, cached=False, add_self_loops=None, normalize=True,
                  bias=True, **kwargs):
