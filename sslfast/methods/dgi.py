@@ -29,7 +29,7 @@ def permute_rows(x, perm):
         return x[perm]
     crow = x.crow_indices()
     counts = (crow[1:] - crow[:-1])[perm]
-    new_crow = torch.cat([crow[:1], counts.cumsum(0)])
+    new_crow = torch.cat([crow[:1], counts.cumsum(0).to(crow.dtype)])
     nnz = x.values().shape[0]
     # entry k of new row r is entry k of row perm[r]: its offset is crow[perm[r]] + (k - new_crow[r])
     shift = torch.repeat_interleave(crow[:-1][perm] - new_crow[:-1], counts, output_size=nnz)
