@@ -170,7 +170,7 @@ at::Tensor drop_mask_fwd(const at::Tensor& x_, double p, int64_t seed, bool per_
     // multiply per entry that the compiler vectorizes.
     if (per_column) {
       std::vector<float> factors(columns);
-      keep_factors(uint64_t(seed), 0, columns, pf, 1.0f, factors.data());
+      keep_factors(uint64_t(seed), 0, columns, pf, factors.data());
       std::vector<scalar_t> keep(factors.begin(), factors.end());
       const scalar_t* k = keep.data();
       at::parallel_for(0, n / columns, std::max<int64_t>(1, 16384 / columns), [&](int64_t r0, int64_t r1) {
@@ -186,7 +186,7 @@ at::Tensor drop_mask_fwd(const at::Tensor& x_, double p, int64_t seed, bool per_
         float factors[kBlock];
         for (int64_t b = i0; b < i1; b += kBlock) {
           const int64_t len = std::min(kBlock, i1 - b);
-          keep_factors(uint64_t(seed), uint64_t(b), len, pf, 1.0f, factors);
+          keep_factors(uint64_t(seed), uint64_t(b), len, pf, factors);
           for (int64_t k = 0; k < len; ++k) o[b + k] = in[b + k] * scalar_t(factors[k]);
         }
       });

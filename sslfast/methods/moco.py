@@ -84,7 +84,7 @@ class MoCo(nn.Module):
                              f"got shuffle_bn={shuffle_bn!r} with version=3")
         if not isinstance(symmetric, bool):
             raise TypeError(f"symmetric must be a bool, got {type(symmetric).__name__}")
-        self.symmetric = symmetric or version == 3  # v3's loss is always symmetrized
+        self.symmetric = symmetric  # read by v2 only: v3's loss is always symmetrized
         self.process_group = process_group
 
     @torch.no_grad()
