@@ -362,14 +362,14 @@ def _embed(method, inputs, chunk=1000):
 # ---------------------------------------------------------------------------------------------
 
 
-SPARSE_FEATURE_METHODS = ("gae", "vgae", "dgi", "grace")  # GCN encoders on the features as given
+SPARSE_FEATURE_METHODS = ("gae", "vgae", "dgi", "grace", "graphmae")
 
 
 def node_features(method: str, x: torch.Tensor, device) -> torch.Tensor:
-    """Row-normalized features on ``device``; for the GCN methods, as a sparse CSR tensor when at
-    most 10% of the entries are nonzero (Planetoid's bag-of-words: about 1%). Their first GCN
-    layer is then a sparse x dense product, which on CiteSeer does a tenth of the dense work. GraphMAE
-    keeps dense rows: half of them become its learned mask token."""
+    """Row-normalized features on ``device``; for the graph methods, as a sparse CSR tensor when
+    at most 10% of the entries are nonzero (Planetoid's bag-of-words: about 1%). Their first layer
+    is then a sparse x dense product, which on CiteSeer does a tenth of the dense work (GraphMAE:
+    for the rows that keep their features; its mask-token rows are a dense product)."""
     x = datasets.row_normalize(x).to(device)
     if method in SPARSE_FEATURE_METHODS and x.dim() == 2 and x.numel() and \
             int(torch.count_nonzero(x)) <= 0.1 * x.numel():  # once, at setup

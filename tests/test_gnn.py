@@ -670,6 +670,10 @@ def test_gatconv_matches_pyg_formula(backend, concat):
     expected = torch.einsum("kij,jkc->ikc", att, h)
     expected = expected.reshape(n, 12) if concat else expected.mean(1)
     torch.testing.assert_close(out, expected + conv.bias)
+    with sslfast.use_backend(backend):  # attend: the same layer from the projected features
+        torch.testing.assert_close(conv.attend(x @ conv.lin.weight.t(), edge_index), out)
+        with pytest.raises(ValueError, match="h must have heads"):
+            conv.attend(x, edge_index)
 
 
 @pytest.mark.parametrize("backend", FAST_BACKENDS)

@@ -437,22 +437,26 @@ def test_sparse_csr_features_give_the_dense_results():
             torch.testing.assert_close(b, a, msg=name)
 
 
+class _Opaque(nn.Module):
+    """The same encoder behind a type the method does not know: no edge_weight for GRACE, the dense
+    masked input for GraphMAE."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner, self.out_dim = inner, inner.out_dim
+
+    def forward(self, x, edge_index):
+        return self.inner(x, edge_index)
+
+
 def test_grace_edge_weights_equal_rebuilt_graph():
     """GRACE drops edges as 0/1 weights on the one cached graph; an encoder that takes no
     edge_weight gets the kept edges instead. Same draws, same weights: the same loss."""
 
-    class NoWeights(nn.Module):
-        def __init__(self, inner):
-            super().__init__()
-            self.inner, self.out_dim = inner, inner.out_dim
-
-        def forward(self, x, edge_index):
-            return self.inner(x, edge_index)
-
     torch.manual_seed(0)
     encoder = backbones.GCNEncoder([12, 32, 16], last_activation=True)
     weighted = M.GRACE(encoder, proj_dim=16)
-    rebuilt = M.GRACE(NoWeights(copy.deepcopy(encoder)), proj_dim=16)
+    rebuilt = M.GRACE(_Opaque(copy.deepcopy(encoder)), proj_dim=16)
     rebuilt.fc1.load_state_dict(weighted.fc1.state_dict())
     rebuilt.fc2.load_state_dict(weighted.fc2.state_dict())
     assert weighted._weighted and not rebuilt._weighted
@@ -462,3 +466,80 @@ def test_grace_edge_weights_equal_rebuilt_graph():
     torch.manual_seed(5)
     b = rebuilt(x, edge_index)
     torch.testing.assert_close(a, b)
+
+
+def test_graphmae_projected_first_layer_equals_the_dense_masked_input():
+    """With the GAT encoder GraphMAE projects kept, noise and mask-token rows separately (and with
+    CSR features reconstructs through ``sce_loss_of_codes``); without dropout that is the dense
+    path's loss and gradients, for dense and CSR features (an empty feature row included)."""
+    g = torch.Generator().manual_seed(0)
+    x = (torch.rand(60, 12, generator=g) < 0.3).float() * torch.rand(60, 12, generator=g)
+    x[7] = 0.0
+    _, edge_index = _graph()
+    torch.manual_seed(0)
+    fast = M.GraphMAE(backbones.GATEncoder(12, 16, 2, 2, in_drop=0.0, attn_drop=0.0), 12, replace_rate=0.1,
+                      feat_drop=0.0, attn_drop=0.0)
+    with torch.no_grad():
+        fast.mask_token.normal_()
+        fast.decoder.bias.normal_()
+    dense = copy.deepcopy(fast)
+    dense.encoder = _Opaque(dense.encoder)
+    for features in (x, x.to_sparse_csr()):
+        fast.zero_grad()
+        dense.zero_grad()
+        torch.manual_seed(3)
+        a = fast(features, edge_index)
+        a.backward()
+        torch.manual_seed(3)
+        b = dense(x, edge_index)
+        b.backward()
+        torch.testing.assert_close(a, b)
+        grads = dict(dense.named_parameters())
+        for name, p in fast.named_parameters():
+            torch.testing.assert_close(p.grad, grads[name.replace("encoder.", "encoder.inner.", 1)].grad, msg=name)
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_graphmae_project_masked_draws_each_row_as_the_dense_input(sparse):
+    """An identity first layer shows dropout(x_masked) itself: kept rows are x, noise rows their
+    sources' features, token rows the mask token, each entry kept with probability 1 - p and
+    scaled by 1 / (1 - p), noise rows with masks of their own (not their sources')."""
+    p, n, f = 0.25, 64, 3000
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(n, f, generator=g) + 0.5  # no zero entry: a zero in h is a dropped entry
+    method = M.GraphMAE(backbones.GATEncoder(f, 16, 2, 2), f, replace_rate=0.25)
+    with torch.no_grad():
+        method.mask_token.uniform_(0.5, 1.5)
+    torch.manual_seed(1)
+    draw = method.draw(n, x.device)
+    assert sorted(torch.cat([draw.kept, draw.noise, draw.token]).tolist()) == list(range(n))
+    torch.manual_seed(2)
+    h = method.project_masked(x, x.to_sparse_csr() if sparse else None, draw, torch.eye(f), p).detach()
+    expect = x.clone()
+    expect[draw.noise] = x[draw.sources]
+    expect[draw.token] = method.mask_token.detach()
+    kept = h != 0
+    torch.testing.assert_close(h[kept], expect[kept] / (1 - p))
+    for rows in (draw.kept, draw.noise, draw.token):
+        assert abs(kept[rows].float().mean().item() - (1 - p)) < 0.02
+    other = draw.noise != draw.sources  # a node can draw itself as its source
+    same = (kept[draw.noise[other]] == kept[draw.sources[other]]).float().mean().item()
+    assert abs(same - (p * p + (1 - p) ** 2)) < 0.02  # independent masks; 1.0 if shared
+
+
+def test_sce_loss_of_codes_is_sce_of_the_reconstruction():
+    g = torch.Generator().manual_seed(0)
+    codes = torch.randn(9, 6, generator=g, dtype=torch.float64)
+    codes[2] = 0.0
+    weight = torch.randn(20, 6, generator=g, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(20, generator=g, dtype=torch.float64, requires_grad=True)
+    y = (torch.rand(9, 20, generator=g, dtype=torch.float64) < 0.3) * torch.rand(9, 20, generator=g,
+                                                                                 dtype=torch.float64)
+    codes.requires_grad_()
+    direct = M.graphmae.sce_loss(codes @ weight.t() + bias, y, 3.0)
+    grads = torch.autograd.grad(direct, (codes, weight, bias))
+    proj = y @ torch.cat([weight, bias.unsqueeze(1)], dim=1)
+    fused = M.graphmae.sce_loss_of_codes(codes, weight, bias, proj, y.norm(dim=1), 3.0)
+    torch.testing.assert_close(fused, direct)
+    for a, b in zip(torch.autograd.grad(fused, (codes, weight, bias)), grads):
+        torch.testing.assert_close(a, b)

@@ -208,7 +208,12 @@ class GATEncoder(nn.Module):
         self.in_drop = in_drop
         self.out_dim = hidden
 
-    def forward(self, x, edge_index):
-        for conv, act in zip(self.convs, self.acts):
-            x = act(conv(dropout(x, self.in_drop, self.training), edge_index))
+    def forward(self, x, edge_index, *, projected: bool = False):
+        """``projected``: x is already the first layer's ``lin(dropout(x))`` [N, hidden] (GraphMAE
+        computes it from its masked rows without forming the dense masked input)."""
+        for i, (conv, act) in enumerate(zip(self.convs, self.acts)):
+            if i == 0 and projected:
+                x = act(conv.attend(x, edge_index))
+            else:
+                x = act(conv(dropout(x, self.in_drop, self.training), edge_index))
         return x

@@ -348,7 +348,25 @@ class GATConv(_GraphCache):
                              "GATConv does not have)")
         _no_size("GATConv", size)
         graph, edges = self._attention_graph(edge_index, _check_x(x, self.in_channels).shape[0])
-        h = self.lin(x).view(-1, self.heads, self.out_channels)
+        out, alpha_src, alpha_dst, p, seed = self._attend(graph, self.lin(x))
+        if not return_attention_weights:
+            return out
+        edges = _input_edges(edge_index, graph) if edges is None else edges
+        return out, (edges, self._attention(graph, alpha_src, alpha_dst, p, seed))
+
+    def attend(self, h, edge_index):
+        """``forward`` from the projected features ``h = lin(x)`` [N, heads * out_channels]: for
+        callers that compute the projection in a cheaper way than from a dense x (GraphMAE
+        projects its mask token once, not once per masked row)."""
+        check.tensor("h", h, ndim=2)
+        if h.shape[1] != self.heads * self.out_channels:
+            raise ValueError(f"h must have heads * out_channels = {self.heads * self.out_channels} columns, "
+                             f"got shape {tuple(h.shape)}")
+        graph, _ = self._attention_graph(edge_index, h.shape[0])
+        return self._attend(graph, h)[0]
+
+    def _attend(self, graph, h):
+        h = h.view(-1, self.heads, self.out_channels)
         alpha_src = (h * self.att_src).sum(-1)
         alpha_dst = (h * self.att_dst).sum(-1)
         p = self.dropout if self.training else 0.0
@@ -357,10 +375,7 @@ class GATConv(_GraphCache):
         out = out.reshape(-1, self.heads * self.out_channels) if self.concat else out.mean(dim=1)
         if self.bias is not None:
             out = out + self.bias
-        if not return_attention_weights:
-            return out
-        edges = _input_edges(edge_index, graph) if edges is None else edges
-        return out, (edges, self._attention(graph, alpha_src, alpha_dst, p, seed))
+        return out, alpha_src, alpha_dst, p, seed
 
     def _attention(self, graph: Graph, alpha_src, alpha_dst, p, seed):
         """alpha [E, heads] in the graph's input edge order, as ``gat_aggregate`` weighs the edges:
