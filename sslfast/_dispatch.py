@@ -171,11 +171,17 @@ def _choose(op: str, device_type: str):
     return None
 
 
+_tables: dict = {}  # (backend, per-op choices, Triton interpreted) -> a resolved table
+
+
 def _refresh():
+    # Cached per setting: ``use_backend`` switches twice per ``with``, and resolving asks the
+    # dispatcher about every op on every device (a benchmark's eager step paid that each call).
+    key = (_state["backend"], tuple(sorted(_state["per_op"].items())), triton_interpreted())
+    if key not in _tables:
+        _tables[key] = {(op, d): _choose(op, d) for op in OP_TABLE for d in DEVICE_TYPES}
     _resolved.clear()
-    for op in OP_TABLE:
-        for device_type in DEVICE_TYPES:
-            _resolved[(op, device_type)] = _choose(op, device_type)
+    _resolved.update(_tables[key])
 
 
 def ops_for(op: str, like: torch.Tensor):
@@ -260,6 +266,7 @@ def _from_environment():
 
 def refresh() -> None:
     """Resolve the table again (after a backend registered more kernels)."""
+    _tables.clear()
     _refresh()
 
 

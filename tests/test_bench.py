@@ -202,6 +202,24 @@ def test_quantile_matches_linear_interpolation():
     assert harness.quantile([7.0], 0.2) == 7.0
 
 
+def test_median_ci_has_its_binomial_coverage_and_paired_ratio_pairs_rounds():
+    xs = list(range(1, 31))
+    assert harness.median_ci(xs) == (10, 21)  # the textbook ranks for n = 30 at 95%
+    assert harness.median_ci(list(range(1, 16))) == (4, 12)
+    assert harness.median_ci([3.0, 1.0]) == (1.0, 3.0)  # too few for 95%: the range
+    # Coverage of a normal median over many draws: at least the nominal 95%.
+    g = torch.Generator().manual_seed(0)
+    hits = 0
+    for _ in range(400):
+        lo, hi = harness.median_ci(torch.randn(15, generator=g).tolist())
+        hits += lo <= 0.0 <= hi
+    assert hits / 400 >= 0.93
+    impls = {"eager": {"samples_ms": [2.0, 4.0, 3.0]}, "sslfast": {"samples_ms": [1.0, 4.0, 2.0]}}
+    paired = harness.paired_ratio(impls)
+    assert paired["median"] == 1.5 and paired["ci95"] == [1.0, 2.0] and paired["rounds"] == 3
+    assert harness.paired_ratio({"sslfast": {"samples_ms": [1.0]}}) is None
+
+
 def test_missing_matplotlib_and_tqdm_degrade_gracefully(tmp_path, monkeypatch, capsys):
     for name in ("matplotlib", "matplotlib.pyplot", "tqdm", "tqdm.auto"):
         monkeypatch.setitem(sys.modules, name, None)  # makes `import name` raise ImportError
@@ -271,3 +289,23 @@ def test_replot_draws_one_row_per_family_at_a_readable_width(tmp_path):
     assert width == 1500 and height > width
     with pytest.raises(SystemExit):
         harness.main(["--replot", str(tmp_path / "missing.json")])
+
+
+def test_methods_targets():
+    """Graph methods: the ratio of medians against 1.5x. The others: slower than eager only when
+    the whole 95% interval of the per-round ratio lies below 1 (a step that is mostly the method's
+    own layers has a true ratio near 1, which two medians straddle by chance)."""
+    from sslfast.bench import methods
+
+    def impls(eager, ours):
+        return {"eager": {"median_ms": harness.quantile(eager, 0.5), "samples_ms": eager},
+                "sslfast": {"median_ms": harness.quantile(ours, 0.5), "samples_ms": ours}}
+
+    clip = methods.method_case("clip", "mnist5k")
+    even = impls([1.0, 0.97, 1.02, 0.99, 1.01, 0.98], [1.0] * 6)
+    met, text = clip.target(methods.MODE, even)
+    assert met and "95% CI 0.97-1.02" in text
+    assert not clip.target(methods.MODE, impls([0.9] * 6, [1.0] * 6))[0]
+    gae = methods.method_case("gae", "cora")
+    assert gae.target(methods.MODE, impls([1.6] * 6, [1.0] * 6))[0]
+    assert not gae.target(methods.MODE, impls([1.4] * 6, [1.0] * 6))[0]

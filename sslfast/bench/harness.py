@@ -302,6 +302,37 @@ def quantile(samples, q: float) -> float:
     return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
 
 
+def median_ci(samples, level: float = 0.95):
+    """(lower, upper): a distribution-free confidence interval of the median, from the order
+    statistics whose binomial coverage is at least ``level`` (the sample range when there are
+    too few samples to reach it)."""
+    xs = sorted(samples)
+    n = len(xs)
+    if not n:
+        return float("nan"), float("nan")
+    tail = (1 - level) / 2
+    # j: the largest rank with P(Binomial(n, 1/2) < j) <= tail; the interval is (x_(j), x_(n+1-j)).
+    j, below = 0, 0.0
+    while j < n and below + math.comb(n, j) / 2 ** n <= tail:
+        below += math.comb(n, j) / 2 ** n
+        j += 1
+    j = max(j, 1)
+    return xs[j - 1], xs[n - j]
+
+
+def paired_ratio(impls, base: str = "eager"):
+    """{median, ci95, rounds} of the per-round ratios base / sslfast, or None. Each round times
+    every implementation back to back, so a slow spell of a shared machine hits both sides of a
+    ratio; the interval says what the rounds can resolve."""
+    a, b = impls.get(base, {}).get("samples_ms"), impls.get("sslfast", {}).get("samples_ms")
+    if not a or not b or len(a) != len(b):
+        return None
+    ratios = [x / y for x, y in zip(a, b) if y > 0]
+    if not ratios:
+        return None
+    return {"median": quantile(ratios, 0.5), "ci95": list(median_ci(ratios)), "rounds": len(ratios)}
+
+
 def _error_text(error: BaseException, limit: int = 300) -> str:
     text = str(error).strip().splitlines()
     first = text[0] if text else ""
@@ -494,6 +525,9 @@ def run_mode(case: Case, mode: str, device, dtype, plan: Plan, compiled) -> dict
     }
     if case.baselines:
         record["speedup_vs"] = {name: ratio(name) for name in case.baselines}
+    paired = paired_ratio(results)
+    if paired:
+        record["paired_vs_eager"] = paired
     if case.target and results["sslfast"].get("median_ms") is not None:
         met, text = case.target(mode, results)
         record["target"] = {"met": bool(met), "text": text}

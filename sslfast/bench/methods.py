@@ -16,12 +16,16 @@ eager reference would build a 160 GB logit matrix), and GraphMAE's eager referen
 dropout on explicit E x H x F messages, 2.3 GB per layer at 100k nodes) does not fit the CPU
 machine's budget. ``python -m sslfast.bench
 --only methods``. Targets (issue 15): graph methods >= 1.5x eager at Cora size and >= 2x at 100k
-nodes; no method slower than eager. The table's last column says whether each record meets its
-target. The optimizer state and the method's parameters carry over from call to call (a training
-run); each implementation gets its own copy of the method, built from the same seed. On CPU a
-step runs on one torch thread and is timed with that thread's CPU clock, as the overhead family
-is: the ratio is what the fused ops change, and it does not move with other load on a shared
-machine (wall-clock ratios moved by 8-11% between two runs there, benchmarks/NOTES.md).
+nodes (ratio of the medians); no method slower than eager, where slower means that the whole 95%
+interval of the per-round ratio eager / sslfast lies below 1 (15 interleaved rounds; the image
+methods' steps are mostly their own convolutions and attention, with the fused ops a few percent:
+their true ratio is near 1, and a ratio of two medians falls below it half the time). The table's
+last column says whether each record meets its target. The optimizer state and the method's
+parameters carry over from call to call (a training run); each implementation gets its own copy
+of the method, built from the same seed. On CPU a step runs on one torch thread and is timed with
+that thread's CPU clock, as the overhead family is: other load moves it less than the wall clock
+(wall-clock ratios moved by 8-11% between two runs), though not to nothing (shared caches: two
+identical steps' 5-round medians differed by up to 15%, benchmarks/NOTES.md).
 """
 
 from __future__ import annotations
@@ -35,11 +39,12 @@ import sslfast
 from sslfast import data as datasets
 from sslfast import train as recipes
 
-from .harness import Case, Context, Inputs, register_family
+from .harness import Case, Context, Inputs, paired_ratio, register_family
 
 FAMILY = "methods"
 SEED = 0
 GRAPH_TARGET = {"cora": 1.5, "citeseer": 1.5, "sbm100k": 2.0}
+ROUNDS = 15  # interleaved rounds of each step (sbm100k: as many as the time budget allows)
 MODE = "train step"
 
 
@@ -136,18 +141,28 @@ def method_case(name, data_name, *, tiny=False) -> Case:
             states[impl] = _StepState(m, opt, batch)
         return Inputs((states,))
 
-    minimum = GRAPH_TARGET.get(data_name, 1.5) if kind in ("node", "link") else 1.0
+    minimum = GRAPH_TARGET.get(data_name, 1.5) if kind in ("node", "link") else None
 
     def target(mode, impls):
         eager = impls["eager"].get("median_ms")
         ours = impls["sslfast"]["median_ms"]
-        if not eager:
-            return False, f"target >= {minimum:g}x eager (eager not measured)"
-        return eager / ours >= minimum, f"target >= {minimum:g}x eager"
+        if minimum is not None:
+            if not eager:
+                return False, f"target >= {minimum:g}x eager (eager not measured)"
+            return eager / ours >= minimum, f"target >= {minimum:g}x eager"
+        # "Not slower than eager": where the fused ops are a few percent of the step the true ratio
+        # is about 1, and the ratio of two medians falls either side of it by chance. Slower means
+        # the whole 95% interval of the per-round ratio lies below 1.
+        paired = paired_ratio(impls)
+        if paired is None:
+            return False, "not slower than eager (eager not measured)"
+        lo, hi = paired["ci95"]
+        return hi >= 1.0, f"not slower than eager (per-round ratio {paired['median']:.2f}x, 95% CI {lo:.2f}-{hi:.2f})"
 
     return Case(FAMILY, name, data_name, {"method": name, "data": data_name, "kind": kind}, make_inputs, sslfast_step,
                 eager_step, modes=(MODE,), backend=lambda device: sslfast.get_backend(),
-                cost=50.0 if data_name == "sbm100k" else 5.0, target=target, rounds=3 if tiny else None,
+                cost=50.0 if data_name == "sbm100k" else 5.0, target=target,
+                rounds=3 if tiny else None if data_name == "sbm100k" else ROUNDS,
                 threads=1, cpu_clock="thread",
                 model_note="methods: one optimizer step; eager = the same step under use_backend('reference')")
 
