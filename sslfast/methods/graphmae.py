@@ -38,7 +38,7 @@ from .backbones import GATEncoder
 
 _Draw = namedtuple("_Draw", "mask_nodes unmasked token noise sources kept")
 
-__all__ = ["GraphMAE", "sce_loss"]
+__all__ = ["GraphMAE", "sce_loss", "sce_loss_of_codes"]
 
 
 def sce_loss(x, y, alpha=3.0):
