@@ -406,6 +406,10 @@ def test_dropout_is_f_dropout_on_the_hash_mask():
     assert torch.isnan(dropped[0, 0]) and (dropped.flatten()[1:] == 0).all()
     with pytest.raises(ValueError, match="p must"):
         functional.dropout(x, -0.1)
+    sparse = (x * (x > 0.5)).to_sparse_csr()  # CSR: the stored values dropped, the structure kept
+    dropped = functional.dropout(sparse, 0.3, seed=4)
+    assert dropped.layout == torch.sparse_csr and torch.equal(dropped.col_indices(), sparse.col_indices())
+    assert torch.equal(dropped.values(), functional.dropout(sparse.values(), 0.3, seed=4))
 
 
 def test_sparse_csr_features_give_the_dense_results():

@@ -143,7 +143,11 @@ def mask_features(x, p, *, generator=None):
         return drop_mask(x, p, per_column=True, generator=generator)
     # column c is kept where uniform(seed, c) >= p: entry c of a drop_mask over a row of ones
     keep = drop_mask(torch.ones(x.shape[1], dtype=x.dtype, device=x.device), p, generator=generator)
-    values = x.values() * keep[x.col_indices()]
+    return _csr_with_values(x, x.values() * keep[x.col_indices()])
+
+
+def _csr_with_values(x, values):
+    """The CSR tensor x with its stored values replaced (same rows, columns and shape)."""
     return torch.sparse_csr_tensor(x.crow_indices(), x.col_indices(), values, x.shape, check_invariants=False)
 
 
@@ -151,11 +155,14 @@ def dropout(x, p, training=True, *, seed=None, generator=None):
     """``F.dropout(x, p, training)`` with ``drop_mask``'s hash-keyed mask: each entry zeroed with
     probability ``p``, the kept ones scaled by 1 / (1 - p). The mask is regenerated in backward,
     never stored, and on CPU the hash is vectorized (AVX-512), where ``F.dropout`` draws and keeps
-    a Bernoulli mask. A different random stream from ``F.dropout``'s; the same distribution."""
+    a Bernoulli mask. A different random stream from ``F.dropout``'s; the same distribution.
+    ``x`` may be a sparse CSR tensor: its stored values are dropped (the zeros stay zeros)."""
     check.tensor("x", x)
     p = check.fraction("p", p, closed=True)
     if not training or p == 0.0:
         return x
+    if x.layout == torch.sparse_csr:  # bag-of-words features: the stored entries only
+        return _csr_with_values(x, dropout(x.values(), p, training, seed=seed, generator=generator))
     if p == 1.0:
         return drop_mask(x, 1.0, seed=seed, generator=generator)  # x * 0: zeros, NaN stays NaN
     return drop_mask(x, p, seed=seed, generator=generator) * (1.0 / (1.0 - p))

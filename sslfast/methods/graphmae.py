@@ -65,10 +65,8 @@ def sce_loss_of_codes(codes, weight, bias, target_proj, target_norm, alpha=3.0):
 
 @torch.compiler.disable  # dynamo does not trace a CSR tensor's values(): this part stays eager
 def _sparse_dropout_matmul(x, weight_t, p, training):
-    """dropout(x, p) @ weight_t for a CSR x: the dropout on its stored entries only."""
-    values = dropout(x.values(), p, training)
-    x = torch.sparse_csr_tensor(x.crow_indices(), x.col_indices(), values, x.shape, check_invariants=False)
-    return x @ weight_t
+    """dropout(x, p) @ weight_t for a CSR x (the dropout on its stored entries only)."""
+    return dropout(x, p, training) @ weight_t
 
 
 class _Gram(torch.autograd.Function):
