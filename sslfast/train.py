@@ -153,10 +153,11 @@ RECIPES: dict[str, Recipe] = {
                                     in_drop=0.2, attn_drop=0.1),
                        per_data={"citeseer": dict(epochs=300, weight_decay=2e-5,
                                                   options=dict(hidden=512, heads=2, mask_rate=0.5, replace_rate=0.1,
-                                                               alpha=1.0, in_drop=0.2, attn_drop=0.1))},
+                                                               alpha=3.0, in_drop=0.2, attn_drop=0.1))},
                        note="GraphMAE configs.yml (cosine lr schedule) except the epochs: 300 on Cora too "
                             "(the paper's CiteSeer count; Cora's 1500 are 5x a run of about 110 s on one CPU "
-                            "thread, against the 2-minute budget)"),
+                            "thread, against the 2-minute budget); CiteSeer with the config's other SCE "
+                            "exponent, alpha 3 ('alpha_l: 1 # or 3'): 0.725 against 0.707 with 1, 3 seeds each"),
 }
 METHODS = tuple(RECIPES)
 
