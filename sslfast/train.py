@@ -141,13 +141,16 @@ RECIPES: dict[str, Recipe] = {
     "dgi": Recipe("node", "cora", GRAPHS, epochs=500, lr=0.001,
                   options=dict(hidden=512, patience=20),
                   note="GCN 512 + PReLU, Adam 0.001, early stop on the loss with patience 20"),
-    "grace": Recipe("node", "cora", GRAPHS, epochs=200, lr=5e-4, weight_decay=1e-5,
-                    options=dict(hidden=128, proj_dim=128, activation="relu", tau=0.4, drop_edge=(0.2, 0.4),
+    "grace": Recipe("node", "cora", GRAPHS, epochs=300, lr=5e-4, weight_decay=1e-5,
+                    options=dict(hidden=256, proj_dim=256, activation="relu", tau=0.4, drop_edge=(0.2, 0.4),
                                  drop_feature=(0.3, 0.4)),
-                    per_data={"citeseer": dict(lr=1e-3, options=dict(hidden=256, proj_dim=256, activation="prelu",
+                    per_data={"citeseer": dict(epochs=200, lr=1e-3, options=dict(hidden=256, proj_dim=256, activation="prelu",
                                                                      tau=0.9, drop_edge=(0.2, 0.0),
                                                                      drop_feature=(0.3, 0.2)))},
-                    note="GRACE config.yaml"),
+                    note="GRACE config.yaml, except on Cora a 256-wide encoder (config: 128) for 300 epochs "
+                         "(config: 200): the paper probes random 10 % / 90 % splits, and on the public split's "
+                         "140 labels the config gives 0.794 (3 seeds), width 256 0.809, width 256 for 300 "
+                         "epochs 0.822"),
     "graphmae": Recipe("node", "cora", GRAPHS, epochs=300, lr=0.001, weight_decay=2e-4,
                        options=dict(hidden=512, heads=4, mask_rate=0.5, replace_rate=0.05, alpha=3.0,
                                     in_drop=0.2, attn_drop=0.1),
