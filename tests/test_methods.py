@@ -531,6 +531,29 @@ def test_graphmae_project_masked_draws_each_row_as_the_dense_input(sparse):
     assert abs(same - (p * p + (1 - p) ** 2)) < 0.02  # independent masks; 1.0 if shared
 
 
+def test_graphmae_gat_layers_start_from_graphmae_initialization():
+    """DGL's GATConv.reset_parameters, which GraphMAE keeps: Xavier-normal with the ReLU gain on
+    the projection and on both attention vectors (shape [1, heads, C]: fans heads * C and C), zero
+    bias; PyG's Glorot-uniform (gain 1) would give weights sqrt(2) times smaller."""
+    torch.manual_seed(0)
+    f, hidden, heads = 3000, 512, 4
+    method = M.GraphMAE(backbones.GATEncoder(f, hidden, heads, 2), f)
+    gain = 2 ** 0.5
+    c = hidden // heads
+    for i, conv in enumerate(method.encoder.convs):
+        fan_in = f if i == 0 else hidden
+        expect = gain * (2 / (fan_in + hidden)) ** 0.5
+        assert abs(conv.lin.weight.std().item() / expect - 1) < 0.02, i
+        assert abs(conv.lin.weight.mean().item()) < 0.05 * expect
+        for att in (conv.att_src, conv.att_dst):
+            assert abs(att.std().item() / (gain * (2 / (heads * c + c)) ** 0.5) - 1) < 0.15, i
+        assert not conv.bias.any()
+    dec = method.decoder
+    assert abs(dec.weight.std().item() / (gain * (2 / (hidden + f)) ** 0.5) - 1) < 0.02
+    for att in (dec.att_src, dec.att_dst):
+        assert abs(att.std().item() / (gain * (2 / (2 * f)) ** 0.5) - 1) < 0.1
+
+
 def test_sce_loss_of_codes_is_sce_of_the_reconstruction():
     g = torch.Generator().manual_seed(0)
     codes = torch.randn(9, 6, generator=g, dtype=torch.float64)

@@ -192,7 +192,8 @@ class GCNEncoder(nn.Module):
 
 class GATEncoder(nn.Module):
     """GraphMAE's GAT encoder: ``num_layers`` GAT layers of ``heads`` heads x (hidden // heads)
-    features, concatenated, each followed by PReLU (``encoding=True``: the last one too); feature
+    features, concatenated, each followed by PReLU (``encoding=True``: the last one too), with
+    GraphMAE's initialization (``reset_parameters``); feature
     dropout ``in_drop`` before each layer (``sslfast.functional.dropout``: the hash-keyed mask),
     attention dropout ``attn_drop``; self loops added."""
 
@@ -207,6 +208,19 @@ class GATEncoder(nn.Module):
         self.acts = nn.ModuleList(nn.PReLU() for _ in range(num_layers))
         self.in_drop = in_drop
         self.out_dim = hidden
+        self.reset_parameters()
+
+    def reset_parameters(self):
+        """GraphMAE's initialization (DGL ``GATConv.reset_parameters``, kept by its PyG port):
+        Xavier-normal with the ReLU gain for the projection and both attention vectors, zero bias.
+        PyG's ``GATConv`` (and sslfast's, its drop-in) uses Glorot-uniform with gain 1: weights
+        sqrt(2) times smaller."""
+        gain = nn.init.calculate_gain("relu")
+        for conv in self.convs:
+            nn.init.xavier_normal_(conv.lin.weight, gain=gain)
+            for att in (conv.att_src, conv.att_dst):  # [1, heads, C]: fans heads * C and C, as DGL's
+                nn.init.xavier_normal_(att, gain=gain)
+            nn.init.zeros_(conv.bias)
 
     def forward(self, x, edge_index, *, projected: bool = False):
         """``projected``: x is already the first layer's ``lin(dropout(x))`` [N, hidden] (GraphMAE

@@ -95,8 +95,8 @@ class _GATDecoderLayer(nn.Module):
         self.bias = nn.Parameter(torch.zeros(out_dim))
         gain = nn.init.calculate_gain("relu")  # DGL GATConv.reset_parameters
         nn.init.xavier_normal_(self.weight, gain=gain)
-        for att in (self.att_src, self.att_dst):
-            nn.init.xavier_normal_(att.view(1, -1), gain=gain)
+        for att in (self.att_src, self.att_dst):  # DGL's shape [1, heads = 1, out_dim]: both fans out_dim
+            nn.init.xavier_normal_(att.view(1, 1, -1), gain=gain)
         self.feat_drop, self.attn_drop, self.negative_slope = feat_drop, attn_drop, negative_slope
         self._graph_key = None
 
