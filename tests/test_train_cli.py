@@ -1,6 +1,7 @@
 """``sslfast train``: the command line end to end (tiny settings), its outputs and failures, and
 one quick quality check (GAE on Cora)."""
 
+import dataclasses
 import importlib.util
 import json
 import os
@@ -8,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from sslfast import train as T
 from sslfast.__main__ import main
@@ -71,6 +73,23 @@ def test_results_record_what_ran_not_the_recipe_defaults(tmp_path, capsys):
     augment = json.loads((out / "results.json").read_text())["augment"]
     assert augment["scale"] == [0.2, 1.0] and augment["noise_std"] == 0.1
     assert list(T._augment("digits").settings()["scale"]) != augment["scale"]  # not the shared default views
+
+
+def test_sgd_recipe_scales_the_learning_rate_with_the_batch(tmp_path, monkeypatch, capsys):
+    """A recipe with optimizer='sgd' (the SimSiam paper's setting, which the trials of
+    benchmarks/results use) trains with SGD, momentum 0.9, its weight decay, and lr x batch / 256."""
+    built = []
+    make = T._optimizer
+    monkeypatch.setitem(T.RECIPES, "simsiam", dataclasses.replace(T.RECIPES["simsiam"], optimizer="sgd", lr=0.05,
+                                                                  batch_size=64, weight_decay=5e-4))
+    monkeypatch.setattr(T, "_optimizer", lambda recipe, params, lr: built.append(make(recipe, params, lr)) or built[-1])
+    assert main(["train", "simsiam", "--data", "digits", "--epochs", "1", "--seed", "0", "--out", str(tmp_path),
+                 "--no-progress"]) == 0, capsys.readouterr().err
+    (opt,) = built
+    assert isinstance(opt, torch.optim.SGD)
+    group = opt.param_groups[0]
+    assert group["initial_lr"] == pytest.approx(0.05 * 64 / 256)
+    assert group["momentum"] == 0.9 and group["weight_decay"] == 5e-4
 
 
 def test_failures_exit_nonzero_and_say_why(tmp_path, capsys):

@@ -221,6 +221,8 @@ class GATEncoder(nn.Module):
             for att in (conv.att_src, conv.att_dst):  # [1, heads, C]: fans heads * C and C, as DGL's
                 nn.init.xavier_normal_(att, gain=gain)
             nn.init.zeros_(conv.bias)
+        for act in self.acts:
+            act.reset_parameters()
 
     def forward(self, x, edge_index, *, projected: bool = False):
         """``projected``: x is already the first layer's ``lin(dropout(x))`` [N, hidden] (GraphMAE
