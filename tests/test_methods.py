@@ -552,6 +552,8 @@ def test_graphmae_gat_layers_start_from_graphmae_initialization():
     assert abs(dec.weight.std().item() / (gain * (2 / (hidden + f)) ** 0.5) - 1) < 0.02
     for att in (dec.att_src, dec.att_dst):
         assert abs(att.std().item() / (gain * (2 / (2 * f)) ** 0.5) - 1) < 0.1
+    with pytest.raises(ValueError, match="att_dst must be shaped"):  # [out] would have other fans
+        M.graphmae.graphmae_gat_init_(dec.weight, dec.att_src.view(1, 1, -1), dec.att_dst, dec.bias)
 
 
 def test_sce_loss_of_codes_is_sce_of_the_reconstruction():

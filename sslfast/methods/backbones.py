@@ -190,6 +190,20 @@ class GCNEncoder(nn.Module):
         return x
 
 
+def graphmae_gat_init_(weight, att_src, att_dst, bias):
+    """GraphMAE's GAT initialization, in place (DGL ``GATConv.reset_parameters``, kept by its PyG
+    port): Xavier-normal with the ReLU gain for the projection [heads * C, in] and both attention
+    vectors, zero bias. The attention vectors must have DGL's shape [1, heads, C]: their fans are
+    heads * C and C."""
+    gain = nn.init.calculate_gain("relu")
+    nn.init.xavier_normal_(weight, gain=gain)
+    for name, att in (("att_src", att_src), ("att_dst", att_dst)):
+        if att.dim() != 3 or att.shape[0] != 1:  # another shape gives other fans, so another scale
+            raise ValueError(f"{name} must be shaped [1, heads, C], got {tuple(att.shape)}")
+        nn.init.xavier_normal_(att, gain=gain)
+    nn.init.zeros_(bias)
+
+
 class GATEncoder(nn.Module):
     """GraphMAE's GAT encoder: ``num_layers`` GAT layers of ``heads`` heads x (hidden // heads)
     features, concatenated, each followed by PReLU (``encoding=True``: the last one too), with
@@ -215,12 +229,8 @@ class GATEncoder(nn.Module):
         Xavier-normal with the ReLU gain for the projection and both attention vectors, zero bias.
         PyG's ``GATConv`` (and sslfast's, its drop-in) uses Glorot-uniform with gain 1: weights
         sqrt(2) times smaller."""
-        gain = nn.init.calculate_gain("relu")
         for conv in self.convs:
-            nn.init.xavier_normal_(conv.lin.weight, gain=gain)
-            for att in (conv.att_src, conv.att_dst):  # [1, heads, C]: fans heads * C and C, as DGL's
-                nn.init.xavier_normal_(att, gain=gain)
-            nn.init.zeros_(conv.bias)
+            graphmae_gat_init_(conv.lin.weight, conv.att_src, conv.att_dst, conv.bias)
         for act in self.acts:
             act.reset_parameters()
 

@@ -34,7 +34,7 @@ from sslfast.functional import dropout
 from sslfast.graph import Graph
 
 from ._common import encoder_dim, fraction, graph_of, positive, positive_int
-from .backbones import GATEncoder
+from .backbones import GATEncoder, graphmae_gat_init_
 
 _Draw = namedtuple("_Draw", "mask_nodes unmasked token noise sources kept")
 
@@ -93,10 +93,8 @@ class _GATDecoderLayer(nn.Module):
         self.att_src = nn.Parameter(torch.empty(out_dim))
         self.att_dst = nn.Parameter(torch.empty(out_dim))
         self.bias = nn.Parameter(torch.zeros(out_dim))
-        gain = nn.init.calculate_gain("relu")  # DGL GATConv.reset_parameters
-        nn.init.xavier_normal_(self.weight, gain=gain)
-        for att in (self.att_src, self.att_dst):  # DGL's shape [1, heads = 1, out_dim]: both fans out_dim
-            nn.init.xavier_normal_(att.view(1, 1, -1), gain=gain)
+        # One head: DGL's attention shape [1, 1, out_dim]
+        graphmae_gat_init_(self.weight, self.att_src.view(1, 1, -1), self.att_dst.view(1, 1, -1), self.bias)
         self.feat_drop, self.attn_drop, self.negative_slope = feat_drop, attn_drop, negative_slope
         self._graph_key = None
 
