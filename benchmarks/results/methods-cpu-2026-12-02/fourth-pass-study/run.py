@@ -40,8 +40,11 @@ recipe = T.RECIPES[method]
 if opts:
     fields["options"] = {**recipe.options, **opts}
 # The overrides win over a data set's own settings too (GraphMAE's and GRACE's CiteSeer entries).
-per_data = {name: {**over, **fields, **({"options": {**over.get("options", recipe.options), **opts}} if opts else {})}
-            for name, over in recipe.per_data.items()}
+per_data = {}
+for data_name, over in recipe.per_data.items():
+    per_data[data_name] = {**over, **fields}
+    if opts:  # the data set's own options, the overrides on top
+        per_data[data_name]["options"] = {**over.get("options", recipe.options), **opts}
 T.RECIPES[method] = dataclasses.replace(recipe, **fields, per_data=per_data)
 if aug:
     views = {"scale": (0.4, 1.0), "flip_p": 0.0, "noise_std": 0.05, **aug}
